@@ -1,0 +1,55 @@
+# The project's verbs. `make setup && make test` is all a fresh machine needs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+DEMO_DIR ?= demo
+export PATH := $(BIN):$(PATH)
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: help setup test test-full lint format repro demo demo-clean data-demo ui
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed  ## create .venv and install cxraug with its dev tools
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+test: setup  ## fast test suite (what CI runs, ~10 min on 2 cores)
+	$(BIN)/pytest -m "not slow"
+
+test-full: setup  ## every test, including the slow training ones
+	$(BIN)/pytest
+
+lint: setup  ## ruff checks
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: setup  ## ruff format + autofix
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+data-demo: setup  ## put the synthetic phantom data set in data/raw and record it in data.dvc
+	$(BIN)/cxraug demo-data data/raw
+	$(BIN)/dvc commit -f -q data.dvc
+
+repro: setup  ## run the pipeline on data/raw (dvc repro)
+	$(BIN)/dvc repro
+
+demo: setup  ## whole pipeline on synthetic phantoms in ./$(DEMO_DIR), a separate DVC project
+	@mkdir -p $(DEMO_DIR)
+	@test -e $(DEMO_DIR)/.dvc || (cd $(DEMO_DIR) && $(BIN)/dvc init --no-scm -q && $(BIN)/dvc config core.analytics false)
+	@cp dvc.yaml data.dvc .dvcignore $(DEMO_DIR)/ && ln -sfn ../src $(DEMO_DIR)/src
+	$(BIN)/cxraug params --overlay params.demo.yaml > $(DEMO_DIR)/params.yaml
+	@test -e $(DEMO_DIR)/data/raw || (cd $(DEMO_DIR) && $(BIN)/cxraug demo-data data/raw && $(BIN)/dvc commit -f -q data.dvc)
+	cd $(DEMO_DIR) && time $(BIN)/dvc repro
+
+demo-clean:  ## remove the demo project
+	rm -rf $(DEMO_DIR)
+
+ui: setup  ## MLflow UI for this project's runs on http://127.0.0.1:5000 (DIR=demo for the demo's)
+	cd $(or $(DIR),.) && $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
+		--default-artifact-root ./mlruns --host 127.0.0.1 --port 5000

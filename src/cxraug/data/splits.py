@@ -1,0 +1,48 @@
+"""Patient-level, class-stratified splitting: no patient ever appears in two splits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def split_by_patient(
+    labels: np.ndarray,
+    patients: np.ndarray,
+    fractions: dict[str, float],
+    seed: int,
+) -> np.ndarray:
+    """Assign every image to a split so that all images of a patient share it.
+
+    Greedy stratification: patients holding the rarest classes are placed first (larger ones first),
+    each into the split where it reduces the squared relative shortfall against the targets
+    (fraction x class total) the most; a split still lacking one of the patient's classes comes first,
+    so every class reaches every split when it has enough patients. Returns each image's split name.
+    """
+    names = list(fractions)
+    share = np.array([fractions[n] for n in names], dtype=float)
+    share = share / share.sum()
+    uniq, patient_of = np.unique(patients, return_inverse=True)
+    n_classes = int(labels.max()) + 1 if len(labels) else 0
+    per_patient = np.zeros((len(uniq), n_classes))
+    np.add.at(per_patient, (patient_of, labels), 1)
+    class_total = per_patient.sum(0)
+    target = share[:, None] * class_total[None, :]
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(uniq))
+    # rarest class a patient has (its total), then larger patients first: hard-to-place ones go early
+    rarest = np.where(per_patient > 0, class_total[None, :], np.inf).min(1)
+    order = order[np.lexsort((-per_patient.sum(1)[order], rarest[order]))]
+
+    placed = np.zeros_like(target)
+    split_of_patient = np.empty(len(uniq), dtype=int)
+    weight = 1.0 / np.maximum(class_total, 1) ** 2
+    for p in order:
+        brings = per_patient[p][None, :]
+        # change of sum_c w_c (placed - target)^2 if this patient joins each split
+        cost = (weight[None, :] * brings * (2 * (placed - target) + brings)).sum(1)
+        cost -= ((placed == 0) & (target > 0) & (brings > 0)).sum(1)  # a class this split has none of yet
+        s = int(np.argmin(cost))
+        split_of_patient[p] = s
+        placed[s] += per_patient[p]
+    return np.array(names, dtype=object)[split_of_patient[patient_of]].astype(str)

@@ -1,0 +1,48 @@
+"""Shared fixtures: MLflow in a temporary sqlite store, the real NIH subset when present, tiny data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["CXRAUG_NO_PROGRESS"] = "1"
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+NIH_SUBSET = SHARED_DATA / "nih-cxr14-subset"
+NIH_METADATA = SHARED_DATA / "nih-cxr14-metadata"
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory) -> str:
+    """One sqlite store per test session (creating the schema costs seconds)."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
+
+
+@pytest.fixture
+def nih_subset() -> Path:
+    if not NIH_SUBSET.is_dir():
+        pytest.skip("../shared/data/nih-cxr14-subset is absent")
+    return NIH_SUBSET
+
+
+@pytest.fixture
+def nih_metadata() -> Path:
+    if not NIH_METADATA.is_dir():
+        pytest.skip("../shared/data/nih-cxr14-metadata is absent")
+    return NIH_METADATA
+
+
+@pytest.fixture(scope="session")
+def demo_raw(tmp_path_factory) -> Path:
+    """A small deterministic phantom data set in the NIH layout (read-only for tests)."""
+    from cxraug.data.demo import make_demo_data
+
+    root = tmp_path_factory.mktemp("demo") / "raw"
+    make_demo_data(root, n_images=600, size=96, seed=3)
+    return root

@@ -1,0 +1,69 @@
+"""Builders of small NIH-layout directories for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cxraug.data.demo import NIH_HEADER
+
+
+def write_nih(
+    root: Path,
+    rows: list[tuple[str, str, str]],
+    size: int = 64,
+    subdir: str = "images",
+    metadata_name: str = "Data_Entry_2017.csv",
+) -> Path:
+    """rows: (image index, finding labels, patient id); images are random 8-bit grayscale PNGs."""
+    folder = root / subdir
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = [NIH_HEADER]
+    for name, labels, patient in rows:
+        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), mode="L").save(folder / name)
+        lines.append(f"{name},{labels},0,{patient},40,M,PA,{size},{size},0.143,0.143")
+    (root / metadata_name).write_text("\n".join(lines) + "\n")
+    return root
+
+
+def balanced_rows(classes: list[str], per_class: int, patients_per_class: int) -> list[tuple[str, str, str]]:
+    rows = []
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            patient = 1000 * (c + 1) + i % patients_per_class
+            rows.append((f"{patient:08d}_{i:03d}.png", name, str(patient)))
+    return rows
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_project(dest: Path, params_yaml: str | None = None) -> Path:
+    """A throwaway copy of the pipeline (dvc.yaml, params, data.dvc, src) as its own DVC project."""
+    import shutil
+    import subprocess
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", "data.dvc", ".dvcignore"):
+        shutil.copy(REPO / name, dest / name)
+    (dest / "src").symlink_to(REPO / "src")
+    (dest / "params.yaml").write_text(
+        params_yaml if params_yaml is not None else (REPO / "params.yaml").read_text()
+    )
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=dest, check=True, env=project_env())
+    subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=dest, check=True, env=project_env())
+    return dest
+
+
+def project_env() -> dict:
+    """Environment for running the CLI / dvc in a subprocess: the venv first on PATH, tracking local."""
+    import os
+    import sys
+
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.pop("MLFLOW_TRACKING_URI", None)  # each project tracks into its own mlruns/
+    return env
