@@ -65,10 +65,57 @@ class PrepareParams(Section):
         return self
 
 
+class TrainBaganParams(Section):
+    """BAGAN (Mariani et al. 2018): autoencoder, class-conditional latent Gaussians, then a K+1-way GAN."""
+
+    latent_dim: int = Field(
+        100, ge=2, le=1024, description="size of the latent code (encoder output, G input)"
+    )
+    g_base: int = Field(64, ge=4, le=512, description="generator width: channels of its last up block")
+    d_base: int = Field(
+        64, ge=4, le=512, description="encoder/discriminator width: channels of its first conv"
+    )
+    d_dropout: float = Field(
+        0.3, ge=0, lt=1, description="dropout after every encoder/discriminator conv (BAGAN's code: 0.3)"
+    )
+    ae_epochs: int = Field(30, ge=1, description="autoencoder epochs over the training split")
+    lr_ae: float = Field(2e-4, gt=0, le=1, description="Adam learning rate of the autoencoder")
+    epochs: int = Field(100, ge=1, description="GAN epochs over the training split")
+    lr_g: float = Field(5e-5, gt=0, le=1, description="Adam learning rate of the generator (BAGAN: 5e-5)")
+    lr_d: float = Field(5e-5, gt=0, le=1, description="Adam learning rate of the discriminator (BAGAN: 5e-5)")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1 of all three optimisers (BAGAN: 0.5)")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 of all three optimisers")
+    batch_size: int = Field(64, ge=2, le=4096, description="real images per step")
+    class_sampling: Literal["uniform", "rebalance"] = Field(
+        "uniform",
+        description="classes of generated images: uniform, or rebalance (p_c = max(2/K - share_c, 0), "
+        "renormalised: rare classes more often, so real + generated are balanced)",
+    )
+    init_discriminator_from_encoder: bool = Field(
+        True, description="start D's conv trunk from the trained encoder's (BAGAN) instead of at random"
+    )
+    cov_ridge: float = Field(
+        1e-3,
+        gt=0,
+        le=1,
+        description="added to each class covariance's diagonal, times its mean variance: keeps it "
+        "positive definite when a class has fewer images than latent_dim",
+    )
+    grid_per_class: int = Field(8, ge=1, le=64, description="fixed latents per class in the sample grids")
+    log_every: int = Field(1, ge=1, description="log step metrics (means over the window) every N steps")
+    checkpoint_every: int = Field(500, ge=1, description="save a resumable checkpoint every N steps")
+    seed: int = Field(0, ge=0, description="seed of initialisation, batch order and latent draws")
+    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, the faster of fp32/bf16 layouts on CPU"
+    )
+
+
 class Params(Section):
     """The whole params.yaml; a missing section takes its defaults."""
 
     prepare: PrepareParams = Field(default_factory=PrepareParams)
+    train_bagan: TrainBaganParams = Field(default_factory=TrainBaganParams)
 
 
 def _describe(error: dict) -> str:
