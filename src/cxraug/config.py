@@ -79,7 +79,7 @@ class TrainBaganParams(Section):
         0.3, ge=0, lt=1, description="dropout after every encoder/discriminator conv (BAGAN's code: 0.3)"
     )
     ae_epochs: int = Field(30, ge=1, description="autoencoder epochs over the training split")
-    lr_ae: float = Field(2e-4, gt=0, le=1, description="Adam learning rate of the autoencoder")
+    lr_ae: float = Field(1e-3, gt=0, le=1, description="Adam learning rate of the autoencoder")
     epochs: int = Field(100, ge=1, description="GAN epochs over the training split")
     lr_g: float = Field(5e-5, gt=0, le=1, description="Adam learning rate of the generator (BAGAN: 5e-5)")
     lr_d: float = Field(5e-5, gt=0, le=1, description="Adam learning rate of the discriminator (BAGAN: 5e-5)")
