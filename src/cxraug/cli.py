@@ -199,14 +199,19 @@ def bench_bagan(
         Path("../shared/data/nih-cxr14-subset")
     ),
     params: ParamsOption = Path("params.yaml"),
-    steps: Annotated[int, typer.Option(min=1, help="timed steps per measurement")] = 20,
+    overlay: Annotated[
+        list[Path] | None, typer.Option(help="YAML files whose keys replace params' keys (params.demo.yaml)")
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1, help="timed steps per round")] = 3,
+    repeats: Annotated[int, typer.Option(min=1, help="rounds, alternating between the two loops")] = 3,
 ) -> None:
     """Autoencoder and GAN steps/s (and images/s) of train_bagan's loop vs a plain loop over PNG files
     (DataLoader + PIL decoding, NCHW fp32, default Adam) with the same nets and batch size."""
     from cxraug.benchmarks.bagan import bench_bagan as run
     from cxraug.benchmarks.bagan import markdown
+    from cxraug.config import load_params
 
-    rates, note = run(raw, _params(params), steps)
+    rates, note = run(raw, load_params(params, *(overlay or [])), steps, repeats)
     typer.echo(note)
     typer.echo(markdown(rates))
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import statistics
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,6 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from cxraug.benchmarks.common import measure
 from cxraug.config import Params
 from cxraug.data.datasets import Split, batch_indices, load_split, to_model_range
 from cxraug.errors import CxraugError
@@ -83,7 +84,7 @@ def _prepared(raw: Path, params: Params) -> Iterator[Path]:
         yield Path(tmp) / "prepared"
 
 
-def _png_paths(raw: Path, prepared: Path, train: Split) -> list[str]:
+def _png_paths(raw: Path, train: Split) -> list[str]:
     from cxraug.data.sources import read_source
 
     source = read_source(raw)
@@ -93,15 +94,76 @@ def _png_paths(raw: Path, prepared: Path, train: Split) -> list[str]:
     return [path_of[name] for name in pd.Series(train.image_index)]
 
 
-def bench_bagan(raw: Path, params: Params, steps: int = 20) -> tuple[list[Rate], str]:
+class Loop:
+    """One way of running the BAGAN steps: nets, optimisers and a source of batches."""
+
+    def __init__(
+        self, name, params: Params, train: Split, precision: Precision, fused: bool, batches
+    ) -> None:
+        p = params.train_bagan
+        self.name, self.precision, self.batches, self.batch_size = name, precision, batches, p.batch_size
+        seed_everything(p.seed)
+        self.nets = BaganNets.build(architecture(p, train)).apply(precision.module)
+        betas = (p.beta1, p.beta2)
+        opt = adam if fused else lambda ps, lr, betas: torch.optim.Adam(ps, lr=lr, betas=betas)
+        self.opt_ae = opt([*self.nets.encoder.parameters(), *self.nets.decoder.parameters()], p.lr_ae, betas)
+        self.opt_g = opt(self.nets.generator.parameters(), p.lr_g, betas)
+        self.opt_d = opt(self.nets.discriminator.parameters(), p.lr_d, betas)
+        # latents from N(0, I) for every class: as costly to draw as from fitted Gaussians
+        dim, k = p.latent_dim, train.n_classes
+        standard = ClassGaussians(
+            train.classes, np.zeros((k, dim)), np.stack([np.eye(dim)] * k), np.ones(k), np.zeros(k)
+        )
+        self.sampler = LatentSampler(standard, precision.device)
+        self.probs = class_probabilities(train.class_counts(), p.class_sampling)
+        self.rng = torch.Generator().manual_seed(p.seed)
+        self.n_fake = fakes_per_step(p.batch_size, k)
+
+    def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c = torch.multinomial(self.probs, n, replacement=True, generator=self.rng)
+        return self.sampler(c, self.rng), c.to(self.precision.device)
+
+    def autoencoder(self) -> None:
+        x, _ = self.batches(self.precision)
+        autoencoder_step(self.nets.encoder, self.nets.decoder, self.opt_ae, x, self.precision).item()
+
+    def gan(self) -> None:
+        x, y = self.batches(self.precision)
+        n = self.nets
+        gan_step(
+            n.generator, n.discriminator, self.opt_g, self.opt_d, x, y, self.draw, self.n_fake, self.precision
+        )["d_loss"].item()
+
+
+def _alternating(loops: list[Loop], phase: str, steps: int, repeats: int) -> list[Rate]:
+    """Time `steps` steps of each loop in turn, `repeats` rounds (after one warm-up step each), so that
+    load from other jobs falls on both alike; report the median round."""
+    runs = {loop.name: getattr(loop, phase) for loop in loops}
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                run()
+            times[name].append(time.perf_counter() - start)
+    rates = []
+    for loop in loops:
+        seconds = statistics.median(times[loop.name]) / steps
+        rates.append(Rate(loop.name, phase, 1 / seconds, loop.batch_size / seconds))
+    return rates
+
+
+def bench_bagan(raw: Path, params: Params, steps: int = 3, repeats: int = 3) -> tuple[list[Rate], str]:
     p = params.train_bagan
     device = pick_device(p.device)
     ours = pick_precision(device, p.precision)
     plain = Precision(device, bf16=False, channels_last=False)
     with _prepared(raw, params) as prepared:
         train = load_split(prepared, "train")
-        paths = _png_paths(raw, prepared, train)
-    # decode PNGs in the plain loop from the raw files, which outlive the temporary directory
+        paths = _png_paths(raw, train)
+    # the plain loop decodes the raw PNG files, which outlive the temporary directory
     loader = torch.utils.data.DataLoader(
         PngDataset(paths, train.labels.tolist(), train.image_size), p.batch_size, shuffle=True, drop_last=True
     )
@@ -120,65 +182,18 @@ def bench_bagan(raw: Path, params: Params, steps: int = 20) -> tuple[list[Rate],
         x, y = next(png_batches)
         return precision.batch(x), y.to(device)
 
-    rates = []
-    for loop, precision, fused, batches in (
-        ("train_bagan (uint8 in memory)", ours, True, from_memory),
-        ("plain (DataLoader over PNGs)", plain, False, from_png),
-    ):
-        rates += _bench_loop(loop, params, train, precision, fused, batches, steps)
+    loops = [
+        Loop("train_bagan (uint8 in memory)", params, train, ours, True, from_memory),
+        Loop("plain (DataLoader over PNGs)", params, train, plain, False, from_png),
+    ]
+    rates = [r for phase in ("autoencoder", "gan") for r in _alternating(loops, phase, steps, repeats)]
     note = (
         f"{len(train)} training images of {raw}, {train.image_size} px, batch {p.batch_size}, "
-        f"latent {p.latent_dim}, widths G {p.g_base} / D {p.d_base}; ours: {ours.describe()} + fused Adam; "
-        f"plain: {plain.describe()} + default Adam; {torch.get_num_threads()} threads"
+        f"latent {p.latent_dim}, widths G {p.g_base} / D {p.d_base}, d_dropout {p.d_dropout}; "
+        f"ours: {ours.describe()} + fused Adam; plain: {plain.describe()} + default Adam; "
+        f"{torch.get_num_threads()} threads; median of {repeats} alternating rounds of {steps} steps"
     )
     return rates, note
-
-
-def _bench_loop(loop, params, train, precision, fused, batches, steps) -> list[Rate]:
-    p = params.train_bagan
-    seed_everything(p.seed)
-    nets = BaganNets.build(architecture(p, train)).apply(precision.module)
-    opt = adam if fused else lambda ps, lr, betas: torch.optim.Adam(ps, lr=lr, betas=betas)
-    betas = (p.beta1, p.beta2)
-    opt_ae = opt([*nets.encoder.parameters(), *nets.decoder.parameters()], p.lr_ae, betas)
-    opt_g, opt_d = (
-        opt(nets.generator.parameters(), p.lr_g, betas),
-        opt(nets.discriminator.parameters(), p.lr_d, betas),
-    )
-
-    def ae_steps():
-        for _ in range(steps):
-            x, _ = batches(precision)
-            autoencoder_step(nets.encoder, nets.decoder, opt_ae, x, precision).item()
-
-    ae = measure(loop, ae_steps, steps * p.batch_size, warmup=1, repeats=3)
-
-    # latents from N(0, I) for every class: drawing them costs what drawing from fitted Gaussians costs
-    dim, k = p.latent_dim, train.n_classes
-    standard = ClassGaussians(
-        train.classes, np.zeros((k, dim)), np.stack([np.eye(dim)] * k), np.ones(k), np.zeros(k)
-    )
-    sampler = LatentSampler(standard, precision.device)
-    probs = class_probabilities(train.class_counts(), p.class_sampling)
-    rng = torch.Generator().manual_seed(p.seed)
-
-    def draw(n):
-        c = torch.multinomial(probs, n, replacement=True, generator=rng)
-        return sampler(c, rng), c.to(precision.device)
-
-    n_fake = fakes_per_step(p.batch_size, k)
-
-    def gan_steps():
-        for _ in range(steps):
-            x, y = batches(precision)
-            m = gan_step(nets.generator, nets.discriminator, opt_g, opt_d, x, y, draw, n_fake, precision)
-            m["d_loss"].item()
-
-    gan = measure(loop, gan_steps, steps * p.batch_size, warmup=1, repeats=3)
-    return [
-        Rate(loop, phase, m.per_second / p.batch_size, m.per_second)
-        for phase, m in (("autoencoder", ae), ("gan", gan))
-    ]
 
 
 def markdown(rates: list[Rate]) -> str:

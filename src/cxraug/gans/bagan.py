@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -110,17 +111,10 @@ def train_bagan(
         "generator": adam(nets.generator.parameters(), params.lr_g, betas),
         "discriminator": adam(nets.discriminator.parameters(), params.lr_d, betas),
     }
-    ckpt_ae = Checkpointer(Path(checkpoint_dir) / "autoencoder.pt", fingerprint(params, inputs))
-    ckpt_gan = Checkpointer(Path(checkpoint_dir) / "gan.pt", ckpt_ae.fingerprint)
-    ae_modules = {"encoder": nets.encoder, "decoder": nets.decoder}
-    gan_modules = {"generator": nets.generator, "discriminator": nets.discriminator}
-    ae_opts = {"autoencoder": optimizers["autoencoder"]}
-    gan_opts = {k: optimizers[k] for k in ("generator", "discriminator")}
-
-    resumed_ae = ckpt_ae.restore(ae_modules, ae_opts, rng)
-    ae_done = bool(resumed_ae and resumed_ae.extra.get("done"))
-    resumed_gan = ckpt_gan.restore(gan_modules, gan_opts, rng) if ae_done else None
+    checkpoints = PhaseCheckpoints(Path(checkpoint_dir), fingerprint(params, inputs), nets, optimizers, rng)
+    resumed_ae, resumed_gan = checkpoints.restore()
     resumed = resumed_gan or resumed_ae
+    ae_done = bool(resumed_ae and resumed_ae.extra.get("done"))
 
     with tracking.stage_run(
         experiment=EXPERIMENT,
@@ -138,21 +132,12 @@ def train_bagan(
             params, nets, optimizers, train.to(device), val.to(device), precision, rng, tracker, on_step
         )
 
-        def save_ae(step: int, epoch: int, done: bool = False) -> None:
-            ckpt_ae.save(
-                step=step, epoch=epoch, modules=ae_modules, optimizers=ae_opts, generator=rng, run_id=run_id,
-                extra={"done": done},
-            )  # fmt: skip
-
-        def save_gan(step: int, epoch: int) -> None:
-            ckpt_gan.save(
-                step=step, epoch=epoch, modules=gan_modules, optimizers=gan_opts, generator=rng, run_id=run_id
-            )
-
         timer, ae_start = time.perf_counter(), resumed_ae.step if resumed_ae else 0
         if not ae_done:
-            train_autoencoder(s, ae_start, save_ae)
-            save_ae(params.ae_epochs * s.steps_per_epoch, params.ae_epochs, done=True)
+            train_autoencoder(s, ae_start, partial(checkpoints.save, "autoencoder", run_id=run_id))
+            checkpoints.save(
+                "autoencoder", params.ae_epochs * s.steps_per_epoch, params.ae_epochs, run_id, done=True
+            )
         rates = {"ae_steps_per_second": _rate(params.ae_epochs * s.steps_per_epoch - ae_start, timer)}
         if resumed_gan is None:
             init_gan_from_autoencoder(nets, params.init_discriminator_from_encoder)
@@ -164,7 +149,7 @@ def train_bagan(
         tracker.gaussians(gaussians, latents, train.labels.numpy(), out_dir / "class_gaussians.npz")
 
         timer, gan_start = time.perf_counter(), resumed_gan.step if resumed_gan else 0
-        run_gan(s, gaussians, gan_start, save_gan)
+        run_gan(s, gaussians, gan_start, partial(checkpoints.save, "gan", run_id=run_id))
         rates["gan_steps_per_second"] = _rate(params.epochs * s.steps_per_epoch - gan_start, timer)
 
         write_models(out_dir, nets, arch, train)
@@ -173,9 +158,60 @@ def train_bagan(
         metrics = summarize(s, run_id, rates, time.perf_counter() - start)
         tracker.final(metrics)
     atomic_write_json(metrics_path, metrics)
-    ckpt_gan.remove()
-    ckpt_ae.remove()
+    checkpoints.remove()
     return BaganResult(run_id, metrics)
+
+
+class PhaseCheckpoints:
+    """One checkpoint per phase: the autoencoder's (nets, optimiser; `done` once finished, then kept until
+    the stage ends) and the GAN's. Both carry the run's random generator and MLflow run id."""
+
+    def __init__(
+        self,
+        directory: Path,
+        fingerprint: str,
+        nets: BaganNets,
+        optimizers: dict[str, torch.optim.Optimizer],
+        rng: torch.Generator,
+    ) -> None:
+        self.rng = rng
+        self.files = {
+            "autoencoder": Checkpointer(directory / "autoencoder.pt", fingerprint),
+            "gan": Checkpointer(directory / "gan.pt", fingerprint),
+        }
+        self.state = {
+            "autoencoder": (
+                {"encoder": nets.encoder, "decoder": nets.decoder},
+                {"autoencoder": optimizers["autoencoder"]},
+            ),
+            "gan": (
+                {"generator": nets.generator, "discriminator": nets.discriminator},
+                {k: optimizers[k] for k in ("generator", "discriminator")},
+            ),
+        }
+
+    def restore(self) -> tuple[Resumed | None, Resumed | None]:
+        """Load what was saved; the GAN's checkpoint counts only after a finished autoencoder."""
+        ae = self.files["autoencoder"].restore(*self.state["autoencoder"], self.rng)
+        if not (ae and ae.extra.get("done")):
+            return ae, None
+        return ae, self.files["gan"].restore(*self.state["gan"], self.rng)
+
+    def save(self, phase: str, step: int, epoch: int, run_id: str, done: bool = False) -> None:
+        modules, optimizers = self.state[phase]
+        self.files[phase].save(
+            step=step,
+            epoch=epoch,
+            modules=modules,
+            optimizers=optimizers,
+            generator=self.rng,
+            run_id=run_id,
+            extra={"done": done},
+        )
+
+    def remove(self) -> None:
+        for checkpointer in self.files.values():
+            checkpointer.remove()
 
 
 def _describe_resume(ae: Resumed | None, gan: Resumed | None) -> str:
