@@ -325,7 +325,7 @@ def test_checkpoints_belong_to_their_settings_and_data(prepared, tmp_path):
 def test_proposer_scores_are_d_softmax_of_the_intended_class(trained):
     root, _ = trained
     proposer = load_proposer(root / "models", torch.device("cpu"))
-    assert proposer.classes == load_split_classes(root)
+    assert proposer.classes == tuple(json.loads((root / "models" / "bagan.json").read_text())["classes"])
     images, scores = proposer.propose(4, 7, torch.Generator().manual_seed(3))
     assert images.dtype == torch.uint8 and images.shape == (7, 32, 32)
     assert ((scores >= 0) & (scores <= 1)).all()
@@ -354,13 +354,20 @@ def test_proposer_scores_are_d_softmax_of_the_intended_class(trained):
         proposer.propose(5, 1, torch.Generator())
 
 
-def load_split_classes(root: Path) -> tuple[str, ...]:
-    return tuple(json.loads((root / "models" / "bagan.json").read_text())["classes"])
-
-
 def test_load_proposer_without_a_trained_model_is_a_one_line_error(tmp_path):
     with pytest.raises(CxraugError, match="run `cxraug train-bagan`"):
         load_proposer(tmp_path, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("verb", [["train-bagan"], ["bench", "bagan"]])
+def test_verbs_explain_themselves(verb):
+    out = subprocess.run(
+        [sys.executable, "-m", "cxraug.cli", *verb, "--help"],
+        capture_output=True,
+        text=True,
+        env=project_env(),
+    )
+    assert out.returncode == 0 and "Usage" in out.stdout and "--params" in out.stdout
 
 
 def test_cli_reports_a_missing_prepared_split_in_one_line(tmp_path):
@@ -377,6 +384,7 @@ def test_cli_reports_a_missing_prepared_split_in_one_line(tmp_path):
 
 # ------------------------------------------------------------------------------------------ pipeline
 
+PIPELINE_PARAMS_TINY = {"latent_dim": 8, "g_base": 4, "d_base": 4, "batch_size": 16, "device": "cpu"}
 PIPELINE_PARAMS = """
 prepare:
   image_size: 32
@@ -428,8 +436,8 @@ def test_bench_runs_both_loops_on_png_files(demo_raw, tracking_uri):
     assert {(r.loop.split()[0], r.phase) for r in rates} == {
         (loop, phase) for loop in ("train_bagan", "plain") for phase in ("autoencoder", "gan")
     }
-    assert all(r.steps_per_second > 0 and r.images_per_second == pytest.approx(16 * r.steps_per_second) for r in rates)
+    assert all(
+        r.steps_per_second > 0 and r.images_per_second == pytest.approx(16 * r.steps_per_second)
+        for r in rates
+    )
     assert "| plain (DataLoader over PNGs) | gan |" in markdown(rates) and "32 px, batch 16" in note
-
-
-PIPELINE_PARAMS_TINY = {"latent_dim": 8, "g_base": 4, "d_base": 4, "batch_size": 16, "device": "cpu"}
