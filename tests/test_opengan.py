@@ -264,19 +264,21 @@ def test_bad_settings_are_one_line_errors_naming_the_key(raw, key):
 
 
 def test_verbs_explain_themselves_and_fail_in_one_line(tmp_path):
-    def cxraug(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "cxraug.cli", *args],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=project_env(),
-        )
+    from typer.testing import CliRunner
+
+    from cxraug.cli import app
 
     for verb in (["train-embedder"], ["train-opengan"], ["bench", "opengan"]):
-        assert "Usage" in cxraug(*verb, "--help").stdout
+        shown = CliRunner().invoke(app, [*verb, "--help"])
+        assert shown.exit_code == 0 and "Usage" in shown.output and "--params" in shown.output
     (tmp_path / "params.yaml").write_text("{}\n")
-    out = cxraug("train-opengan", "--prepared", str(tmp_path / "nowhere"))
+    out = subprocess.run(
+        [sys.executable, "-m", "cxraug.cli", "train-opengan", "--prepared", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=project_env(),
+    )
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "run `cxraug prepare`" in out.stderr
 
 

@@ -153,10 +153,12 @@ def retrieval(
     classes: tuple[str, ...],
 ) -> Retrieval:
     train_labels, query_labels = train_labels.to(train_emb.device), query_labels.to(train_emb.device)
-    sim = query_emb @ train_emb.T
-    top = sim.topk(min(k, len(train_emb)), dim=1)
-    votes = torch.zeros(len(query_emb), len(classes), device=sim.device)
-    votes.scatter_add_(1, train_labels[top.indices], top.values.clamp(min=0) + 1e-6)
+    k = min(k, len(train_emb))
+    # queries in chunks: on the full NIH data the whole similarity matrix would take gigabytes
+    tops = [(q @ train_emb.T).topk(k, dim=1) for q in query_emb.split(1024)]
+    values, indices = torch.cat([t.values for t in tops]), torch.cat([t.indices for t in tops])
+    votes = torch.zeros(len(query_emb), len(classes), device=train_emb.device)
+    votes.scatter_add_(1, train_labels[indices], values.clamp(min=0) + 1e-6)
     correct = votes.argmax(1) == query_labels
     present = [c for c in range(len(classes)) if (query_labels == c).any()]
     per_class = {classes[c]: correct[query_labels == c].float().mean().item() for c in present}
@@ -164,7 +166,7 @@ def retrieval(
     return Retrieval(
         knn_accuracy=correct.float().mean().item(),
         knn_balanced_accuracy=sum(per_class.values()) / max(1, len(per_class)),
-        recall_at_1=(train_labels[top.indices[:, 0]] == query_labels).float().mean().item(),
+        recall_at_1=(train_labels[indices[:, 0]] == query_labels).float().mean().item(),
         majority_rate=(counts.max() / counts.sum()).item(),
         per_class_recall=per_class,
     )
