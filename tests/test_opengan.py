@@ -224,6 +224,28 @@ def test_interrupted_training_resumes_from_the_saved_step_and_ends_where_an_unin
             assert torch.allclose(value.float(), finished[net]["state_dict"][key].float(), atol=1e-6), key
 
 
+def test_interrupted_embedder_training_resumes_to_the_same_embedder(
+    trained, prepared32, tmp_path, monkeypatch
+):
+    params = TrainEmbedderParams(**TINY_EMBEDDER, checkpoint_every=2)
+    args = (params, prepared32, tmp_path / "embedder.pt", tmp_path / "m.json", tmp_path / "ckpt")
+    save = Checkpointer.save
+
+    def save_then_stop(self, **kwargs):
+        save(self, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_embedder(*args)
+    monkeypatch.setattr(Checkpointer, "save", save)
+    resumed = train_embedder(*args)
+    assert resumed.resumed_from == 2 and resumed.steps == 6
+    expected = safe_load(trained["root"] / "embedder.pt")["state_dict"]
+    for key, value in safe_load(tmp_path / "embedder.pt")["state_dict"].items():
+        assert torch.allclose(value.float(), expected[key].float(), atol=1e-6), key
+
+
 def test_gan_needs_an_embedder_of_the_same_data(trained, prepared32, tmp_path):
     from cxraug.gans.embedder import read_embedder_file
     from cxraug.runtime import atomic_save

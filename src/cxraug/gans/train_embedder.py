@@ -138,6 +138,28 @@ def _summary(
     return summary
 
 
+def write_outputs(
+    model: Embedder,
+    out_path: Path,
+    metrics_path: Path,
+    summary: dict,
+    ev: dict,
+    val: Split,
+    excluded: list[int],
+) -> None:
+    """The frozen embedder, the metrics file, and the final figures and metrics in the MLflow run."""
+    import mlflow
+
+    trained = [c for i, c in enumerate(val.classes) if i not in excluded]
+    save_embedder(model, out_path, val.classes, trained)
+    atomic_write_json(metrics_path, summary)
+    mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)}, step=summary["steps"])
+    per_class = {f"val_knn_recall/{slug(c)}": v for c, v in ev["seen"].per_class_recall.items()}
+    mlflow.log_metrics(per_class, step=summary["steps"])
+    mlflow.log_figure(embedding_figure(ev["val_emb"], val, excluded), "embedding_pca.png")
+    mlflow.log_artifact(str(metrics_path))
+
+
 def train_embedder(
     params: TrainEmbedderParams,
     prepared_dir: Path,
@@ -145,36 +167,37 @@ def train_embedder(
     metrics_path: Path,
     checkpoint_dir: Path = Path("checkpoints") / STAGE,
 ) -> EmbedderResult:
-    import mlflow
-
     device = pick_device(params.device)
     precision = pick_precision(device, params.precision)
     generator = seed_everything(params.seed)
     train, val = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
     excluded = excluded_labels(train.classes, params.exclude_classes)
     seen = _seen(train, excluded)
-    images, labels = train.images[seen].to(device), train.labels[seen].to(device)
+    images, labels = train.images[seen].to(device), train.labels[seen].to(device)  # uint8 on the device
 
     model = precision.module(Embedder(train.image_size, params.embed_dim, params.base_width))
     optimizer = adam(model.parameters(), device, params.lr, weight_decay=params.weight_decay, decoupled=True)
+    modules, optimizers = {"embedder": model}, {"adamw": optimizer}
     per_epoch = steps_per_epoch(len(labels), params.batch_size, params.steps_per_epoch)
     total = per_epoch * params.epochs
     inputs = [prepared_dir / "train.npz", prepared_dir / "val.npz"]
     checkpoints = Checkpointer(
         checkpoint_dir / "state.pt", params_hash(params) + "-" + "-".join(file_md5(p) for p in inputs)
     )
-    resumed = checkpoints.restore({"embedder": model}, {"adamw": optimizer}, generator)
+    resumed = checkpoints.restore(modules, optimizers, generator)
     step = resumed.step if resumed else 0
     if resumed:
         log.info("resuming %s from step %d of %d", STAGE, step, total)
 
+    tags = {"precision": precision.describe()}
+    resume_run_id = resumed.run_id if resumed else None
     with stage_run(
         experiment="embedder",
         stage=STAGE,
         params=params,
         inputs=inputs,
-        resume_run_id=resumed.run_id if resumed else None,
-        extra_tags={"precision": precision.describe()},
+        resume_run_id=resume_run_id,
+        extra_tags=tags,
     ) as run_id:
         metrics = MetricBuffer()
         bar = progress(total=total, initial=step, desc="embedder", unit="step")
@@ -182,7 +205,7 @@ def train_embedder(
         model.train()
         for epoch in range(step // per_epoch, params.epochs):
             batches = epoch_batches(labels, params.batch_size, per_epoch, params.balanced, params.seed, epoch)
-            for idx in batches[step - epoch * per_epoch :]:
+            for idx in batches[step - epoch * per_epoch :]:  # a resumed epoch skips the batches it has done
                 idx = idx.to(device)
                 loss = embedder_step(
                     model,
@@ -193,18 +216,17 @@ def train_embedder(
                     params.augment,
                     generator,
                     precision,
-                )
+                ).item()
                 step += 1
-                value = loss.item()
-                metrics.log({"loss": value}, step)
+                metrics.log({"loss": loss}, step)
                 bar.update()
-                bar.set_postfix(loss=f"{value:.3f}", epoch=epoch + 1)
+                bar.set_postfix(loss=f"{loss:.3f}", epoch=epoch + 1)
                 if step % params.checkpoint_every == 0 and step < total:
                     checkpoints.save(
                         step=step,
                         epoch=epoch,
-                        modules={"embedder": model},
-                        optimizers={"adamw": optimizer},
+                        modules=modules,
+                        optimizers=optimizers,
                         generator=generator,
                         run_id=run_id,
                     )
@@ -216,14 +238,6 @@ def train_embedder(
         ips = (step - start_step) * params.batch_size / seconds if step > start_step else float("nan")
 
         summary = _summary(ev, params, step, seconds, ips, run_id, precision.describe())
-        trained = [c for i, c in enumerate(train.classes) if i not in excluded]
-        save_embedder(model, out_path, train.classes, trained)
-        atomic_write_json(metrics_path, summary)
-        mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)}, step=step)
-        mlflow.log_metrics(
-            {f"val_knn_recall/{slug(c)}": v for c, v in ev["seen"].per_class_recall.items()}, step=step
-        )
-        mlflow.log_figure(embedding_figure(ev["val_emb"], val, excluded), "embedding_pca.png")
-        mlflow.log_artifact(str(metrics_path))
+        write_outputs(model, out_path, metrics_path, summary, ev, val, excluded)
         checkpoints.remove()
     return EmbedderResult(ev["seen"], step, seconds, ips, resumed.step if resumed else None, run_id)

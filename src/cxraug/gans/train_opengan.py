@@ -173,6 +173,48 @@ def sample_quality(proposer: OpenganProposer, n: int, seed: int) -> dict[str, di
     return out
 
 
+def write_outputs(
+    out_dir: Path,
+    metrics_path: Path,
+    embedder_path: Path,
+    proposer: OpenganProposer,
+    data: Conditioned,
+    params: TrainOpenganParams,
+    summary: dict,
+) -> dict:
+    """models/opengan/ (G, D, class banks, a copy of the embedder) and the metrics file; returns it."""
+    import mlflow
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_model(
+        out_dir,
+        proposer.generator,
+        proposer.discriminator,
+        data.split.classes,
+        data.trained_classes,
+        data.banks(),
+        params.conditioning,
+        params.score_temperature,
+    )
+    atomic_write(out_dir / EMBEDDER_FILE, lambda tmp: shutil.copyfile(embedder_path, tmp))
+    summary = {
+        **summary,
+        "samples": sample_quality(proposer, 64, params.seed),
+        "trained_classes": data.trained_classes,
+        "excluded_classes": [c for c in data.split.classes if c not in data.trained_classes],
+        "conditioning": params.conditioning,
+    }
+    atomic_write_json(metrics_path, summary)
+    step = summary["steps"]
+    mlflow.log_metrics({k: summary[k] for k in ("steps_per_second", "images_per_second")}, step=step)
+    accuracy = {
+        f"final_prototype_accuracy/{slug(c)}": v["prototype_accuracy"] for c, v in summary["samples"].items()
+    }
+    mlflow.log_metrics(accuracy, step=step)
+    mlflow.log_artifact(str(metrics_path))
+    return summary
+
+
 def train_opengan(
     params: TrainOpenganParams,
     prepared_dir: Path,
@@ -181,17 +223,14 @@ def train_opengan(
     metrics_path: Path,
     checkpoint_dir: Path = Path("checkpoints") / STAGE,
 ) -> OpenganResult:
-    import mlflow
-
     device = pick_device(params.device)
     precision = pick_precision(device, params.precision)
     rng = seed_everything(params.seed)
     data = condition(prepared_dir, embedder_path, device)
     classes = data.split.classes
-    images = data.split.images[data.trained].to(device)
+    images = data.split.images[data.trained].to(device)  # uint8, indexed per batch on the device
     labels = data.split.labels[data.trained].to(device)
-    embeddings = data.embeddings[data.trained.to(device)]
-    banks = data.banks()
+    embeddings = data.embeddings[data.trained.to(device)]  # each real image's own conditioning e
     embedder = precision.module(data.embedder)
 
     size, embed_dim = data.split.image_size, data.embedder.embed_dim
@@ -216,6 +255,7 @@ def train_opengan(
     if resumed:
         log.info("resuming %s from step %d of %d", STAGE, step, total)
 
+    banks = data.banks()
     conditionings = [make_conditioning(params.conditioning, b) for b in banks]
     proposer = OpenganProposer(
         classes=classes,
@@ -229,13 +269,15 @@ def train_opengan(
     )
     z_fixed, e_fixed = fixed_inputs(conditionings, params.latent_dim, params.grid_per_class, params.seed)
 
+    tags = {"precision": precision.describe(), "trained_classes": ", ".join(data.trained_classes)}
+    resume_run_id = resumed.run_id if resumed else None
     with stage_run(
         experiment="opengan",
         stage=STAGE,
         params=params,
         inputs=inputs,
-        resume_run_id=resumed.run_id if resumed else None,
-        extra_tags={"precision": precision.describe(), "trained_classes": ", ".join(data.trained_classes)},
+        resume_run_id=resume_run_id,
+        extra_tags=tags,
     ) as run_id:
         metrics = MetricBuffer()
         bar = progress(total=total, initial=step, desc="opengan", unit="step")
@@ -243,27 +285,25 @@ def train_opengan(
         for epoch in range(step // per_epoch, params.epochs):
             generator.train()
             discriminator.train()
-            sums, count = dict.fromkeys(LOSS_KEYS, 0.0), 0  # last epoch's mean losses go to the metrics file
+            sums, count = dict.fromkeys(LOSS_KEYS, 0.0), 0  # the last epoch's means go to the metrics file
             batches = epoch_batches(labels, params.batch_size, per_epoch, params.balanced, params.seed, epoch)
-            for idx in batches[step - epoch * per_epoch :]:
+            for idx in batches[step - epoch * per_epoch :]:  # a resumed epoch skips the batches it has done
                 idx = idx.to(device)
                 z = torch.randn(len(idx), params.latent_dim, generator=rng).to(device)
                 real = precision.batch(to_model_range(images[idx]))
-                losses = {
-                    k: v.item()
-                    for k, v in gan_step(
-                        generator,
-                        discriminator,
-                        embedder,
-                        opt_g,
-                        opt_d,
-                        real,
-                        embeddings[idx],
-                        z,
-                        params,
-                        precision,
-                    ).items()
-                }
+                out = gan_step(
+                    generator,
+                    discriminator,
+                    embedder,
+                    opt_g,
+                    opt_d,
+                    real,
+                    embeddings[idx],
+                    z,
+                    params,
+                    precision,
+                )
+                losses = {k: v.item() for k, v in out.items()}
                 step += 1
                 sums, count = {k: sums[k] + losses[k] for k in LOSS_KEYS}, count + 1
                 metrics.log(losses, step)
@@ -280,54 +320,31 @@ def train_opengan(
                     )
             generator.eval()
             discriminator.eval()
-            metrics.log(
-                {**log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, step), "epoch": epoch + 1},
-                step,
-            )
+            samples = log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, step)
+            metrics.log({**samples, "epoch": epoch + 1}, step)
             metrics.flush()
         bar.close()
         seconds = time.perf_counter() - start
-        done = step - start_step
-        rate = done / seconds if done else float("nan")
+        rate = (step - start_step) / seconds if step > start_step else float("nan")
 
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_model(
-            out_dir,
-            generator,
-            discriminator,
-            classes,
-            data.trained_classes,
-            banks,
-            params.conditioning,
-            params.score_temperature,
-        )
-        atomic_write(out_dir / EMBEDDER_FILE, lambda tmp: shutil.copyfile(embedder_path, tmp))
         log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, step, final=True)
-        summary = {
-            "steps": step,
-            "epochs": params.epochs,
-            "seconds": round(seconds, 2),
-            "steps_per_second": round(rate, 3),
-            "images_per_second": round(rate * params.batch_size, 1),
-            "last_epoch": {k: v / max(1, count) for k, v in sums.items()},
-            "samples": sample_quality(proposer, 64, params.seed),
-            "trained_classes": data.trained_classes,
-            "excluded_classes": [c for c in classes if c not in data.trained_classes],
-            "conditioning": params.conditioning,
-            "precision": precision.describe(),
-            "mlflow_run_id": run_id,
-        }
-        atomic_write_json(metrics_path, summary)
-        mlflow.log_metrics(
-            {"steps_per_second": rate, "images_per_second": rate * params.batch_size}, step=step
-        )
-        mlflow.log_metrics(
+        summary = write_outputs(
+            out_dir,
+            metrics_path,
+            embedder_path,
+            proposer,
+            data,
+            params,
             {
-                f"final_prototype_accuracy/{slug(c)}": v["prototype_accuracy"]
-                for c, v in summary["samples"].items()
+                "steps": step,
+                "epochs": params.epochs,
+                "seconds": round(seconds, 2),
+                "steps_per_second": round(rate, 3),
+                "images_per_second": round(rate * params.batch_size, 1),
+                "last_epoch": {k: v / max(1, count) for k, v in sums.items()},
+                "precision": precision.describe(),
+                "mlflow_run_id": run_id,
             },
-            step=step,
         )
-        mlflow.log_artifact(str(metrics_path))
         checkpoints.remove()
     return OpenganResult(step, seconds, rate, resumed.step if resumed else None, run_id, summary)
