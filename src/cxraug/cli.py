@@ -21,7 +21,9 @@ app = typer.Typer(
 )
 download_app = typer.Typer(help="Fetch public data sets (resumable, verified).", no_args_is_help=True)
 app.add_typer(download_app, name="download")
-bench_app = typer.Typer(help="Measure throughput (images/s) of the pipeline's hot loops.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Measure throughput (images/s) of the pipeline's hot loops.", no_args_is_help=True
+)
 app.add_typer(bench_app, name="bench")
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read settings from")]
@@ -193,6 +195,57 @@ def train_bagan(
     typer.echo(f"wrote {out}/, {metrics}; MLflow run {result.run_id}")
 
 
+PreparedOption = Annotated[Path, typer.Option(help="directory of train/val/test.npz (the prepare stage)")]
+
+
+@app.command("train-embedder")
+def train_embedder(
+    params: ParamsOption = Path("params.yaml"),
+    prepared: PreparedOption = Path("data/prepared"),
+    out: Annotated[Path, typer.Option(help="the frozen embedder")] = Path("models/embedder.pt"),
+    metrics: Annotated[Path, typer.Option(help="val k-NN accuracy, recall@1, timings")] = Path(
+        "metrics/train_embedder.json"
+    ),
+) -> None:
+    """Train the metric-learning embedder (supervised contrastive) on the train split; report val k-NN."""
+    from cxraug.gans.train_embedder import train_embedder as run
+
+    result = run(_params(params).train_embedder, prepared, out, metrics)
+    r = result.retrieval
+    typer.echo(
+        f"embedder: val k-NN accuracy {r.knn_accuracy:.3f} (balanced {r.knn_balanced_accuracy:.3f}, "
+        f"majority class {r.majority_rate:.3f}), recall@1 {r.recall_at_1:.3f}; {result.steps} steps in "
+        f"{result.seconds:.1f}s ({result.images_per_second:,.0f} img/s)"
+    )
+    typer.echo(f"wrote {out}, {metrics}; MLflow run {result.run_id}")
+
+
+@app.command("train-opengan")
+def train_opengan(
+    params: ParamsOption = Path("params.yaml"),
+    prepared: PreparedOption = Path("data/prepared"),
+    embedder: Annotated[Path, typer.Option(help="frozen embedder (train-embedder)")] = Path(
+        "models/embedder.pt"
+    ),
+    out: Annotated[Path, typer.Option(help="model directory (opengan.pt + embedder.pt)")] = Path(
+        "models/opengan"
+    ),
+    metrics: Annotated[Path, typer.Option(help="losses, sample agreement, timings")] = Path(
+        "metrics/train_opengan.json"
+    ),
+) -> None:
+    """Train the OpenGAN-style GAN: G(z, e) with embedding-conditional batch norm, projection D(x, e)."""
+    from cxraug.gans.train_opengan import train_opengan as run
+
+    result = run(_params(params).train_opengan, prepared, embedder, out, metrics)
+    agreement = ", ".join(f"{c} {v['prototype_accuracy']:.2f}" for c, v in result.summary["samples"].items())
+    typer.echo(
+        f"opengan: {result.steps} steps in {result.seconds:.1f}s ({result.steps_per_second:.2f} steps/s); "
+        f"samples nearest their class prototype: {agreement}"
+    )
+    typer.echo(f"wrote {out}/, {metrics}; MLflow run {result.run_id}")
+
+
 @bench_app.command("bagan")
 def bench_bagan(
     raw: Annotated[Path, typer.Option(help="NIH-layout directory, prepared into a temporary directory")] = (
@@ -214,6 +267,23 @@ def bench_bagan(
     rates, note = run(raw, load_params(params, *(overlay or [])), steps, repeats)
     typer.echo(note)
     typer.echo(markdown(rates))
+
+
+@bench_app.command("opengan")
+def bench_opengan(
+    image_size: Annotated[int, typer.Option(help="image side")] = 64,
+    batch_size: Annotated[int, typer.Option(help="images per step")] = 64,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Steps/s and images/s of an embedder step, a GAN step (D + G) and sampling, with params' widths."""
+    from cxraug.benchmarks.common import markdown_table
+    from cxraug.benchmarks.opengan import bench_opengan as run
+
+    p = _params(params) if params.is_file() else None
+    rows, setting = run(image_size, batch_size, p)
+    typer.echo(setting)
+    typer.echo(markdown_table(rows))
+    typer.echo("steps/s: " + ", ".join(f"{m.name.split(' (')[0]} {1 / m.seconds:.2f}" for m in rows))
 
 
 def main() -> None:

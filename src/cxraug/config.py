@@ -111,11 +111,77 @@ class TrainBaganParams(Section):
     )
 
 
+class TrainEmbedderParams(Section):
+    """The metric-learning network whose embeddings condition the OpenGAN-style generator."""
+
+    device: str = Field("auto", description="auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="see runtime.pick_precision")
+    embed_dim: int = Field(128, ge=8, le=1024, description="size of the L2-normalised embedding")
+    base_width: int = Field(
+        32, ge=4, le=256, description="channels of the first conv stage (doubled per stage)"
+    )
+    epochs: int = Field(30, ge=1, le=10_000, description="passes of `steps_per_epoch` batches")
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="batches per epoch; null = training images // batch_size"
+    )
+    batch_size: int = Field(128, ge=8, le=4096, description="images per batch (two augmented views each)")
+    lr: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate")
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="AdamW decoupled weight decay")
+    temperature: float = Field(0.1, gt=0, le=1, description="supervised-contrastive softmax temperature")
+    balanced: bool = Field(True, description="class-balanced batches (every class equally likely)")
+    augment: bool = Field(True, description="random shift + contrast/brightness jitter on both views")
+    knn_k: int = Field(5, ge=1, le=100, description="neighbours of the val k-NN vote against train")
+    exclude_classes: list[str] = Field(
+        default_factory=list,
+        description="classes left out of embedder AND GAN training (the open-set experiment)",
+    )
+    checkpoint_every: int = Field(200, ge=1, description="steps between resumable checkpoints")
+    seed: int = Field(0, ge=0, description="seed of init, batches and augmentation")
+
+
+class TrainOpenganParams(Section):
+    """Generator conditioned on frozen embeddings through conditional batch norm; projection D."""
+
+    device: str = Field("auto", description="auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="see runtime.pick_precision")
+    latent_dim: int = Field(100, ge=1, le=1024, description="size of the noise vector z")
+    g_base_width: int = Field(64, ge=4, le=512, description="generator channels at the last up stage")
+    d_base_width: int = Field(64, ge=4, le=512, description="discriminator channels at the first stage")
+    epochs: int = Field(50, ge=1, le=10_000, description="passes of `steps_per_epoch` batches")
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="batches per epoch; null = training images // batch_size"
+    )
+    batch_size: int = Field(64, ge=2, le=4096, description="real (and fake) images per step")
+    lr_g: float = Field(2e-4, gt=0, le=1, description="generator Adam learning rate")
+    lr_d: float = Field(2e-4, gt=0, le=1, description="discriminator Adam learning rate")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1 (DCGAN: 0.5)")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
+    loss: Literal["hinge", "nonsaturating"] = Field("hinge", description="adversarial loss")
+    spectral_norm: bool = Field(True, description="spectral norm in D (replaces D's batch norm)")
+    consistency_weight: float = Field(
+        1.0, ge=0, le=100, description="weight of 1 - cos(embedder(G(z, e)), e) in G's loss; 0 = off"
+    )
+    balanced: bool = Field(True, description="class-balanced real batches (rare classes seen as often)")
+    conditioning: Literal["exemplars", "gaussian"] = Field(
+        "exemplars",
+        description="at sampling, e = embedding of a random real training image of the class, or a draw "
+        "from a Gaussian fitted to the class's embeddings (projected back onto the unit sphere)",
+    )
+    score_temperature: float = Field(
+        0.1, gt=0, le=10, description="softmax temperature of the nearest-prototype agreement in the score"
+    )
+    grid_per_class: int = Field(8, ge=1, le=64, description="samples per class in the per-epoch grids")
+    checkpoint_every: int = Field(200, ge=1, description="steps between resumable checkpoints")
+    seed: int = Field(0, ge=0, description="seed of init, batches and noise")
+
+
 class Params(Section):
     """The whole params.yaml; a missing section takes its defaults."""
 
     prepare: PrepareParams = Field(default_factory=PrepareParams)
     train_bagan: TrainBaganParams = Field(default_factory=TrainBaganParams)
+    train_embedder: TrainEmbedderParams = Field(default_factory=TrainEmbedderParams)
+    train_opengan: TrainOpenganParams = Field(default_factory=TrainOpenganParams)
 
 
 def _describe(error: dict) -> str:

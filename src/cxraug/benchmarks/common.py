@@ -18,7 +18,9 @@ class Measurement:
         return self.items / self.seconds
 
 
-def measure(name: str, step: Callable[[], object], items: int, warmup: int = 1, repeats: int = 5) -> Measurement:
+def measure(
+    name: str, step: Callable[[], object], items: int, warmup: int = 1, repeats: int = 5
+) -> Measurement:
     for _ in range(warmup):
         step()
     times = []
@@ -30,8 +32,10 @@ def measure(name: str, step: Callable[[], object], items: int, warmup: int = 1, 
 
 
 def markdown_table(rows: list[Measurement], reference: Measurement | None = None) -> str:
-    lines = ["| what | images/s | s per call |" + (" vs reference |" if reference else ""),
-             "|---|---:|---:|" + ("---:|" if reference else "")]
+    lines = [
+        "| what | images/s | s per call |" + (" vs reference |" if reference else ""),
+        "|---|---:|---:|" + ("---:|" if reference else ""),
+    ]
     for m in rows:
         ratio = f" {m.per_second / reference.per_second:.2f}x |" if reference else ""
         lines.append(f"| {m.name} | {m.per_second:,.1f} | {m.seconds:.4f} |{ratio}")

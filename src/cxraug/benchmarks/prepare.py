@@ -14,8 +14,18 @@ def bench_prepare(raw_dir: Path, image_size: int = 64, limit: int = 2000) -> lis
     paths = [p for p in read_source(raw_dir).records["path"] if p][:limit]
     workers = os.cpu_count() or 1
     return [
-        measure(f"decode+resize, 1 process ({len(paths)} files)",
-                lambda: decode_files(paths, image_size, 1), len(paths), warmup=0, repeats=3),
-        measure(f"decode+resize, {workers} processes",
-                lambda: decode_files(paths, image_size, workers), len(paths), warmup=0, repeats=3),
+        measure(
+            f"decode+resize, 1 process ({len(paths)} files)",
+            lambda: decode_files(paths, image_size, 1),
+            len(paths),
+            warmup=0,
+            repeats=3,
+        ),
+        measure(
+            f"decode+resize, {workers} processes",
+            lambda: decode_files(paths, image_size, workers),
+            len(paths),
+            warmup=0,
+            repeats=3,
+        ),
     ]
