@@ -260,14 +260,14 @@ def load_synthetic(
                 "raise max_tries_factor)"
             )
         files += rows["file"].head(n_per_class).tolist()
-    images = [_read_png(directory / f) for f in progress(files, desc="read synthetic", unit="img")]
+    images = [read_png(directory / f) for f in progress(files, desc="read synthetic", unit="img")]
     if len({a.shape for a in images}) > 1:
         raise CxraugError(f"{directory}: images of different sizes {sorted({a.shape for a in images})}")
     stacked = torch.from_numpy(np.stack(images)) if images else torch.zeros((0, 0, 0), dtype=torch.uint8)
     return stacked, torch.tensor(list(labels), dtype=torch.int64).repeat_interleave(n_per_class)
 
 
-def _read_png(path: Path) -> np.ndarray:
+def read_png(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             if image.mode != "L":
