@@ -265,3 +265,14 @@ def test_cli_mistakes_are_one_line_errors(monkeypatch, capsys, tmp_path, args, m
     params.write_text("synthesize:\n  device: cpu\n")
     code, err = cli(monkeypatch, capsys, "synthesize", "--params", str(params), *args)
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("verb", [["synthesize"], ["report"], ["bench", "synthesize"]])
+def test_verbs_explain_themselves(monkeypatch, capsys, verb):
+    from cxraug.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["cxraug", *verb, "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "Usage" in out and len(out) > 300

@@ -263,6 +263,23 @@ def report(
     )
 
 
+@bench_app.command("synthesize")
+def bench_synthesize(
+    n: Annotated[int, typer.Option(help="images kept per class")] = 3000,
+    classes: Annotated[int, typer.Option(help="number of classes")] = 5,
+    size: Annotated[int, typer.Option(help="image side")] = 64,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="where to write (the file system sets the PNG rate) [default: $TMPDIR]"),
+    ] = None,
+) -> None:
+    """Images/s of synthesize's own work: the filter loop, writing PNGs + index, reading them back."""
+    from cxraug.benchmarks.common import markdown_table
+    from cxraug.benchmarks.synthesize import bench_synthesize as run
+
+    typer.echo(markdown_table(run(n, classes, size, workdir)))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("mlflow", "alembic", "urllib3", "git"):

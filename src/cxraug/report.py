@@ -194,7 +194,8 @@ def compare_to_baseline(
 def _entry(difference: float, lo: float, hi: float, p_value: float) -> dict:
     return {
         "difference": round(float(difference), 6),
-        "ci": [round(float(lo), 6), round(float(hi), 6)],
+        "ci_low": round(float(lo), 6),
+        "ci_high": round(float(hi), 6),
         "p_value": round(float(p_value), 6),
     }
 
@@ -259,7 +260,7 @@ def comparison_table(n: int, comparisons: dict[str, dict], classes: tuple[str, .
             if c is None:
                 cells.append("—")
                 continue
-            lo, hi = c["ci"]
+            lo, hi = c["ci_low"], c["ci_high"]
             mark = "†" if c["p_value"] < SIGNIFICANCE else ""
             p = "p<0.001" if c["p_value"] < 0.001 else f"p={c['p_value']:.3f}"
             cells.append(f"{c['difference']:+.3f}{mark} ({lo:+.3f}, {hi:+.3f}) {p}")
