@@ -251,7 +251,7 @@ def test_real_vs_synthetic_shows_the_first_accepted_images_of_each_gan(report, t
     assert panel.shape[0] == 16 + 4 and np.median(panel) == 80
 
 
-def test_report_stage_under_dvc_gives_metrics_and_plots(tmp_path):
+def test_report_stage_under_dvc_gives_metrics_and_plots(tmp_path, tracking_uri):
     from tests.helpers import REPO, make_project, project_env
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -263,6 +263,7 @@ def test_report_stage_under_dvc_gives_metrics_and_plots(tmp_path):
     roc.joinpath("baseline.csv").write_text("class,fpr,tpr\nNodule,0,0\nNodule,0.5,0.8\nNodule,1,1\n")
     (tmp_path / "site").mkdir()
     env = auc_double.subprocess_env(project_env(), tmp_path / "site", REPO)
+    env["MLFLOW_TRACKING_URI"] = tracking_uri  # the session's store: its schema already exists
 
     def dvc(*args):
         return subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, env=env)

@@ -205,6 +205,7 @@ def synthesize(
             models or Path("models") / gan,
             out or Path("data/synthetic") / gan,
             metrics or Path("metrics/synthesize") / f"{gan}.json",
+            train_metrics=Path("metrics") / f"train_{gan}.json",
         )
     else:
         if gan != "opengan":

@@ -333,9 +333,11 @@ def load_proposer(gan: str, model_dir: Path, device: torch.device) -> Proposer:
     return _import(PROPOSERS[gan])(Path(model_dir), device)
 
 
-def training_run_id(model_dir: Path) -> str | None:
-    """The MLflow run that trained the model, if a JSON file of the model directory records it."""
-    for path in sorted(Path(model_dir).glob("*.json")):
+def training_run_id(model_dir: Path, train_metrics: Path | None = None) -> str | None:
+    """The MLflow run that trained the model: from a JSON file of the model directory that records it,
+    else from the training stage's metrics file (metrics/train_<gan>.json)."""
+    candidates = sorted(Path(model_dir).glob("*.json")) + ([Path(train_metrics)] if train_metrics else [])
+    for path in candidates:
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -366,8 +368,13 @@ class SynthesizeResult:
 
 
 def run_synthesize(
-    params: SynthesizeParams, gan: str, model_dir: Path, out_dir: Path, metrics_path: Path | None
-):
+    params: SynthesizeParams,
+    gan: str,
+    model_dir: Path,
+    out_dir: Path,
+    metrics_path: Path | None,
+    train_metrics: Path | None = None,
+) -> SynthesizeResult:
     """The DVC stage synthesize@<gan>: max(n_per_class) filtered images per class of the trained GAN."""
     device = pick_device(params.device)
     proposer = load_proposer(gan, model_dir, device)
@@ -375,11 +382,12 @@ def run_synthesize(
         proposer,
         params,
         pick_precision(device, params.precision),
-        f"synthesize@{gan}",
-        gan,
-        model_dir,
-        out_dir,
-        metrics_path,
+        stage=f"synthesize@{gan}",
+        gan=gan,
+        model_dir=model_dir,
+        gan_run=training_run_id(model_dir, train_metrics),
+        out_dir=out_dir,
+        metrics_path=metrics_path,
         wanted=max(params.n_per_class),
         required=min(params.n_per_class),
     )
@@ -405,11 +413,12 @@ def run_exemplars(
         proposer,
         params,
         pick_precision(device, params.precision),
-        "synthesize-exemplars",
-        "opengan",
-        model_dir,
-        out_dir,
-        metrics_path,
+        stage="synthesize-exemplars",
+        gan="opengan",
+        model_dir=model_dir,
+        gan_run=training_run_id(model_dir),
+        out_dir=out_dir,
+        metrics_path=metrics_path,
         wanted=n,
         required=n,
         extra_tags={"exemplars.dir": str(exemplars_dir), "exemplars.count": str(len(exemplars))},
@@ -420,9 +429,11 @@ def _run(
     proposer: Proposer,
     params: SynthesizeParams,
     precision: Precision,
+    *,
     stage: str,
     gan: str,
     model_dir: Path,
+    gan_run: str | None,
     out_dir: Path,
     metrics_path: Path | None,
     wanted: int,
@@ -442,7 +453,6 @@ def _run(
         )
     result = SynthesizeResult(draws, time.perf_counter() - start, Path(out_dir))
     write_synthetic(draws, Path(out_dir))
-    gan_run = training_run_id(model_dir)
     result.run_id = log_to_mlflow(result, params, stage, gan, model_dir, gan_run, precision, extra_tags or {})
     if metrics_path is not None:
         atomic_write_json(
