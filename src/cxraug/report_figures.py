@@ -62,7 +62,10 @@ def auc_bars(n: int, metrics: dict[str, VariantMetrics], classes: tuple[str, ...
         lows.append(lo.min())
         handles.append(ax.bar(pos, mean, width, color=color(v), label=label(v)))
         ax.errorbar(pos, mean, yerr=[mean - lo, hi - mean], fmt="none", ecolor="black", capsize=2, lw=0.8)
-    handles.append(Line2D([], [], marker="_", markersize=12, color="black", linestyle="none", label="paper"))
+    if any(paper_auc(n, family(v), r) is not None for v in variants for r in rows):
+        handles.append(
+            Line2D([], [], marker="_", markersize=12, color="black", linestyle="none", label="paper")
+        )
     ax.set_xticks(x, rows)
     ax.set_ylabel("AUC (test, mean over seeds)")
     ax.set_ylim(max(0.0, min(lows, default=0.5) - 0.05), 1.0)
