@@ -278,3 +278,26 @@ def test_report_stage_under_dvc_gives_metrics_and_plots(tmp_path, tracking_uri):
     plots = dvc("plots", "show", "--json")
     assert plots.returncode == 0, plots.stderr
     assert "plots/roc/baseline.csv" in plots.stdout and "fpr" in plots.stdout
+
+
+def test_a_report_before_any_variant_ran_is_all_dashes_and_says_so(tmp_path, tracking_uri):
+    atomic_savez(
+        tmp_path / "data/prepared/train.npz",
+        images=np.zeros((10, 16, 16), dtype=np.uint8),
+        labels=np.arange(10) % len(CLASSES),
+        patient_ids=np.array([f"t{i}" for i in range(10)]),
+        image_index=np.array([f"t{i}.png" for i in range(10)]),
+        classes=np.array(CLASSES),
+    )
+    inputs = Inputs(tmp_path / "m", tmp_path / "s", tmp_path / "synthetic", tmp_path / "data/prepared")
+    result = make_report(ReportParams(n_bootstrap=100), [1000], inputs, tmp_path / "out", tmp_path / "c.json")
+    md = result.markdown.read_text()
+    rows = table_rows(md, "## Augmenting 1,000 images per class")
+    assert all(
+        cell == "—"
+        for row in rows[1:]
+        for i, cell in enumerate(row)
+        if rows[0][i] not in ("class", "*paper*")
+    )
+    assert len(result.missing) == 6 and md.count("not found, shown as —") == 6
+    assert json.loads((tmp_path / "c.json").read_text())["variants"] == {}

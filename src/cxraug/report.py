@@ -163,10 +163,10 @@ def compare_to_baseline(
 ) -> dict[str, dict]:
     """Paired patient-level bootstrap of AUC(variant) - AUC(baseline), per class and macro; variants or a
     baseline without scores are left out (the caller reports them missing)."""
-    from cxraug.evaluate.auc import paired_bootstrap
-
     if BASELINE not in scores:
         return {}
+    from cxraug.evaluate.auc import paired_bootstrap
+
     base = scores[BASELINE]
     results = {}
     for v in variants:
