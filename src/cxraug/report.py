@@ -300,7 +300,7 @@ class ReportResult:
 
 
 def read_synthetic_indexes(directory: Path) -> dict:
-    from cxraug.gans.synthesize import read_index
+    from cxraug.gans.synthetic_files import read_index
 
     if not directory.is_dir():
         return {}

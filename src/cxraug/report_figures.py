@@ -104,7 +104,7 @@ def real_vs_synthetic(
 ) -> Figure:
     """Rows = classes; columns = a random sample of real training images, then the first accepted images
     of each GAN (the ones a variant trains on first)."""
-    from cxraug.gans.synthesize import read_png
+    from cxraug.gans.synthetic_files import read_png
 
     sources = ["real (train)", *indexes]
     rng = np.random.default_rng(seed)

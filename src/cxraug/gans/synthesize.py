@@ -13,49 +13,37 @@ Policy, per class:
 - each class draws from its own generator, seeded from `seed`: a class's images do not change when
   another class needs more or fewer tries.
 
-Layout (the contract with `classify`): <out>/<class_slug>/<00000>.png (8-bit gray) and <out>/index.csv
-with columns file (relative to <out>), class, label, score, in acceptance order.
+Layout (the contract with `classify`, in synthetic_files.py): <out>/<class_slug>/<00000>.png (8-bit gray)
+and <out>/index.csv with columns file (relative to <out>), class, label, score, in acceptance order.
+MLflow logging is in synthesize_tracking.py.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
-import logging
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-import numpy as np
-import pandas as pd
 import torch
-from PIL import Image
 
 from cxraug.config import SynthesizeParams
-from cxraug.data.images import BadImage, load_gray
 from cxraug.errors import CxraugError
-from cxraug.runtime import (
-    Precision,
-    atomic_dir,
-    atomic_write_json,
-    pick_device,
-    pick_precision,
-    progress,
-    slug,
+from cxraug.gans.synthesize_tracking import log_to_mlflow, training_run_id
+from cxraug.gans.synthetic_files import (  # noqa: F401  (load_synthetic, read_index: the readers' API)
+    load_synthetic,
+    read_exemplars,
+    read_index,
+    write_synthetic,
 )
-
-log = logging.getLogger(__name__)
+from cxraug.runtime import Precision, atomic_write_json, pick_device, pick_precision, progress
 
 # Imported only when used, so each GAN's module (and its dependencies) loads only for its own stage.
 PROPOSERS = {"bagan": "cxraug.gans.bagan:load_proposer", "opengan": "cxraug.gans.opengan:load_proposer"}
 EXEMPLAR_PROPOSER = "cxraug.gans.opengan:load_exemplar_proposer"
 TRAIN_STAGES = {"bagan": "train_bagan", "opengan": "train_opengan"}
-INDEX_COLUMNS = ["file", "class", "label", "score"]
-EXEMPLAR_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-WRITERS = 8  # threads writing PNGs
 KEEP_REJECTED = 32  # rejected candidates kept per class, only to show them beside the accepted ones
 
 
@@ -199,118 +187,6 @@ def synthesize(
     ]
 
 
-# ----------------------------------------------------------------------------------------------- files
-
-
-def write_synthetic(draws: list[ClassDraw], out_dir: Path) -> pd.DataFrame:
-    """Write every accepted image and index.csv into a fresh directory that replaces `out_dir` whole."""
-    slugs = [slug(d.name) for d in draws]
-    if len(set(slugs)) != len(slugs):
-        raise CxraugError(f"class names {[d.name for d in draws]} share a folder name; rename a class")
-    rows, images = [], []
-    for draw, folder in zip(draws, slugs, strict=True):
-        for i, (image, score) in enumerate(zip(draw.images.numpy(), draw.scores.tolist(), strict=True)):
-            rows.append((f"{folder}/{i:05d}.png", draw.name, draw.label, round(score, 6)))
-            images.append(image)
-    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
-    with atomic_dir(out_dir) as tmp:
-        for folder in slugs:
-            (tmp / folder).mkdir()
-        # file creation dominates on slow file systems; threads overlap it (measured 2-3x on 2 cores)
-        with ThreadPoolExecutor(WRITERS) as pool:
-            done = pool.map(
-                lambda job: Image.fromarray(job[1]).save(tmp / job[0]),
-                zip(index["file"], images, strict=True),
-            )
-            for _ in progress(done, total=len(images), desc="write PNGs", unit="img", leave=False):
-                pass
-        index.to_csv(tmp / "index.csv", index=False)
-    return index
-
-
-def read_index(directory: Path) -> pd.DataFrame:
-    path = Path(directory) / "index.csv"
-    if not path.is_file():
-        raise CxraugError(f"{path}: not found; run `dvc repro synthesize@{Path(directory).name}` first")
-    index = pd.read_csv(path, dtype={"file": str, "class": str})
-    if list(index.columns) != INDEX_COLUMNS:
-        raise CxraugError(
-            f"{path}: columns {list(index.columns)}, expected {INDEX_COLUMNS}; rerun synthesize"
-        )
-    return index
-
-
-def load_synthetic(
-    directory: str | Path, n_per_class: int, classes: tuple[str, ...] | list[str] | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `n_per_class` accepted images of every class (in acceptance order) as uint8 [N, H, W] and
-    int64 labels, class by class. With `classes`, the index's label numbers must name the same classes and
-    every one of them must have `n_per_class` images; without, the classes found in index.csv are used."""
-    directory = Path(directory)
-    index = read_index(directory)
-    named = dict(zip(index["label"], index["class"], strict=False))
-    labels = range(len(classes)) if classes is not None else sorted(named)
-    if classes is not None:
-        wrong = {
-            label: name for label, name in named.items() if label >= len(classes) or classes[label] != name
-        }
-        if wrong:
-            raise CxraugError(
-                f"{directory}/index.csv labels {wrong} do not match the classes {list(classes)}; "
-                "rerun synthesize with the GAN trained on these classes"
-            )
-    files = []
-    for label in labels:
-        rows = index[index["label"] == label]
-        if len(rows) < n_per_class:
-            name = classes[label] if classes is not None else named[label]
-            raise CxraugError(
-                f"{directory} holds {len(rows)} images of class '{name}', {n_per_class} are needed; "
-                "see the shortfall in its metrics/synthesize JSON (lower synthesize.filter.threshold or "
-                "raise max_tries_factor)"
-            )
-        files += rows["file"].head(n_per_class).tolist()
-    images = [read_png(directory / f) for f in progress(files, desc="read synthetic", unit="img")]
-    if len({a.shape for a in images}) > 1:
-        raise CxraugError(f"{directory}: images of different sizes {sorted({a.shape for a in images})}")
-    stacked = torch.from_numpy(np.stack(images)) if images else torch.zeros((0, 0, 0), dtype=torch.uint8)
-    return stacked, torch.tensor(list(labels), dtype=torch.int64).repeat_interleave(n_per_class)
-
-
-def read_png(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            if image.mode != "L":
-                raise CxraugError(f"{path}: mode {image.mode}, expected 8-bit gray (L); rerun synthesize")
-            return np.asarray(image, dtype=np.uint8)
-    except (FileNotFoundError, OSError) as e:
-        raise CxraugError(f"{path}: listed in index.csv but unreadable ({e}); rerun synthesize") from None
-
-
-def read_exemplars(directory: Path, image_size: int) -> torch.Tensor:
-    """Every readable image of `directory` (any size or mode) as uint8 [M, size, size]; unreadable files are
-    logged and skipped."""
-    if not directory.is_dir():
-        raise CxraugError(f"{directory}: no such directory of exemplar images")
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in EXEMPLAR_SUFFIXES)
-    images = []
-    for f in files:
-        try:
-            images.append(load_gray(f, image_size))
-        except BadImage as e:
-            log.warning("skipping exemplar %s", e)
-    if not images:
-        raise CxraugError(
-            f"{directory}: no readable exemplar images ({len(files)} image files, "
-            f"suffixes {sorted(EXEMPLAR_SUFFIXES)})"
-        )
-    if len(images) < len(files):
-        log.warning(
-            "%d of %d exemplar files were unreadable and skipped", len(files) - len(images), len(files)
-        )
-    return torch.from_numpy(np.stack(images))
-
-
 # ----------------------------------------------------------------------------------------------- stage
 
 
@@ -331,20 +207,6 @@ def load_proposer(gan: str, model_dir: Path, device: torch.device) -> Proposer:
     if not Path(model_dir).is_dir():
         raise CxraugError(f"{model_dir}: no trained {gan} model; run `dvc repro {TRAIN_STAGES[gan]}` first")
     return _import(PROPOSERS[gan])(Path(model_dir), device)
-
-
-def training_run_id(model_dir: Path, train_metrics: Path | None = None) -> str | None:
-    """The MLflow run that trained the model: from a JSON file of the model directory that records it,
-    else from the training stage's metrics file (metrics/train_<gan>.json)."""
-    candidates = sorted(Path(model_dir).glob("*.json")) + ([Path(train_metrics)] if train_metrics else [])
-    for path in candidates:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("mlflow_run_id"), str):
-            return data["mlflow_run_id"]
-    return None
 
 
 @dataclass
@@ -480,60 +342,3 @@ def _run(
             "synthesize.filter.threshold or raise synthesize.filter.max_tries_factor"
         )
     return result
-
-
-def score_histograms(draws: list[ClassDraw]):
-    """One panel per class: candidate scores that passed vs were rejected, and the threshold."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(3.2 * len(draws), 2.8), layout="constrained")
-    bins = np.linspace(0, 1, 41)
-    for ax, d in zip(fig.subplots(1, len(draws), squeeze=False)[0], draws, strict=True):
-        s = d.candidate_scores.numpy()
-        ax.hist(s[s >= d.threshold], bins=bins, color="tab:green", label="passed")
-        ax.hist(s[s < d.threshold], bins=bins, color="tab:red", alpha=0.7, label="rejected")
-        ax.axvline(d.threshold, color="k", linestyle="--", linewidth=1)
-        ax.set_title(f"{d.name}\n{d.accepted}/{d.wanted} kept, {d.acceptance_rate:.0%} pass", fontsize=9)
-        ax.set_xlabel("score")
-    fig.axes[0].set_ylabel("candidates")
-    fig.axes[0].legend(fontsize=8)
-    return fig
-
-
-def log_to_mlflow(
-    result: SynthesizeResult,
-    params: SynthesizeParams,
-    stage: str,
-    gan: str,
-    model_dir: Path,
-    gan_run: str | None,
-    precision: Precision,
-    extra_tags: dict[str, str],
-) -> str:
-    import mlflow
-
-    from cxraug import tracking
-
-    tags = {"gan": gan, "gan.run_id": gan_run or "unknown", "precision": precision.describe(), **extra_tags}
-    with tracking.stage_run(
-        experiment="synthesize", stage=stage, params=params, inputs=[model_dir], extra_tags=tags
-    ) as run_id:
-        metrics = {"seconds": result.seconds, "candidates_per_second": result.candidates_per_second}
-        for d in result.draws:
-            s = slug(d.name)
-            metrics |= {
-                f"accepted.{s}": d.accepted,
-                f"tried.{s}": d.tried,
-                f"acceptance_rate.{s}": d.acceptance_rate,
-                f"shortfall.{s}": d.shortfall,
-            }
-            if d.accepted:
-                metrics[f"mean_score.{s}"] = float(d.scores.mean())
-                tracking.log_grid(d.images[:64], key=f"accepted/{s}")
-            if len(d.rejected):
-                tracking.log_grid(d.rejected, key=f"rejected/{s}")
-        mlflow.log_metrics(metrics)
-        mlflow.log_figure(score_histograms(result.draws), "score_histograms.png")
-        if (result.out_dir / "index.csv").is_file():
-            mlflow.log_artifact(str(result.out_dir / "index.csv"))
-    return run_id
