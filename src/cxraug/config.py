@@ -175,6 +175,51 @@ class TrainOpenganParams(Section):
     seed: int = Field(0, ge=0, description="seed of init, batches and noise")
 
 
+class SynthesisFilterParams(Section):
+    threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="keep a candidate only if its score (the model's confidence that it "
+        "shows the intended class) is >= this",
+    )
+    max_tries_factor: float = Field(
+        20.0, ge=1, description="cap on candidates drawn per class, as a multiple of the images wanted"
+    )
+
+
+class SynthesizeParams(Section):
+    n_per_class: list[int] = Field(
+        default_factory=lambda: [1000, 3000],
+        min_length=1,
+        description="synthetic images per class of each augmented variant; the largest is generated",
+    )
+    filter: SynthesisFilterParams = Field(default_factory=SynthesisFilterParams)
+    batch_size: int = Field(256, ge=1, le=65536, description="candidates drawn per generator call")
+    seed: int = Field(0, ge=0, description="seed of the candidate draws (per class streams derive from it)")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="see runtime.pick_precision")
+
+    @field_validator("n_per_class")
+    @classmethod
+    def _sorted_distinct_positive(cls, v: list[int]) -> list[int]:
+        if any(n < 1 for n in v):
+            raise ValueError(f"every count must be a positive integer (got {v})")
+        if v != sorted(set(v)):
+            raise ValueError(f"counts must be distinct and in increasing order (got {v})")
+        return v
+
+
+class ReportParams(Section):
+    n_bootstrap: int = Field(
+        2000, ge=100, le=100_000, description="patient-level resamples of the paired comparison vs baseline"
+    )
+    seed: int = Field(0, ge=0, description="seed of the paired bootstrap")
+    grid_images: int = Field(
+        8, ge=1, le=32, description="images per class and source in the real vs synthetic figure"
+    )
+
+
 class Params(Section):
     """The whole params.yaml; a missing section takes its defaults."""
 
@@ -182,6 +227,8 @@ class Params(Section):
     train_bagan: TrainBaganParams = Field(default_factory=TrainBaganParams)
     train_embedder: TrainEmbedderParams = Field(default_factory=TrainEmbedderParams)
     train_opengan: TrainOpenganParams = Field(default_factory=TrainOpenganParams)
+    synthesize: SynthesizeParams = Field(default_factory=SynthesizeParams)
+    report: ReportParams = Field(default_factory=ReportParams)
 
 
 def _describe(error: dict) -> str:

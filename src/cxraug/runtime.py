@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -129,6 +130,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory beside `path`; when the block finishes it replaces `path` as a
+    whole, so readers see the old tree or the new one, never a mix; an exception leaves `path` as it was.
+    (Two renames: the old tree moves aside, the new one takes its place, then the old one is deleted.)"""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = tmp.with_name(tmp.name.removesuffix(".tmp") + ".old.tmp")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 directories
+        moved_aside = path.exists() or path.is_symlink()
+        if moved_aside:
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if moved_aside:
+                os.replace(old, path)
+            raise
+    finally:
+        for leftover in (tmp, old):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            elif leftover.exists() or leftover.is_symlink():
+                leftover.unlink()
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
