@@ -159,6 +159,59 @@ def bench_prepare(
     typer.echo(markdown_table(rows, reference=rows[0]))
 
 
+@app.command()
+def classify(
+    variant: Annotated[
+        str,
+        typer.Option(
+            help="baseline | weighted_loss | oversample | standard_aug_<n> | bagan_<n> | opengan_<n>, "
+            "n in synthesize.n_per_class"
+        ),
+    ],
+    params: ParamsOption = Path("params.yaml"),
+    prepared: Annotated[Path, typer.Option(help="prepare's output (train/val/test.npz)")] = Path(
+        "data/prepared"
+    ),
+    synthetic: Annotated[Path, typer.Option(help="synthesize's output (<gan>/index.csv)")] = Path(
+        "data/synthetic"
+    ),
+    out_dir: Annotated[
+        Path, typer.Option(help="root under which models/, data/scores/, metrics/, plots/ are written")
+    ] = Path("."),
+) -> None:
+    """Train VGG16 on one variant's training set for every seed (early stopping on val macro AUC), score
+    the real test split once per seed, write per-class AUCs with patient-bootstrap CIs."""
+    from dataclasses import replace
+
+    from cxraug.classify import Paths, run_classify
+
+    paths = replace(Paths().under(out_dir), prepared=prepared, synthetic=synthetic)
+    result = run_classify(variant, _params(params), paths)
+    m = result.metrics
+    per_class = ", ".join(f"{c} {a:.3f}" for c, a in m["per_class_auc"].items())
+    typer.echo(
+        f"{result.variant}: test macro AUC {m['macro_auc']:.3f} "
+        f"[{m['macro_auc_ci'][0]:.3f}, {m['macro_auc_ci'][1]:.3f}] over seeds {m['seeds']} "
+        f"(best epochs {list(m['best_epoch'].values())}) in {result.seconds:.0f}s; {per_class}"
+    )
+    typer.echo(f"wrote {', '.join(map(str, result.outputs))}; MLflow run {result.run_id}")
+
+
+@bench_app.command("classify")
+def bench_classify(
+    width: Annotated[float, typer.Option(help="channel multiplier (1 = VGG16)")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="images per step")] = 64,
+    image_size: Annotated[int, typer.Option(help="input side")] = 64,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Images/s of a VGG16 training step: fp32 vs bf16, channels_last on/off, pooled vs classic head."""
+    from cxraug.benchmarks.classify import bench_classify as run
+    from cxraug.benchmarks.common import markdown_table
+
+    rows = run(width=width, batch_size=batch_size, image_size=image_size, device=device)
+    typer.echo(markdown_table(rows, reference=rows[0]))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("mlflow", "alembic", "urllib3", "git"):
