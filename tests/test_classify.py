@@ -360,3 +360,62 @@ def test_stage_needs_the_synthetic_data_of_a_gan_variant(project, tracking_uri):
         CxraugError, match=r"opengan/index.csv: not found; run `dvc repro synthesize@opengan`"
     ):
         run_classify("opengan_4", params_with(), project)
+
+
+# ------------------------------------------------------------------------------------------ CLI and DVC
+
+TINY_PARAMS_YAML = """
+prepare: {image_size: 32}
+synthesize: {n_per_class: [4]}
+classify: {seeds: [0], epochs: 1, batch_size: 32, width: 0.0625, bootstrap: 200, precision: fp32}
+"""
+
+
+def test_cli_rejects_an_unknown_variant_in_one_line(tmp_path):
+    from tests.test_cli import cxraug
+
+    (tmp_path / "params.yaml").write_text(TINY_PARAMS_YAML)
+    out = cxraug("classify", "--variant", "bagan_1000", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "valid: baseline, weighted_loss, oversample, standard_aug_4" in errors[0]
+
+
+@pytest.mark.parametrize("verb", ["classify", "bench classify"])
+def test_classify_verbs_explain_themselves(verb):
+    from tests.test_cli import cxraug
+
+    out = cxraug(*verb.split(), "--help")
+    assert out.returncode == 0 and "Usage" in out.stdout and len(out.stdout) > 300
+
+
+@pytest.mark.slow  # two stages in subprocesses, each creating its MLflow store: ~1-2 min on 2 busy cores
+def test_dvc_repro_runs_a_real_data_variant(tmp_path, demo_raw):
+    import subprocess
+
+    from tests.helpers import make_project, project_env
+
+    project = make_project(tmp_path / "project", TINY_PARAMS_YAML)
+    (project / "data").mkdir()
+    (project / "data" / "raw").symlink_to(demo_raw)
+
+    def dvc(*args):
+        return subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, env=project_env())
+
+    assert dvc("commit", "-f", "-q", "data.dvc").returncode == 0
+    listed = dvc("stage", "list").stdout
+    for stage in (
+        "classify_real@baseline",
+        "classify_aug@4",
+        "classify_gan@bagan-4",
+        "classify_gan@opengan-4",
+    ):
+        assert stage in listed
+    first = dvc("repro", "classify_real@baseline")
+    assert first.returncode == 0, first.stderr
+    for path in ("models/classifier/baseline.pt", "data/scores/baseline.npz", "plots/roc/baseline.csv"):
+        assert (project / path).is_file()
+    shown = json.loads(dvc("metrics", "show", "--json").stdout)
+    files = next(iter(shown.values()))["data"]
+    assert "macro_auc" in files["metrics/classify/baseline.json"]["data"]
+    assert "didn't change" in dvc("repro", "classify_real@baseline").stdout
