@@ -136,6 +136,13 @@ def load_extra_synthetic(
     directory = Path(synthetic_root) / variant.kind
     images, labels = load_synthetic(directory, variant.n)
     _check_synthetic(directory, images, train)
+    counts = torch.bincount(labels, minlength=train.n_classes).tolist()
+    short = [f"{c} ({k})" for c, k in zip(train.classes, counts, strict=True) if k != variant.n]
+    if short:
+        raise CxraugError(
+            f"{directory}: {variant.name} needs {variant.n} synthetic images of every class, got "
+            f"{', '.join(short)}; rerun synthesize@{variant.kind}"
+        )
     return images, labels
 
 
