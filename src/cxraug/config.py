@@ -110,7 +110,7 @@ class ClassifyParams(Section):
     head: Literal["pooled", "classic"] = Field(
         "pooled", description="pooled: GAP -> 256 -> K; classic: VGG's 4096-4096 on the flattened 2x2 map"
     )
-    width: float = Field(1.0, gt=0, le=4, description="channel multiplier (1 = VGG16; 0.125 for the demo)")
+    width: float = Field(1.0, gt=0, le=4, description="channel multiplier (1 = VGG16; the demo runs 1/16)")
     norm: Literal["batch", "none"] = Field("batch", description="batch norm after each conv (vgg16_bn)")
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the head's linear layers")
     weights_path: str | None = Field(
