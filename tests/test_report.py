@@ -7,7 +7,6 @@ import itertools
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ from PIL import Image
 from cxraug.config import DEFAULT_CLASSES, ReportParams
 from cxraug.report import Inputs, VariantMetrics, auc_table, make_report
 from cxraug.runtime import atomic_savez
-from tests import auc_double
 
 CLASSES = tuple(DEFAULT_CLASSES)
 N_TEST, SEEDS = 300, [0, 1, 2]
@@ -34,15 +32,6 @@ STRENGTH = {
     "bagan_3000": 1.1,
 }
 MISSING = "opengan_3000"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def auc_module():
-    """The real cxraug.evaluate.auc when this checkout has it, else tests/auc_double.py's stand-in."""
-    installed = auc_double.install()
-    yield
-    if installed:
-        sys.modules.pop("cxraug.evaluate.auc", None)
 
 
 def planted_scores(variant: str, labels: np.ndarray) -> np.ndarray:
@@ -261,8 +250,7 @@ def test_report_stage_under_dvc_gives_metrics_and_plots(tmp_path, tracking_uri):
     roc = project / "plots/roc"
     roc.mkdir(parents=True)
     roc.joinpath("baseline.csv").write_text("class,fpr,tpr\nNodule,0,0\nNodule,0.5,0.8\nNodule,1,1\n")
-    (tmp_path / "site").mkdir()
-    env = auc_double.subprocess_env(project_env(), tmp_path / "site", REPO)
+    env = project_env()
     env["MLFLOW_TRACKING_URI"] = tracking_uri  # the session's store: its schema already exists
 
     def dvc(*args):

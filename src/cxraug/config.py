@@ -220,6 +220,54 @@ class ReportParams(Section):
     )
 
 
+class AugmentParams(Section):
+    """Classic transforms of `standard_aug_<n>` (data/augment.py): small affine, brightness, contrast."""
+
+    rotation_deg: float = Field(10.0, ge=0, le=45, description="rotation drawn in [-r, r] degrees")
+    translate: float = Field(0.06, ge=0, le=0.3, description="shift drawn in [-t, t] x side, each axis")
+    scale: float = Field(0.10, ge=0, lt=1, description="zoom drawn in [1 - s, 1 + s]")
+    brightness: float = Field(0.10, ge=0, le=0.5, description="offset in [-b, b] of the [0, 1] range")
+    contrast: float = Field(0.10, ge=0, lt=1, description="factor in [1 - c, 1 + c] about the image mean")
+    hflip_probability: float = Field(
+        0.0, ge=0, le=1, description="left-right flips; off by default (a chest X-ray has a side)"
+    )
+
+
+class ClassifyParams(Section):
+    """VGG16 per variant (classify.py): training, early stopping on val macro AUC, test once."""
+
+    seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2], min_length=1, description="one full training per seed"
+    )
+    epochs: int = Field(40, ge=1, le=1000, description="most epochs (passes over the training set)")
+    patience: int = Field(8, ge=1, description="stop after this many epochs without a better val macro AUC")
+    batch_size: int = Field(64, ge=2, le=4096, description="training batch")
+    eval_batch_size: int = Field(512, ge=1, description="batch for val/test predictions")
+    lr: float = Field(3e-4, gt=0, le=1, description="AdamW learning rate")
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="AdamW decoupled weight decay")
+    head: Literal["pooled", "classic"] = Field(
+        "pooled", description="pooled: GAP -> 256 -> K; classic: VGG's 4096-4096 on the flattened 2x2 map"
+    )
+    width: float = Field(1.0, gt=0, le=4, description="channel multiplier (1 = VGG16; the demo runs 1/16)")
+    norm: Literal["batch", "none"] = Field("batch", description="batch norm after each conv (vgg16_bn)")
+    dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the head's linear layers")
+    weights_path: str | None = Field(
+        None, description="local torchvision vgg16(_bn) ImageNet state_dict; null = from scratch"
+    )
+    augment: AugmentParams = Field(default_factory=AugmentParams)
+    bootstrap: int = Field(2000, ge=100, le=100_000, description="patient-level bootstrap resamples")
+    ci_level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals")
+    device: str = Field("auto", description="auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto measures on CPU")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError(f"seeds must be distinct non-negative integers (got {v})")
+        return v
+
+
 class Params(Section):
     """The whole params.yaml; a missing section takes its defaults."""
 
@@ -229,6 +277,8 @@ class Params(Section):
     train_opengan: TrainOpenganParams = Field(default_factory=TrainOpenganParams)
     synthesize: SynthesizeParams = Field(default_factory=SynthesizeParams)
     report: ReportParams = Field(default_factory=ReportParams)
+    synthesize: SynthesizeParams = Field(default_factory=SynthesizeParams)
+    classify: ClassifyParams = Field(default_factory=ClassifyParams)
 
 
 def _describe(error: dict) -> str:
