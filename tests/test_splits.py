@@ -43,3 +43,14 @@ def test_same_seed_same_split_other_seed_other_split():
     a = split_by_patient(labels, patients, FRACTIONS, 1)
     assert (a == split_by_patient(labels, patients, FRACTIONS, 1)).all()
     assert (a != split_by_patient(labels, patients, FRACTIONS, 2)).any()
+
+
+def test_a_patient_with_many_images_does_not_dominate_a_small_split():
+    labels, patients = _toy(4, n_patients=150)
+    labels = np.concatenate([labels, np.arange(60) % 5])  # one patient, 60 images of every class
+    patients = np.concatenate([patients, np.full(60, "big")])
+    split = split_by_patient(labels, patients, FRACTIONS, 0)
+    assert set(split[patients == "big"]) == {"train"}
+    for name in ("val", "test"):
+        in_split = patients[split == name]
+        assert np.unique(in_split, return_counts=True)[1].max() <= 0.1 * FRACTIONS[name] * len(labels)

@@ -10,13 +10,18 @@ def split_by_patient(
     patients: np.ndarray,
     fractions: dict[str, float],
     seed: int,
+    max_patient_share: float = 0.1,
 ) -> np.ndarray:
     """Assign every image to a split so that all images of a patient share it.
 
     Greedy stratification: patients holding the rarest classes are placed first (larger ones first),
     each into the split where it reduces the squared relative shortfall against the targets
     (fraction x class total) the most; a split still lacking one of the patient's classes comes first,
-    so every class reaches every split when it has enough patients. Returns each image's split name.
+    so every class reaches every split when it has enough patients. A patient holding more than
+    `max_patient_share` of a split's expected images (and more than 5) cannot join it: one patient with
+    46 follow-ups would otherwise be 40% of a small test set and decide its AUC. They go to the largest
+    split.
+    Returns each image's split name.
     """
     names = list(fractions)
     share = np.array([fractions[n] for n in names], dtype=float)
@@ -34,6 +39,10 @@ def split_by_patient(
     rarest = np.where(per_patient > 0, class_total[None, :], np.inf).min(1)
     order = order[np.lexsort((-per_patient.sum(1)[order], rarest[order]))]
 
+    size = per_patient.sum(1)
+    limit = np.maximum(max_patient_share * target.sum(1), 5)  # tiny splits still take 5-image patients
+    too_big = size[:, None] > limit[None, :]  # [patients, splits]
+    too_big[too_big.all(1), int(np.argmax(share))] = False
     placed = np.zeros_like(target)
     split_of_patient = np.empty(len(uniq), dtype=int)
     weight = 1.0 / np.maximum(class_total, 1) ** 2
@@ -42,6 +51,7 @@ def split_by_patient(
         # change of sum_c w_c (placed - target)^2 if this patient joins each split
         cost = (weight[None, :] * brings * (2 * (placed - target) + brings)).sum(1)
         cost -= ((placed == 0) & (target > 0) & (brings > 0)).sum(1)  # a class this split has none of yet
+        cost[too_big[p]] = np.inf
         s = int(np.argmin(cost))
         split_of_patient[p] = s
         placed[s] += per_patient[p]
