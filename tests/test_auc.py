@@ -110,3 +110,16 @@ def test_paired_bootstrap_uses_the_same_resample_for_both():
     c = paired_bootstrap(scores, scores * 0.5 + 0.1, labels, np.arange(300), n_boot=300)
     np.testing.assert_allclose(c.lo, 0, atol=1e-12)
     np.testing.assert_allclose(c.hi, 0, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_p_value_and_ci_never_disagree(seed):
+    """p < 0.05 exactly when the 95% CI excludes zero, also for small, skewed, borderline differences."""
+    weak, labels = scored(120, signal=0.8, seed=seed)
+    rng = np.random.default_rng(100 + seed)
+    other = weak.copy()
+    other[np.arange(120), labels] += rng.normal(0.02, 0.08, 120)
+    c = paired_bootstrap(other, weak, labels, np.arange(120) // 4, n_boot=400, seed=seed)
+    excludes_zero = (c.lo > 0) | (c.hi < 0)
+    np.testing.assert_array_equal(c.p_value < 0.05, excludes_zero)
+    assert (c.macro_p_value < 0.05) == (c.macro_lo > 0 or c.macro_hi < 0)

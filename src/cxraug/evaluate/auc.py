@@ -169,11 +169,12 @@ class Comparison:
     n_boot: int
 
 
-def _two_sided_p(boot_diffs: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """Share of resampled differences at least as far from the observed one as the observed one is from
-    zero (the bootstrap distribution shifted to the null), with the +1 correction; 1 when observed = 0."""
-    extreme = np.abs(boot_diffs - observed) >= np.abs(observed) - 1e-12
-    return (extreme.sum(0) + 1) / (len(boot_diffs) + 1)
+def _two_sided_p(boot_diffs: np.ndarray) -> np.ndarray:
+    """Twice the smaller share of resampled differences on either side of zero (+1 correction, capped at
+    1): the p-value of the percentile CI, so p < 1 - level exactly when that CI excludes zero and the
+    two never disagree on a skewed bootstrap distribution. Identical score sets give p = 1."""
+    below, above = (boot_diffs <= 0).sum(0), (boot_diffs >= 0).sum(0)
+    return np.minimum(1.0, 2 * (np.minimum(below, above) + 1) / (len(boot_diffs) + 1))
 
 
 def paired_bootstrap(
@@ -207,10 +208,10 @@ def paired_bootstrap(
         difference=observed,
         lo=lo,
         hi=hi,
-        p_value=_two_sided_p(boots, observed),
+        p_value=_two_sided_p(boots),
         macro_difference=macro_observed,
         macro_lo=float(macro_lo),
         macro_hi=float(macro_hi),
-        macro_p_value=float(_two_sided_p(macro_boot[:, None], np.array([macro_observed]))[0]),
+        macro_p_value=float(_two_sided_p(macro_boot[:, None])[0]),
         n_boot=len(boots),
     )
