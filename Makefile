@@ -62,6 +62,6 @@ tune: setup  ## Optuna search, one worker (GAN=bagan|opengan TRIALS=4 STORAGE=ur
 	cd $(or $(DIR),.) && $(BIN)/cxraug tune --gan $(GAN) --n-trials $(TRIALS) --storage '$(STORAGE)'
 
 tune-ui: setup  ## optuna-dashboard for the studies in STORAGE on http://127.0.0.1:8080 (DIR=demo for the demo's)
-	@$(BIN)/python -c "import optuna_dashboard" 2>/dev/null || \
-		(echo "installing optuna-dashboard (the 'dashboard' extra)" && $(BIN)/pip install --quiet -e '.[dashboard]')
-	cd $(or $(DIR),.) && $(BIN)/optuna-dashboard '$(patsubst journal:%,%,$(STORAGE))' --host 127.0.0.1 --port 8080
+	@command -v optuna-dashboard >/dev/null || { echo "optuna-dashboard is not installed in $(BIN):" \
+		"install the 'dashboard' extra with: $(BIN)/pip install -e '.[dashboard]'" >&2; exit 1; }
+	cd $(or $(DIR),.) && optuna-dashboard '$(patsubst journal:%,%,$(STORAGE))' --host 127.0.0.1 --port 8080

@@ -544,6 +544,7 @@ def test_a_bagan_trial_trains_the_gan_adds_its_images_and_scores_val_never_test(
     assert result.best is not None and (tmp_path / "tuning" / "best_bagan.yaml").is_file()
 
 
+@pytest.mark.slow  # the BAGAN test above is the fast suite's one real-objective test
 def test_an_opengan_study_trains_the_embedder_once_and_reuses_it(
     prepared_without_test, tmp_path, mlflow_store, npz_reads
 ):
