@@ -34,7 +34,7 @@ from cxraug.config import (
     parse_params,
 )
 from cxraug.errors import CxraugError
-from cxraug.tune import TrialFailed, best_overlay, dvc_command, report, run_worker
+from cxraug.tune import TrialFailed, best_overlay, dvc_command, report, run_worker, write_best
 from cxraug.tune_study import make_sampler, open_storage, open_study, storage_label
 from cxraug.tune_tracking import UID_TAG
 from tests import tune_workers
@@ -167,7 +167,8 @@ def test_two_worker_processes_finish_their_trials_in_one_study(shared_storage, t
         assert child.data.metrics["value"] == pytest.approx(trial.value)
         assert trial.user_attrs["mlflow_run_id"] == child.info.run_id
     best = yaml.safe_load((tmp_path / "tuning" / "best_bagan.yaml").read_text())
-    assert best["best_trial"] == study.best_trial.number
+    with_gan = [t for t in trials if t.params["n_per_class"] > 0]
+    assert best["best_trial"] == max(with_gan, key=lambda t: t.value).number
     assert best["trials"]["complete"] == 2 * n
 
 
@@ -295,6 +296,23 @@ def test_best_params_are_a_valid_params_overlay_and_a_ready_dvc_command(tmp_path
     sets = dict(w.split("=", 1) for w in words[4::2])
     assert float(sets["train_bagan.lr_g"]) == pytest.approx(result.best.params["lr_g"], rel=1e-5)
     assert yaml.safe_load(sets["synthesize.n_per_class"]) == [result.best.params["n_per_class"]]
+
+
+def test_when_real_images_alone_win_the_file_still_names_the_best_gan_setting_and_says_so(tmp_path):
+    storage = f"journal:{tmp_path / 'study.log'}"
+    study, _ = open_study(open_storage(storage), "real-wins", TuneParams())
+    for n, value in [(0, 0.70), (500, 0.60), (1000, 0.65), (0, 0.68)]:
+        study.enqueue_trial({"lr_g": 1e-4, "n_per_class": n})
+        trial = study.ask()
+        trial.suggest_float("lr_g", 1e-5, 1e-3, log=True)
+        trial.suggest_int("n_per_class", 0, 3000, step=500)
+        study.tell(trial, value)
+    choice = write_best(study, "opengan", tmp_path / "best_opengan.yaml", storage, "run-id")
+    written = yaml.safe_load((tmp_path / "best_opengan.yaml").read_text())
+    assert choice.with_gan.number == written["best_trial"] == 2
+    assert written["real_only"] == {"trial": 0, "value": 0.70}
+    assert written["beats_real_only"] is False and "no GAN setting beat" in written["note"]
+    assert "synthesize.n_per_class=" in written["command"]
 
 
 def test_a_best_trial_without_synthetic_images_has_no_command():

@@ -523,16 +523,25 @@ def tune(
         f"{per_trial}; the study holds {sum(s.values())} ({s['complete']} complete, {s['running']} running)"
     )
     if result.best is not None:
-        chosen = ", ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best.params.items()
-        )
-        typer.echo(f"best: trial {result.best.number}, val macro AUC {result.best.value:.4f} ({chosen})")
-        typer.echo(f"wrote {result.best_file}; MLflow study run {result.parent_run_id}")
+        typer.echo(f"best: {_describe_trial(result.best)}")
+    choice = result.choice
+    if choice is not None:
+        typer.echo(f"wrote {choice.path}; MLflow study run {result.parent_run_id}")
+        if choice.with_gan is not None and choice.with_gan.number != result.best.number:
+            typer.echo(f"best with synthetic images: {_describe_trial(choice.with_gan)}")
+        if choice.beats_real_only is False:
+            typer.echo("warning: no GAN setting beat the real-only classifier on the short schedule")
         typer.echo(
-            f"apply it: {result.command}" if result.command else "the best trial used no synthetic images"
+            f"apply it: {choice.command}" if choice.command else "no complete trial used synthetic images yet"
         )
     if result.stopped:
         raise CxraugError(f"worker stopped: {result.stopped}")
+
+
+def _describe_trial(trial) -> str:
+    shown = (f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    chosen = ", ".join(shown)
+    return f"trial {trial.number}, val macro AUC {trial.value:.4f} ({chosen})"
 
 
 def main() -> None:

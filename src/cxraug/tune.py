@@ -60,9 +60,8 @@ class WorkerResult:
     trials: list[FrozenTrial]  # the trials this worker ran, in order
     seconds: float
     study_counts: dict[str, int]  # every trial of the study (all workers), by state
-    best: FrozenTrial | None
-    best_file: Path | None
-    command: str | None
+    best: FrozenTrial | None  # the study's best complete trial (real-only trials included)
+    choice: BestChoice | None  # what best_<gan>.yaml recommends
     parent_run_id: str
     stopped: str | None = None  # why this worker stopped early, if it did
     counts: dict[str, int] = field(init=False)
@@ -144,7 +143,7 @@ def run_worker(
     if max_trials is not None:
         callbacks.append(optuna.study.MaxTrialsCallback(max_trials, states=FINISHED[:2]))
     started = time.perf_counter()
-    best_file, command = None, None
+    choice = None
     try:
         with _sigterm_as_interrupt(), study_run(parent):
             if setup is not None:
@@ -162,8 +161,8 @@ def run_worker(
         log.warning("interrupted: the running trial is recorded as failed; rerun to continue the study")
         raise
     finally:
-        best_file, command = write_best(study, gan, Path(out_dir) / f"best_{gan}.yaml", label, parent)
-        summarize_study(parent, study, best_file)
+        choice = write_best(study, gan, Path(out_dir) / f"best_{gan}.yaml", label, parent)
+        summarize_study(parent, study, choice.path if choice else None)
     trials = study.get_trials(deepcopy=False)
     return WorkerResult(
         study_name=name,
@@ -172,8 +171,7 @@ def run_worker(
         seconds=time.perf_counter() - started,
         study_counts=_count(trials),
         best=_best(study),
-        best_file=best_file,
-        command=command,
+        choice=choice,
         parent_run_id=parent,
         stopped=keeper.stopped,
     )
@@ -214,37 +212,78 @@ def dvc_command(overlay: dict[str, dict[str, Any]]) -> str | None:
     return " ".join(["dvc", "exp", "run", *sets])
 
 
+@dataclass
+class BestChoice:
+    """What the study recommends: the best complete trial that added synthetic images (the GAN setting to
+    apply), and the best real-only trial (n_per_class = 0), the reference it has to beat."""
+
+    path: Path
+    with_gan: FrozenTrial | None
+    real_only: FrozenTrial | None
+    command: str | None
+
+    @property
+    def beats_real_only(self) -> bool | None:
+        if self.with_gan is None or self.real_only is None:
+            return None
+        return self.with_gan.value > self.real_only.value
+
+
+def _best_complete(study: optuna.Study, uses_gan: bool) -> FrozenTrial | None:
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if (t.params.get("n_per_class", 0) > 0) == uses_gan
+    ]
+    return max(trials, key=lambda t: (t.value, -t.number), default=None)
+
+
 def write_best(
     study: optuna.Study, gan: str, path: Path, storage: str, parent_run_id: str
-) -> tuple[Path | None, str | None]:
-    """<out>/best_<gan>.yaml (atomic): the best complete trial of the whole study; nothing before one."""
-    best = _best(study)
-    if best is None:
-        return None, None
-    overlay = best_overlay(gan, best.params)
-    command = dvc_command(overlay)
-    document = {
-        "study": study.study_name,
-        "storage": storage,
-        "gan": gan,
-        "best_trial": best.number,
-        "value": float(best.value),
+) -> BestChoice | None:
+    """<out>/best_<gan>.yaml (atomic), for the whole study: `params` and `command` are those of the best
+    complete trial that added synthetic images (a GAN setting is what the pipeline can apply), beside the
+    best real-only trial's value, the reference; nothing before the first complete trial."""
+    with_gan, real_only = _best_complete(study, uses_gan=True), _best_complete(study, uses_gan=False)
+    if with_gan is None and real_only is None:
+        return None
+    choice = BestChoice(path, with_gan, real_only, None)
+    document: dict[str, Any] = {"study": study.study_name, "storage": storage, "gan": gan}
+    if with_gan is not None:
+        overlay = best_overlay(gan, with_gan.params)
+        choice.command = dvc_command(overlay)
+        document |= {
+            "best_trial": with_gan.number,
+            "value": float(with_gan.value),
+            "params": overlay,
+            "command": choice.command,
+            "mlflow_run_id": with_gan.user_attrs.get("mlflow_run_id"),
+        }
+    else:
+        document |= {"best_trial": None, "value": None, "params": None, "command": None}
+    document |= {
         "metric": "best val macro AUC of the short classifier run (tune.overrides.classify)",
-        "params": overlay,
-        "command": command,
+        "real_only": None
+        if real_only is None
+        else {"trial": real_only.number, "value": float(real_only.value)},
+        "beats_real_only": choice.beats_real_only,
         "trials": _count(study.get_trials(deepcopy=False)),
-        "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
         "mlflow_study_run_id": parent_run_id,
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    if command is None:
-        document["note"] = "the best trial added no synthetic images: no GAN setting beat real images alone"
+    if choice.beats_real_only is False:
+        document["note"] = (
+            "no GAN setting beat the real-only classifier on the short schedule: applying `command` is "
+            "not expected to help (the full pipeline's test AUC is the judge)"
+        )
+    elif with_gan is None:
+        document["note"] = "no complete trial added synthetic images yet: nothing to apply"
     header = (
-        f"# Best trial of Optuna study '{study.study_name}' ({storage}), written by `cxraug tune`.\n"
+        f"# Best GAN trial of Optuna study '{study.study_name}' ({storage}), written by `cxraug tune`.\n"
         "# `params` are params.yaml keys; `command` applies them to the pipeline as a DVC experiment.\n"
     )
     atomic_write_text(path, header + yaml.safe_dump(document, sort_keys=False))
-    return path, command
+    return choice
 
 
 # ------------------------------------------------------------------------------------------- the verb
