@@ -219,6 +219,8 @@ def test_an_interrupted_worker_leaves_the_study_consistent_and_resumable(sig, tm
 def test_pruning_stops_a_clearly_worse_trial_and_a_failed_trial_does_not_stop_the_study(
     tmp_path, mlflow_store
 ):
+    from cxraug.tracking import stage_run
+
     settings = TuneParams(pruner=TunePrunerParams(n_startup_trials=2, n_warmup_steps=0))
 
     def objective(trial) -> float:
@@ -226,8 +228,9 @@ def test_pruning_stops_a_clearly_worse_trial_and_a_failed_trial_does_not_stop_th
         if trial.number == 3:
             raise TrialFailed("classifier loss nan at epoch 2")
         level = 0.2 if trial.number == 2 else 0.8
-        for step in range(4):
-            report(trial, level + 0.01 * step, step)
+        with stage_run(experiment="tune", stage="train_opengan", params=settings):  # as a GAN stage does
+            for step in range(4):
+                report(trial, level + 0.01 * step, step)
         return level + 0.05
 
     storage = f"journal:{tmp_path / 'study.log'}"
@@ -252,6 +255,17 @@ def test_pruning_stops_a_clearly_worse_trial_and_a_failed_trial_does_not_stop_th
     history = mlflow.MlflowClient().get_metric_history(children[0].info.run_id, "intermediate_value")
     assert [(m.step, round(m.value, 2)) for m in history] == [(0, 0.8), (1, 0.81), (2, 0.82), (3, 0.83)]
     assert "value" not in children[2].data.metrics and "value" not in children[3].data.metrics
+    client = mlflow.MlflowClient()
+    stage_status = [
+        [
+            r.info.status
+            for r in client.search_runs(
+                [c.info.experiment_id], f"tags.`mlflow.parentRunId` = '{c.info.run_id}'"
+            )
+        ]
+        for c in children
+    ]
+    assert stage_status == [["FINISHED"], ["FINISHED"], ["KILLED"], [], ["FINISHED"]], "pruned is not broken"
 
 
 def test_a_worker_stops_after_too_many_failures_in_a_row(tmp_path, mlflow_store):

@@ -169,9 +169,21 @@ def tracked(objective: Callable[[optuna.Trial], float], uid: str) -> Callable[[o
                 trial.set_user_attr("reason", reason[:1000])
             params = [Param(k, str(v)) for k, v in trial.params.items()]
             _client().log_batch(run_id, params=params, tags=run_tags)
+            if status == "KILLED":
+                _stopped_stage_runs_killed(run_id)
             mlflow.end_run(status)
 
     return run_trial
+
+
+def _stopped_stage_runs_killed(trial_run: str) -> None:
+    """A stage stopped by the pruner or Ctrl-C ended its own run FAILED on the way out (mlflow.start_run's
+    context ends a run FAILED on any exception): it was stopped, not broken."""
+    client = _client()
+    experiment_id = client.get_run(trial_run).info.experiment_id
+    query = f"tags.`mlflow.parentRunId` = '{trial_run}' and attributes.status = 'FAILED'"
+    for run in client.search_runs([experiment_id], query):
+        client.set_terminated(run.info.run_id, "KILLED")
 
 
 def summarize_study(run_id: str, study: optuna.Study, best_file: Path | None) -> None:
