@@ -94,13 +94,19 @@ def _free_port() -> int:
 def postgres_url():
     """A throwaway PostgreSQL server on 127.0.0.1 (trust auth, temporary data directory). Skipped only when
     the server binaries are absent (Debian: apt-get install postgresql; .ci/run does it)."""
+    pytest.importorskip("psycopg2", reason="the PostgreSQL driver is the `postgres` extra (also in `dev`)")
     bindir = _postgres_bin()
     if bindir is None:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are absent: apt-get install postgresql")
-    root = Path(tempfile.mkdtemp(prefix="cxraug-pg-"))
     prefix: list[str] = []
+    user = None
     if os.geteuid() == 0:  # initdb refuses to run as root: the server runs as the postgres user
-        user = pwd.getpwnam("postgres")
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+    root = Path(tempfile.mkdtemp(prefix="cxraug-pg-"))
+    if user is not None:
         os.chown(root, user.pw_uid, user.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
     data, port = root / "data", _free_port()
