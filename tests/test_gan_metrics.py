@@ -4,6 +4,7 @@ near-copy filter in synthesis, the classification accuracy score, and the stage 
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxraug.config import GanMetricsParams, SynthesizeParams, parse_params
+from cxraug.config import ClassifyParams, GanMetricsParams, Params, SynthesizeParams, parse_params
+from cxraug.data.datasets import Split
 from cxraug.errors import CxraugError
 from cxraug.evaluate import fidelity, memorisation
 from cxraug.evaluate.gan_metrics import fidelity_table, real_mix_indices
@@ -308,3 +310,198 @@ def test_synthesize_stage_counts_dropped_near_copies(tracking_uri, copying_regis
     assert "near_copies" not in json.loads(plain.read_text())
     with pytest.raises(CxraugError, match="drop_near_copies needs the prepared split"):
         synth.run_synthesize(params(True), "copier", copying_registry, tmp_path / "o3", None)
+
+
+# ------------------------------------------------------------------------- classification accuracy score
+
+
+def toy_split(n: int, seed: int, classes=("left", "middle", "right")) -> Split:
+    """Class k: a bar in the k-th third of the image, on top of class-independent content that dominates
+    the image (a blob anywhere, texture, brightness), so a label-blind net does not sort by class."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % len(classes)
+    images = phantoms(n, seed + 100).float() + 40 * (torch.rand(n, 1, 1, generator=g) - 0.5)
+    for i, k in enumerate(labels.tolist()):
+        images[i, 8:24, 2 + 10 * k : 10 + 10 * k] += 60
+    return Split(
+        images=images.round().clamp(0, 255).to(torch.uint8),
+        labels=labels,
+        classes=tuple(classes),
+        patient_ids=np.array([f"{seed}-{i}" for i in range(n)]),
+        image_index=np.array([f"{seed}-{i}.png" for i in range(n)]),
+    )
+
+
+CAS_PARAMS = ClassifyParams(
+    seeds=[0], epochs=4, patience=4, batch_size=32, lr=0.003, width=0.0625, device="cpu", precision="fp32",
+    bootstrap=200,
+)  # fmt: skip
+
+
+def test_cas_is_high_on_a_separable_toy_set_and_near_chance_with_shuffled_labels():
+    from cxraug.evaluate.cas import classification_accuracy_score
+
+    synthetic, val, test = toy_split(150, 1), toy_split(60, 2), toy_split(90, 3)
+    separable = classification_accuracy_score(synthetic.images, synthetic.labels, val, test, CAS_PARAMS)
+    summary = separable.summary(test, CAS_PARAMS)
+    assert summary["macro_auc"] > 0.8 and min(summary["per_class_auc"].values()) > 0.7
+    assert summary["train_images"] == {"left": 50, "middle": 50, "right": 50}
+
+    # label-blind images (a generator that ignores the class): chance, up to the small optimism of picking
+    # the epoch on real val labels (measured on 8 shuffles of this toy: 0.47-0.61, mean 0.55)
+    shuffled_labels = synthetic.labels[torch.randperm(150, generator=torch.Generator().manual_seed(0))]
+    three_seeds = CAS_PARAMS.model_copy(update={"seeds": [0, 1, 2]})
+    shuffled = classification_accuracy_score(synthetic.images, shuffled_labels, val, test, three_seeds)
+    blind = shuffled.summary(test, three_seeds)["macro_auc"]
+    assert abs(blind - 0.5) < 0.15 and summary["macro_auc"] - blind > 0.2
+
+
+# -------------------------------------------------------------------------------------- the stage
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, demo_raw):
+    """A prepared 32 px split, an (untrained) embedder and classifier, a baseline's test scores, and
+    synthetic images for bagan: perturbed training images, the first 3 of each class exact copies."""
+    from cxraug.classifier import save_classifier
+    from cxraug.config import PrepareParams
+    from cxraug.data.datasets import load_split
+    from cxraug.data.prepare import prepare
+    from cxraug.evaluate.auc import per_class_auc
+    from cxraug.gans.embedder import Embedder, save_embedder
+    from cxraug.gans.synthesize import ClassDraw, write_synthetic
+    from cxraug.nets.vgg import build_vgg16
+    from cxraug.runtime import atomic_savez
+
+    root = tmp_path_factory.mktemp("gan_metrics")
+    prepare(PrepareParams(image_size=32), demo_raw, root / "data/prepared", root / "prepare.json")
+    train, test = load_split(root / "data/prepared", "train"), load_split(root / "data/prepared", "test")
+    torch.manual_seed(0)
+    save_embedder(Embedder(32, embed_dim=16, base_width=8), root / "models/embedder.pt", train.classes, [])
+    vgg = build_vgg16(len(train.classes), image_size=32, width=0.0625)
+    save_classifier(vgg, root / "models/classifier/baseline.pt", train.classes)
+    rng = np.random.default_rng(0)
+    scores = rng.dirichlet(np.ones(len(train.classes)), size=(1, len(test)))
+    atomic_savez(
+        root / "data/scores/baseline.npz",
+        scores=scores.astype(np.float32),
+        labels=test.labels.numpy(),
+        patient_ids=np.asarray(test.patient_ids).astype(str),
+        seeds=np.array([0]),
+        classes=np.array(train.classes),
+        image_index=np.asarray(test.image_index).astype(str),
+    )
+    (root / "metrics/classify").mkdir(parents=True)
+    auc = dict(zip(train.classes, per_class_auc(scores[0], test.labels.numpy()).tolist(), strict=True))
+    baseline = {
+        "classes": list(train.classes),
+        "seeds": [0],
+        "per_class_auc": auc,
+        "per_class_auc_std": dict.fromkeys(auc, 0.0),
+        "per_class_auc_ci": {c: [a - 0.1, a + 0.1] for c, a in auc.items()},
+        "macro_auc": 0.5,
+        "macro_auc_std": 0.0,
+        "macro_auc_ci": [0.4, 0.6],
+    }
+    (root / "metrics/classify/baseline.json").write_text(json.dumps(baseline))
+    draws = []
+    g = torch.Generator().manual_seed(1)
+    for k, name in enumerate(train.classes):
+        own = train.images[train.labels == k][:20]
+        noisy = (own.int() + torch.randint(-40, 41, own.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+        images = torch.cat([own[:3], noisy[3:]])
+        ones = torch.ones(len(images))
+        draws.append(ClassDraw(name, k, 20, images, ones, ones, images[:0], 0.5))
+    write_synthetic(draws, root / "data/synthetic/bagan")
+    return root
+
+
+def stage_params(**gan_metrics) -> Params:
+    return parse_params(
+        {
+            "gan_metrics": {"kid_subsets": 10, "device": "cpu", "precision": "fp32", "cas": {"epochs": 1}}
+            | gan_metrics,
+            "classify": {"seeds": [0], "width": 0.0625, "batch_size": 32, "bootstrap": 100},
+        }
+    )
+
+
+def test_stage_writes_the_documented_metrics_and_an_mlflow_run(project, tracking_uri, monkeypatch):
+    import mlflow
+
+    from cxraug.evaluate.gan_metrics import run_gan_metrics
+
+    monkeypatch.chdir(project)
+    result = run_gan_metrics(stage_params(), "bagan")
+    m = json.loads((project / "metrics/gan/bagan.json").read_text())
+    assert m == json.loads(json.dumps(result.metrics))
+    classes = m["classes"]
+    assert m["gan"] == "bagan" and m["extractors"] == ["embedder", "classifier"]
+    real = m["real_train_per_class"]
+    assert m["synthetic_per_class"] == {c: min(20, real[c]) for c in classes}
+    figures = {f"{metric}_{e}" for metric in ("fd", "kid", "precision", "recall") for e in m["extractors"]}
+    assert figures <= set(m["fidelity"]["overall"]) and set(m["fidelity"]["per_class"]) == set(classes)
+    for c, entry in m["fidelity"]["per_class"].items():
+        if min(entry["n_synthetic"], entry["n_real"]) >= 10:  # gan_metrics.min_images
+            assert figures <= set(entry)
+        else:  # too few images: no figure, each skip counted with its reason
+            assert not figures & set(entry)
+            assert sum(r.startswith(f"{c} / ") for r in m["skipped"]["reasons"]) == 6
+    assert m["skipped"]["count"] == len(m["skipped"]["reasons"]) > 0  # the demo's 9 Nodule images
+    pixel = m["memorisation"]["pixel"]
+    assert pixel["copies"] >= 3 * len(classes)  # the planted exact copies at least
+    assert all(v["copies"] >= 3 for v in pixel["per_class"].values())
+    assert m["memorisation"]["feature"]["space"] == "embedder"
+    cas = m["cas"]
+    assert set(cas["per_class_auc"]) == set(classes) and 0 <= cas["macro_auc"] <= 1
+    assert cas["baseline"]["macro_auc"] == 0.5 and set(cas["vs_baseline"]["per_class"]) == set(classes)
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(m["mlflow_run_id"])
+    assert run.data.tags["dvc.stage"] == "gan_metrics@bagan" and run.data.tags["gan"] == "bagan"
+    assert run.data.metrics["fidelity/fd_embedder"] == pytest.approx(m["fidelity"]["overall"]["fd_embedder"])
+    assert run.data.metrics["memorisation/copy_fraction_pixel"] == pixel["copy_fraction"]
+    paths = {a.path for a in client.list_artifacts(run.info.run_id, "memorisation")}
+    assert {"memorisation/distances.png", "memorisation/closest_pixel.png"} <= paths
+
+    # the report shows the section: bagan's figures by name, opengan (not run) as dashes
+    from cxraug.config import ReportParams
+    from cxraug.report import Inputs, make_report
+
+    inputs = Inputs(
+        project / "metrics/classify", project / "data/scores", project / "data/synthetic",
+        project / "data/prepared", project / "metrics/gan",
+    )  # fmt: skip
+    report = make_report(ReportParams(n_bootstrap=100), [20], inputs, project / "reports", project / "c.json")
+    md = report.markdown.read_text()
+    section = md.split("## GAN quality and memorisation", 1)[1].split("## Training sets", 1)[0]
+    bagan, opengan = section.split("### opengan")
+    assert "`fd_embedder`" in bagan and "`precision_classifier`" in bagan
+    assert f"{m['fidelity']['overall']['fd_embedder']:.4g}" in bagan
+    assert f"{cas['macro_auc']:.3f}" in bagan
+    opengan_rows = [r for r in opengan.splitlines() if r.startswith("| ") and "n synthetic" not in r]
+    assert all(set(r.strip("| ").split(" | ")[1:]) <= {"—", ""} for r in opengan_rows)
+    assert "`dvc repro gan_metrics@opengan`" in md
+    assert (project / "reports/figures/gan_precision_recall.png").is_file()
+
+
+def test_stage_mistakes_are_one_line_errors(project, tracking_uri, monkeypatch, tmp_path):
+    from cxraug.evaluate.gan_metrics import run_gan_metrics
+
+    monkeypatch.chdir(project)
+    with pytest.raises(CxraugError, match=r"synthesize@opengan"):
+        run_gan_metrics(stage_params(), "opengan")
+    with pytest.raises(CxraugError, match="unknown GAN"):
+        run_gan_metrics(stage_params(), "stylegan")
+    with pytest.raises(CxraugError, match="inception_weights: .*not found"):
+        run_gan_metrics(stage_params(inception_weights=str(tmp_path / "none.pth")), "bagan")
+
+
+def test_gan_metrics_verb_explains_itself(monkeypatch, capsys):
+    from cxraug.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["cxraug", "gan-metrics", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "torch-fidelity" in out and "memorisation" in out
