@@ -206,6 +206,8 @@ def test_chunked_nearest_neighbours_equal_brute_force_and_skip_only_the_row_itse
     )
     assert self_index[10] == 50 and self_index[50] == 10 and self_distance[10] == 0
     assert (self_index != torch.arange(70)).all()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # synthesis may run under bf16 autocast
+        assert torch.equal(memorisation.nearest_pixels(query, real)[0], index)
 
 
 # ------------------------------------------------------------------------------ near-copies in synthesis

@@ -513,6 +513,21 @@ def gan_metrics(
     typer.echo(f"wrote {result.path} in {result.seconds:.0f}s; MLflow run {result.run_id}")
 
 
+@bench_app.command("gan-metrics")
+def bench_gan_metrics(
+    synthetic: Annotated[int, typer.Option(help="synthetic images")] = 1500,
+    real: Annotated[int, typer.Option(help="real training images")] = 1000,
+    size: Annotated[int, typer.Option(help="image side")] = 64,
+    vgg_width: Annotated[float, typer.Option(help="width of the classifier extractor (1 = VGG16)")] = 1.0,
+) -> None:
+    """Images/s of gan_metrics' parts: torch-fidelity feature extraction with our extractors, FD/KID/PR on
+    the features, and the memorisation audit's nearest-neighbour search (vs torch.cdist)."""
+    from cxraug.benchmarks.common import markdown_table
+    from cxraug.benchmarks.gan_metrics import bench_gan_metrics as run
+
+    typer.echo(markdown_table(run(synthetic, real, size, vgg_width)))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("mlflow", "alembic", "urllib3", "git"):

@@ -25,7 +25,8 @@ def read_gan_metrics(directory: Path | None) -> dict[str, dict]:
         if path is not None and path.is_file():
             try:
                 found[gan] = json.loads(path.read_text())
-                found[gan]["fidelity"]["per_class"]  # noqa: B018  (the shape the tables need)
+                if not isinstance(found[gan]["fidelity"]["per_class"], dict):
+                    raise TypeError("fidelity.per_class is not a mapping")
             except (ValueError, KeyError, TypeError) as e:
                 raise CxraugError(
                     f"{path}: not a gan_metrics file ({e}); rerun `dvc repro gan_metrics@{gan}`"

@@ -44,9 +44,15 @@ def nearest(
     `to_vectors` maps a chunk of the stored rows (e.g. uint8 images) to float vectors on the fly, so the
     inputs can stay compact. `exclude_self`: query and reference are the same set; a row is not its own
     neighbour (its duplicates elsewhere in the set still are)."""
+    if len(reference) - (1 if exclude_self else 0) < 1:
+        raise ValueError(f"no reference rows to search ({len(reference)})")
+    # full precision even inside a caller's bf16 autocast: |q|^2 + |r|^2 - 2 q.r cancels badly in bf16
+    with torch.autocast(torch.device(device).type, enabled=False):
+        return _nearest(query, reference, to_vectors, exclude_self, device, query_chunk, reference_chunk)
+
+
+def _nearest(query, reference, to_vectors, exclude_self, device, query_chunk, reference_chunk):
     n_query, n_ref = len(query), len(reference)
-    if n_ref - (1 if exclude_self else 0) < 1:
-        raise ValueError(f"no reference rows to search ({n_ref})")
     best_d2 = torch.zeros(n_query, dtype=torch.float64)
     best_i = torch.zeros(n_query, dtype=torch.int64)
     for q0 in range(0, n_query, query_chunk):
