@@ -247,6 +247,7 @@ def test_report_stage_under_dvc_gives_metrics_and_plots(tmp_path, tracking_uri):
     params["report"] |= {"n_bootstrap": 100, "grid_images": 2}
     project = make_project(tmp_path / "project", yaml.safe_dump(params, sort_keys=False))
     make_inputs(project)
+    (project / "metrics/gan").mkdir(parents=True)  # a dependency; no GAN metrics yet: dashes
     roc = project / "plots/roc"
     roc.mkdir(parents=True)
     roc.joinpath("baseline.csv").write_text("class,fpr,tpr\nNodule,0,0\nNodule,0.5,0.8\nNodule,1,1\n")
@@ -261,6 +262,8 @@ def test_report_stage_under_dvc_gives_metrics_and_plots(tmp_path, tracking_uri):
     assert (project / "reports/results.md").is_file() and (
         project / "reports/figures/auc_n3000.png"
     ).is_file()
+    markdown = (project / "reports/results.md").read_text()
+    assert "## GAN quality and memorisation" in markdown and "`dvc repro gan_metrics@opengan`" in markdown
     shown = json.loads(dvc("metrics", "show", "--json").stdout)
     assert "bagan_1000" in json.dumps(shown) and "p_value" in json.dumps(shown)
     plots = dvc("plots", "show", "--json")

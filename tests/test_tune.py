@@ -620,6 +620,37 @@ def test_an_opengan_study_trains_the_embedder_once_and_reuses_it(
     assert result.counts["complete"] == 1
 
 
+class CopyingProposer:
+    """A 'GAN' that returns real training images, scored 1.0: only the near-copy test can reject them."""
+
+    def __init__(self, train) -> None:
+        self.train, self.classes = train, tuple(train.classes)
+
+    def propose(self, class_index: int, n: int, generator: torch.Generator):
+        pool = self.train.images[self.train.labels == class_index]
+        chosen = torch.randint(0, len(pool), (n,), generator=generator)
+        return pool[chosen], torch.ones(n)
+
+
+@pytest.mark.parametrize("drop_near_copies", [False, True])
+def test_trials_filter_synthetic_images_like_the_pipeline_near_copies_included(
+    prepared_without_test, tmp_path, drop_near_copies
+):
+    from cxraug.config import trial_params
+    from cxraug.tune_objective import GanObjective
+
+    raw = merge(TINY, {"synthesize": {"filter": {"drop_near_copies": drop_near_copies}}})
+    params = trial_params(Params.model_validate(raw))
+    with GanObjective("bagan", params, prepared_without_test, tmp_path) as objective:
+        proposer = CopyingProposer(objective.train)
+        if drop_near_copies:
+            with pytest.raises(optuna.TrialPruned, match="too few candidates"):
+                objective._synthesize(proposer, 4)
+        else:
+            images, labels = objective._synthesize(proposer, 4)
+            assert labels.bincount().tolist() == [4] * len(proposer.classes)
+
+
 def test_diverged_weights_fail_the_trial_with_a_clear_reason():
     from cxraug.tune_objective import check_finite
 

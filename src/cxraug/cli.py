@@ -317,12 +317,16 @@ def synthesize(
     ] = None,
     label: Annotated[str | None, typer.Option(help="name of the unseen class (with --exemplars)")] = None,
     n: Annotated[int | None, typer.Option(min=1, help="images to keep (with --exemplars)")] = None,
+    prepared: Annotated[
+        Path, typer.Option(help="real training images (train.npz) for synthesize.filter.drop_near_copies")
+    ] = Path("data/prepared"),
 ) -> None:
     """Sample every class of a trained GAN and keep only candidates it scores >= synthesize.filter.threshold.
 
     Writes <out>/<class>/<00000>.png and <out>/index.csv (file, class, label, score) in acceptance order,
     replacing <out> whole. With --exemplars, OpenGAN draws one unseen class conditioned on the exemplars'
-    embeddings instead.
+    embeddings instead. With synthesize.filter.drop_near_copies, candidates that nearly copy a real
+    training image are dropped too (counted in the metrics JSON).
     """
     from cxraug.gans import synthesize as synth
 
@@ -337,6 +341,7 @@ def synthesize(
             out or Path("data/synthetic") / gan,
             metrics or Path("metrics/synthesize") / f"{gan}.json",
             train_metrics=Path("metrics") / f"train_{gan}.json",
+            prepared=prepared,
         )
     else:
         if gan != "opengan":
@@ -380,13 +385,16 @@ def report(
     compare: Annotated[Path, typer.Option(help="paired comparison vs baseline (JSON)")] = Path(
         "metrics/compare.json"
     ),
+    gan_metrics: Annotated[Path, typer.Option(help="metrics/gan/<gan>.json (gan-metrics)")] = Path(
+        "metrics/gan"
+    ),
 ) -> None:
     """Tables laid out like the paper's (one per n in synthesize.n_per_class, with 95% CIs and the published
     values beside ours), a paired bootstrap of every variant vs baseline, and figures."""
     from cxraug.report import Inputs, make_report
 
     settings = _params(params)
-    inputs = Inputs(classify_metrics, scores, synthetic, prepared)
+    inputs = Inputs(classify_metrics, scores, synthetic, prepared, gan_metrics)
     result = make_report(settings.report, settings.synthesize.n_per_class, inputs, out, compare)
     typer.echo(
         f"wrote {result.markdown} and {len(result.figures)} figures in {out / 'figures'}, {compare}; "
@@ -463,6 +471,61 @@ def bench_classify(
 
     rows = run(width=width, batch_size=batch_size, image_size=image_size, device=device)
     typer.echo(markdown_table(rows, reference=rows[0]))
+
+
+@app.command("gan-metrics")
+def gan_metrics(
+    gan: Annotated[str, typer.Option(help="whose synthetic images: bagan | opengan")],
+    params: ParamsOption = Path("params.yaml"),
+    prepared: PreparedOption = Path("data/prepared"),
+    synthetic: Annotated[Path, typer.Option(help="data/synthetic/<gan>/ (synthesize)")] = Path(
+        "data/synthetic"
+    ),
+    embedder: Annotated[Path, typer.Option(help="feature space 'embedder'")] = Path("models/embedder.pt"),
+    classifier: Annotated[
+        Path, typer.Option(help="feature space 'classifier' (its penultimate layer)")
+    ] = Path("models/classifier/baseline.pt"),
+    out: Annotated[Path, typer.Option(help="directory of <gan>.json")] = Path("metrics/gan"),
+) -> None:
+    """GAN quality and privacy against the real training split: FD, KID, precision and recall per feature
+    space (overall and per class, by torch-fidelity), the classification accuracy score (a classifier
+    trained on synthetic images only, tested on the real test split) and the memorisation audit (nearest
+    real training image of every synthetic image, in pixels and features). Writes <out>/<gan>.json."""
+    from cxraug.evaluate.gan_metrics import GanMetricsPaths, run_gan_metrics
+
+    paths = GanMetricsPaths(
+        prepared=prepared, synthetic=synthetic, embedder=embedder, classifier=classifier, out=out
+    )
+    result = run_gan_metrics(_params(params), gan, paths)
+    m = result.metrics
+    overall = m["fidelity"]["overall"]
+    figures = ", ".join(
+        f"{k} {v:.4g}" for k, v in overall.items() if k.split("_")[0] in ("fd", "fid", "precision", "recall")
+    )
+    typer.echo(f"{gan}: overall {figures or 'no fidelity figure (too few images)'}")
+    pixel, feature = m["memorisation"]["pixel"], m["memorisation"]["feature"]
+    typer.echo(
+        f"near-copies: {pixel['copy_fraction']:.1%} in pixels, {feature['copy_fraction']:.1%} in "
+        f"{feature['space']} features (threshold {m['memorisation']['copy_threshold']:g} x real NN median)"
+        + (f"; CAS macro AUC {m['cas']['macro_auc']:.3f}" if m["cas"] else "")
+        + (f"; {m['skipped']['count']} metric(s) skipped (too few images)" if m["skipped"]["count"] else "")
+    )
+    typer.echo(f"wrote {result.path} in {result.seconds:.0f}s; MLflow run {result.run_id}")
+
+
+@bench_app.command("gan-metrics")
+def bench_gan_metrics(
+    synthetic: Annotated[int, typer.Option(help="synthetic images")] = 1500,
+    real: Annotated[int, typer.Option(help="real training images")] = 1000,
+    size: Annotated[int, typer.Option(help="image side")] = 64,
+    vgg_width: Annotated[float, typer.Option(help="width of the classifier extractor (1 = VGG16)")] = 1.0,
+) -> None:
+    """Images/s of gan_metrics' parts: torch-fidelity feature extraction with our extractors, FD/KID/PR on
+    the features, and the memorisation audit's nearest-neighbour search (vs torch.cdist)."""
+    from cxraug.benchmarks.common import markdown_table
+    from cxraug.benchmarks.gan_metrics import bench_gan_metrics as run
+
+    typer.echo(markdown_table(run(synthetic, real, size, vgg_width)))
 
 
 @app.command()

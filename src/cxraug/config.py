@@ -186,6 +186,17 @@ class SynthesisFilterParams(Section):
     max_tries_factor: float = Field(
         20.0, ge=1, description="cap on candidates drawn per class, as a multiple of the images wanted"
     )
+    drop_near_copies: bool = Field(
+        False,
+        description="reject candidates that nearly copy a real training image (pixels; see copy_threshold)",
+    )
+    copy_threshold: float = Field(
+        0.5,
+        gt=0,
+        le=2,
+        description="near-copy: the candidate's nearest real training image is closer (pixel RMSE) than this "
+        "x the median distance of a real training image to its nearest other real training image",
+    )
 
 
 class SynthesizeParams(Section):
@@ -266,6 +277,89 @@ class ClassifyParams(Section):
         if len(set(v)) != len(v) or min(v) < 0:
             raise ValueError(f"seeds must be distinct non-negative integers (got {v})")
         return v
+
+
+class CasParams(Section):
+    """Classification accuracy score: a classifier trained on synthetic images only (classify's settings
+    with these overrides), early-stopped on the real val split, tested on the real test split."""
+
+    enabled: bool = Field(True, description="train the synthetic-only classifier (the stage's slowest part)")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="one training per seed")
+    epochs: int | None = Field(None, ge=1, le=1000, description="most epochs; null = classify.epochs")
+    patience: int | None = Field(None, ge=1, description="early-stopping patience; null = classify.patience")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError(f"seeds must be distinct non-negative integers (got {v})")
+        return v
+
+
+GAN_EXTRACTORS = ("embedder", "classifier")
+
+
+class GanMetricsParams(Section):
+    """gan_metrics@<gan> (evaluate/gan_metrics.py): fidelity (FD, KID, precision/recall), classification
+    accuracy score and memorisation audit of one GAN's synthetic images against the REAL TRAINING split."""
+
+    extractors: list[Literal["embedder", "classifier"]] = Field(
+        default_factory=lambda: list(GAN_EXTRACTORS),
+        min_length=1,
+        description="domain feature spaces: embedder = models/embedder.pt, classifier = the penultimate "
+        "layer of models/classifier/baseline.pt; the first is also the memorisation audit's feature space",
+    )
+    inception_weights: str | None = Field(
+        None,
+        description="local torch-fidelity Inception-v3 weights (.pth) for fid_inception etc.; null = no "
+        "Inception figures (nothing is ever downloaded)",
+    )
+    synthetic_per_class: int | None = Field(
+        None, ge=1, description="the first n accepted synthetic images per class; null = every one written"
+    )
+    min_images: int = Field(
+        10,
+        ge=2,
+        description="a comparison (overall or one class) with fewer images on either side is skipped",
+    )
+    kid_subsets: int = Field(100, ge=1, le=10_000, description="random subsets KID averages over")
+    kid_subset_size: int = Field(
+        1000, ge=2, description="KID subset size, at most: smaller sets use min(n_synthetic, n_real)"
+    )
+    pr_neighbourhood: int = Field(
+        3, ge=1, le=100, description="k of the k-NN radii of precision and recall (Kynkaanniemi et al. 2019)"
+    )
+    copy_threshold: float = Field(
+        0.5,
+        gt=0,
+        le=2,
+        description="near-copy: nearest real training image closer than this x the median nearest-neighbour "
+        "distance among the real training images themselves (in the same space: pixels or features)",
+    )
+    audit_pairs: int = Field(16, ge=1, le=128, description="closest synthetic/real pairs shown in MLflow")
+    cas: CasParams = Field(default_factory=CasParams)
+    batch_size: int = Field(256, ge=1, le=65536, description="images per feature-extraction batch")
+    seed: int = Field(0, ge=0, description="seed of the KID subsets")
+    device: str = Field("auto", description="auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="of the CAS classifier's training; features are always computed in fp32"
+    )
+
+    @field_validator("extractors")
+    @classmethod
+    def _distinct_extractors(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"extractors must be distinct (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _enough_for_neighbourhoods(self) -> GanMetricsParams:
+        if self.min_images <= self.pr_neighbourhood:
+            raise ValueError(
+                f"min_images ({self.min_images}) must exceed pr_neighbourhood ({self.pr_neighbourhood}): "
+                "precision/recall need k other images around each one"
+            )
+        return self
 
 
 class LogUniformRange(Section):
@@ -388,6 +482,7 @@ class Params(Section):
     report: ReportParams = Field(default_factory=ReportParams)
     synthesize: SynthesizeParams = Field(default_factory=SynthesizeParams)
     classify: ClassifyParams = Field(default_factory=ClassifyParams)
+    gan_metrics: GanMetricsParams = Field(default_factory=GanMetricsParams)
     tune: TuneParams = Field(default_factory=TuneParams)
 
 

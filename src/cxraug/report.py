@@ -65,6 +65,7 @@ class Inputs:
     scores: Path  # data/scores/<V>.npz
     synthetic: Path  # data/synthetic/<gan>/
     prepared: Path  # data/prepared/
+    gan_metrics: Path | None = None  # metrics/gan/<gan>.json (report_gan.py)
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,7 @@ def make_report(
 ) -> ReportResult:
     from cxraug.data.datasets import load_split
     from cxraug.report_figures import write_figures
+    from cxraug.report_gan import gan_section, read_gan_metrics
 
     train = load_split(inputs.prepared, "train")
     classes = train.classes
@@ -327,15 +329,19 @@ def make_report(
     synthetic = read_synthetic_indexes(inputs.synthetic)
     missing = [v for v in variants if v not in metrics]
     notes = missing_notes(variants, metrics, scores, inputs)
+    gan_found, gan_parts = read_gan_metrics(inputs.gan_metrics), []
+    if inputs.gan_metrics is not None:
+        gan_parts, gan_notes = gan_section(gan_found, inputs.gan_metrics, classes)
+        notes += gan_notes
 
     with atomic_dir(out_dir / "figures") as fig_dir:
         figures = write_figures(
-            fig_dir, n_per_class, metrics, scores, train, inputs.synthetic, synthetic, params
+            fig_dir, n_per_class, metrics, scores, train, inputs.synthetic, synthetic, params, gan_found
         )
     figures = [out_dir / "figures" / f.name for f in figures]
     test = next(iter(scores.values()), None)
     markdown = render_markdown(
-        n_per_class, metrics, comparisons, classes, synthetic, notes, figures, test, out_dir
+        n_per_class, metrics, comparisons, classes, synthetic, notes, figures, test, out_dir, gan_parts
     )
     atomic_write_text(out_dir / "results.md", markdown)
     compare = {
@@ -380,6 +386,7 @@ def render_markdown(
     figures: list[Path],
     test: TestScores | None,
     out_dir: Path,
+    gan_parts: list[str] | None = None,
 ) -> str:
     def figure(stem: str, alt: str) -> str:
         match = [f for f in figures if f.stem == stem]
@@ -446,6 +453,8 @@ def render_markdown(
             synthetic_table(synthetic, classes),
             "",
         ]
+    if gan_parts:
+        parts += [*gan_parts, figure("gan_precision_recall", "precision vs recall of the GANs")]
     parts += ["## Training sets", "", figure("class_distribution", "class distribution of the training sets")]
     parts += ["## Missing", ""]
     parts += [f"- {note}" for note in notes] or ["Nothing: every variant was run."]

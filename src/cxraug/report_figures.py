@@ -168,6 +168,7 @@ def write_figures(
     synthetic_dir: Path,
     indexes: dict[str, pd.DataFrame],
     params: ReportParams,
+    gan_metrics: dict[str, dict] | None = None,
 ) -> list[Path]:
     figures: dict[str, Figure] = {}
     for n in n_per_class:
@@ -178,6 +179,12 @@ def write_figures(
         train, synthetic_dir, indexes, params.grid_images, params.seed
     )
     figures["class_distribution"] = class_distribution(train, metrics)
+    if gan_metrics:
+        from cxraug.report_gan import precision_recall_figure
+
+        pr = precision_recall_figure(gan_metrics, train.classes)
+        if pr is not None:
+            figures["gan_precision_recall"] = pr
     paths = []
     for name, fig in figures.items():
         paths.append(fig_dir / f"{name}.png")

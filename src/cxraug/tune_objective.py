@@ -125,6 +125,7 @@ class GanObjective:
         if self.val.classes != self.train.classes:
             raise CxraugError(f"{prepared}: train and val list different classes; rerun `cxraug prepare`")
         self.embedder_path: Path | None = None
+        self._near_copy_filter = None
 
     @property
     def inputs(self) -> list[Path]:
@@ -214,6 +215,7 @@ class GanObjective:
                 s.filter.max_tries_factor,
                 s.batch_size,
                 torch.Generator().manual_seed(s.seed),
+                near_copy=self._near_copy(),
             )
         _log_metrics({f"acceptance_rate/{slug(d.name)}": d.acceptance_rate for d in draws}, 0)
         short = {d.name: d.accepted for d in draws if d.accepted < n}
@@ -228,6 +230,17 @@ class GanObjective:
         images = torch.cat([d.images for d in draws])
         labels = torch.cat([torch.full((d.accepted,), d.label, dtype=torch.long) for d in draws])
         return images, labels
+
+    def _near_copy(self):
+        """synthesize.filter.drop_near_copies, as the pipeline applies it (built once per worker)."""
+        if not self.params.synthesize.filter.drop_near_copies:
+            return None
+        if self._near_copy_filter is None:
+            from cxraug.gans.synthesize import near_copy_filter
+
+            s = self.params.synthesize
+            self._near_copy_filter = near_copy_filter(s, self.data_dir, pick_device(s.device))
+        return self._near_copy_filter
 
     def _classify(self, trial: optuna.Trial, synthetic: tuple[torch.Tensor, torch.Tensor] | None) -> float:
         from cxraug.classifier import EpochLog, train_classifier

@@ -12,6 +12,9 @@ Policy, per class:
   than min(n_per_class) images, i.e. when not even the smallest variant could be trained;
 - each class draws from its own generator, seeded from `seed`: a class's images do not change when
   another class needs more or fewer tries.
+- with `filter.drop_near_copies`, a passing candidate whose nearest real training image is closer (pixel
+  RMSE) than `filter.copy_threshold` x the median real-to-real nearest-neighbour RMSE is dropped and counted
+  (evaluate/memorisation.py); off, nothing about the draws changes.
 
 Layout (the contract with `classify`, in synthetic_files.py): <out>/<class_slug>/<00000>.png (8-bit gray)
 and <out>/index.csv with columns file (relative to <out>), class, label, score, in acceptance order.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import importlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -73,6 +77,8 @@ class ClassDraw:
     candidate_scores: torch.Tensor  # float32 [tried], every candidate drawn, in draw order
     rejected: torch.Tensor  # uint8 [<= KEEP_REJECTED, H, W], the first rejected candidates
     threshold: float
+    near_copies: int | None = None  # passing candidates dropped as near-copies; None: filter off
+    copies: torch.Tensor | None = None  # uint8 [<= KEEP_REJECTED, H, W], the first of them
 
     @property
     def accepted(self) -> int:
@@ -104,7 +110,7 @@ class ClassDraw:
             "acceptance_rate": round(self.acceptance_rate, 6),
             "mean_score": round(float(self.scores.mean()), 6) if self.accepted else None,
             "mean_candidate_score": round(float(self.candidate_scores.nanmean()), 6) if self.tried else None,
-        }
+        } | ({} if self.near_copies is None else {"near_copies_dropped": self.near_copies})
 
 
 def _checked(images: torch.Tensor, scores: torch.Tensor, n: int, proposer: Proposer) -> tuple:
@@ -134,11 +140,13 @@ def draw_class(
     max_tries: int,
     batch_size: int,
     generator: torch.Generator,
+    near_copy: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> ClassDraw:
     """Draw batches of candidates until `wanted` pass `threshold` or `max_tries` were drawn.
-    A NaN score never passes."""
-    images, scores, candidate_scores, rejected = [], [], [], []
-    accepted = tried = kept_rejected = 0
+    A NaN score never passes. `near_copy` (uint8 images -> bool per image): passing candidates it flags
+    are dropped; those met before the class was complete are counted."""
+    images, scores, candidate_scores, rejected, copies = [], [], [], [], []
+    accepted = tried = kept_rejected = dropped = 0
     name = proposer.classes[class_index]
     bar = progress(total=wanted, desc=f"synthesize {name}", unit="img", leave=False)
     while accepted < wanted and tried < max_tries:
@@ -147,6 +155,12 @@ def draw_class(
         tried += n
         passed = batch_scores >= threshold
         take = passed.nonzero().squeeze(1)[: wanted - accepted]
+        if near_copy is not None:
+            take, batch_copies = _drop_copies(
+                batch, passed.nonzero().squeeze(1), wanted - accepted, near_copy
+            )
+            dropped += len(batch_copies)
+            copies.append(batch[batch_copies][: max(0, KEEP_REJECTED - sum(map(len, copies)))])
         images.append(batch[take])
         scores.append(batch_scores[take])
         candidate_scores.append(batch_scores)
@@ -166,7 +180,22 @@ def draw_class(
         candidate_scores=torch.cat(candidate_scores) if candidate_scores else torch.zeros(0),
         rejected=torch.cat(rejected) if rejected else empty_images,
         threshold=threshold,
+        near_copies=dropped if near_copy is not None else None,
+        copies=(torch.cat(copies) if copies else empty_images) if near_copy is not None else None,
     )
+
+
+def _drop_copies(
+    batch: torch.Tensor, passing: torch.Tensor, need: int, near_copy: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Of the passing candidates (indices, draw order): the first `need` that are not near-copies, and the
+    near-copies met up to the last of those (all of them when the batch does not complete the class)."""
+    is_copy = near_copy(batch[passing]) if len(passing) else torch.zeros(0, dtype=torch.bool)
+    originals = (~is_copy).cumsum(0)
+    reached = (originals >= need).nonzero()
+    considered = int(reached[0]) + 1 if need > 0 and len(reached) else (len(passing) if need > 0 else 0)
+    kept = passing[:considered][~is_copy[:considered]]
+    return kept, passing[:considered][is_copy[:considered]]
 
 
 def synthesize(
@@ -176,13 +205,23 @@ def synthesize(
     max_tries_factor: float,
     batch_size: int,
     generator: torch.Generator,
+    near_copy: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[ClassDraw]:
     """Filtered draws for every class of the proposer. Deterministic given the generator's state (and the
     batch size, which sets how candidates are grouped): each class gets its own stream seeded from it."""
     class_seeds = torch.randint(0, 2**62, (len(proposer.classes),), generator=generator).tolist()
     max_tries = math.ceil(max_tries_factor * wanted)
     return [
-        draw_class(proposer, c, wanted, threshold, max_tries, batch_size, torch.Generator().manual_seed(seed))
+        draw_class(
+            proposer,
+            c,
+            wanted,
+            threshold,
+            max_tries,
+            batch_size,
+            torch.Generator().manual_seed(seed),
+            near_copy,
+        )
         for c, seed in enumerate(class_seeds)
     ]
 
@@ -236,10 +275,13 @@ def run_synthesize(
     out_dir: Path,
     metrics_path: Path | None,
     train_metrics: Path | None = None,
+    prepared: Path | None = None,
 ) -> SynthesizeResult:
-    """The DVC stage synthesize@<gan>: max(n_per_class) filtered images per class of the trained GAN."""
+    """The DVC stage synthesize@<gan>: max(n_per_class) filtered images per class of the trained GAN.
+    `prepared` (data/prepared) holds the real training images that `filter.drop_near_copies` compares with."""
     device = pick_device(params.device)
     proposer = load_proposer(gan, model_dir, device)
+    near_copy = near_copy_filter(params, prepared, device) if params.filter.drop_near_copies else None
     return _run(
         proposer,
         params,
@@ -252,7 +294,23 @@ def run_synthesize(
         metrics_path=metrics_path,
         wanted=max(params.n_per_class),
         required=min(params.n_per_class),
+        near_copy=near_copy,
     )
+
+
+def near_copy_filter(params: SynthesizeParams, prepared: Path | None, device: torch.device):
+    """The near-copy test against data/prepared/train.npz (evaluate/memorisation.NearCopyFilter)."""
+    from cxraug.data.datasets import load_split
+    from cxraug.evaluate.memorisation import NearCopyFilter
+
+    if prepared is None:
+        raise CxraugError(
+            "synthesize.filter.drop_near_copies needs the prepared split (--prepared data/prepared)"
+        )
+    train = load_split(prepared, "train")
+    if len(train) < 2:
+        raise CxraugError(f"{prepared}/train.npz: the near-copy filter needs at least two training images")
+    return NearCopyFilter(train.images, params.filter.copy_threshold, device)
 
 
 def run_exemplars(
@@ -301,6 +359,7 @@ def _run(
     wanted: int,
     required: int,
     extra_tags: dict[str, str] | None = None,
+    near_copy=None,
 ) -> SynthesizeResult:
     generator = torch.Generator().manual_seed(params.seed)
     start = time.perf_counter()
@@ -312,6 +371,7 @@ def _run(
             params.filter.max_tries_factor,
             params.batch_size,
             generator,
+            near_copy,
         )
     result = SynthesizeResult(draws, time.perf_counter() - start, Path(out_dir))
     write_synthetic(draws, Path(out_dir))
@@ -331,7 +391,8 @@ def _run(
                 "candidates_per_second": round(result.candidates_per_second, 1),
                 "mlflow_run_id": result.run_id,
                 "gan_run_id": gan_run,
-            },
+            }
+            | ({} if near_copy is None else {"near_copies": _near_copy_summary(draws, near_copy)}),
         )
     short = {d.name: d.accepted for d in draws if d.accepted < required}
     if short:
@@ -342,3 +403,13 @@ def _run(
             "synthesize.filter.threshold or raise synthesize.filter.max_tries_factor"
         )
     return result
+
+
+def _near_copy_summary(draws: list[ClassDraw], near_copy) -> dict:
+    return {
+        "dropped": sum(d.near_copies or 0 for d in draws),
+        "per_class": {d.name: d.near_copies for d in draws},
+        "copy_threshold": near_copy.copy_threshold,
+        "threshold_rmse": round(near_copy.threshold, 6),
+        "real_nn_median_rmse": round(near_copy.reference, 6),
+    }

@@ -80,6 +80,10 @@ def log_to_mlflow(
                 tracking.log_grid(d.images[:64], key=f"accepted/{s}")
             if len(d.rejected):
                 tracking.log_grid(d.rejected, key=f"rejected/{s}")
+            if d.near_copies is not None:
+                metrics[f"near_copies.{s}"] = d.near_copies
+                if len(d.copies):
+                    tracking.log_grid(d.copies, key=f"near_copies/{s}")
         mlflow.log_metrics(metrics)
         mlflow.log_figure(score_histograms(result.draws), "score_histograms.png")
         if (result.out_dir / "index.csv").is_file():
