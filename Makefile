@@ -6,7 +6,7 @@ DEMO_DIR ?= demo
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help setup test test-full lint format repro demo demo-clean data-demo ui
+.PHONY: help setup test test-full lint format repro demo demo-clean data-demo ui tune tune-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -53,3 +53,15 @@ demo-clean:  ## remove the demo project
 ui: setup  ## MLflow UI for this project's runs on http://127.0.0.1:5000 (DIR=demo for the demo's)
 	cd $(or $(DIR),.) && $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns --host 127.0.0.1 --port 5000
+
+GAN ?= bagan
+TRIALS ?= 4
+STORAGE ?= sqlite:///mlruns/optuna.db
+
+tune: setup  ## Optuna search, one worker (GAN=bagan|opengan TRIALS=4 STORAGE=url DIR=demo): tuning/best_<gan>.yaml
+	cd $(or $(DIR),.) && $(BIN)/cxraug tune --gan $(GAN) --n-trials $(TRIALS) --storage '$(STORAGE)'
+
+tune-ui: setup  ## optuna-dashboard for the studies in STORAGE on http://127.0.0.1:8080 (DIR=demo for the demo's)
+	@command -v optuna-dashboard >/dev/null || { echo "optuna-dashboard is not installed in $(BIN):" \
+		"install the 'dashboard' extra with: $(BIN)/pip install -e '.[dashboard]'" >&2; exit 1; }
+	cd $(or $(DIR),.) && optuna-dashboard '$(patsubst journal:%,%,$(STORAGE))' --host 127.0.0.1 --port 8080

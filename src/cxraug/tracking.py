@@ -101,18 +101,27 @@ def stage_run(
     nested: bool = False,
     extra_tags: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
-    """Open (or reopen, when resuming) the MLflow run of one stage invocation; yield its run id."""
+    """Open (or reopen, when resuming) the MLflow run of one stage invocation; yield its run id.
+
+    Inside an open run (an Optuna trial calling a stage function) the stage's run nests under it, in that
+    run's experiment; a stage started on its own (DVC) opens a top-level run in `experiment`."""
     import mlflow
 
     configure()
-    mlflow.set_experiment(experiment)
+    outer = mlflow.active_run()
+    if outer is None:
+        mlflow.set_experiment(experiment)
+    nested = nested or outer is not None
+    experiment_id = outer.info.experiment_id if outer is not None else None
     tags = {**run_tags(stage, params, inputs), **(extra_tags or {})}
     if resume_run_id is not None:
-        with mlflow.start_run(run_id=resume_run_id) as run:
+        with mlflow.start_run(run_id=resume_run_id, nested=nested) as run:
             mlflow.set_tags(tags)
             yield run.info.run_id
         return
-    with mlflow.start_run(run_name=run_name or stage, tags=tags, nested=nested) as run:
+    with mlflow.start_run(
+        run_name=run_name or stage, tags=tags, nested=nested, experiment_id=experiment_id
+    ) as run:
         mlflow.log_params(_flatten(params.model_dump(mode="json")))
         yield run.info.run_id
 

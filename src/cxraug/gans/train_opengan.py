@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,7 +223,10 @@ def train_opengan(
     out_dir: Path,
     metrics_path: Path,
     checkpoint_dir: Path = Path("checkpoints") / STAGE,
+    on_epoch: Callable[[int, OpenganProposer], None] | None = None,
 ) -> OpenganResult:
+    """`on_epoch(epoch, proposer)` is called after each epoch's samples, with G and D in eval mode
+    (Optuna's pruning probe); it may raise to stop training."""
     device = pick_device(params.device)
     precision = pick_precision(device, params.precision)
     rng = seed_everything(params.seed)
@@ -323,6 +327,8 @@ def train_opengan(
             samples = log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, step)
             metrics.log({**samples, "epoch": epoch + 1}, step)
             metrics.flush()
+            if on_epoch is not None:
+                on_epoch(epoch + 1, proposer)
         bar.close()
         seconds = time.perf_counter() - start
         rate = (step - start_step) / seconds if step > start_step else float("nan")
