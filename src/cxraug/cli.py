@@ -41,6 +41,13 @@ def _params(path: Path):
     return load_params(path)
 
 
+def _main_process() -> bool:
+    """False on torchrun ranks > 0: rank 0 alone reports what a stage wrote."""
+    from cxraug import distributed
+
+    return distributed.current().is_main
+
+
 @app.command("params")
 def show_params(
     params: ParamsOption = Path("params.yaml"),
@@ -187,6 +194,8 @@ def train_bagan(
     from cxraug.gans.bagan import train_bagan as run
 
     result = run(_params(params).train_bagan, prepared, out, metrics, checkpoints)
+    if not _main_process():
+        return
     m = result.metrics
     rates = ", ".join(
         f"{k.removesuffix('_steps_per_second')} {m[k]:.1f} steps/s"
@@ -217,6 +226,8 @@ def train_embedder(
     from cxraug.gans.train_embedder import train_embedder as run
 
     result = run(_params(params).train_embedder, prepared, out, metrics)
+    if not _main_process():
+        return
     r = result.retrieval
     typer.echo(
         f"embedder: val k-NN accuracy {r.knn_accuracy:.3f} (balanced {r.knn_balanced_accuracy:.3f}, "
@@ -244,6 +255,8 @@ def train_opengan(
     from cxraug.gans.train_opengan import train_opengan as run
 
     result = run(_params(params).train_opengan, prepared, embedder, out, metrics)
+    if not _main_process():
+        return
     agreement = ", ".join(f"{c} {v['prototype_accuracy']:.2f}" for c, v in result.summary["samples"].items())
     typer.echo(
         f"opengan: {result.steps} steps in {result.seconds:.1f}s ({result.steps_per_second:.2f} steps/s); "
@@ -440,6 +453,8 @@ def classify(
 
     paths = replace(Paths().under(out_dir), prepared=prepared, synthetic=synthetic)
     result = run_classify(variant, _params(params), paths)
+    if not _main_process():
+        return
     m = result.metrics
     per_class = ", ".join(f"{c} {a:.3f}" for c, a in m["per_class_auc"].items())
     typer.echo(
@@ -479,6 +494,9 @@ def main() -> None:
             "interrupted: finished outputs and the last checkpoint are kept; rerun to resume", err=True
         )
         sys.exit(130)
+    finally:
+        if "cxraug.distributed" in sys.modules:  # leave a torchrun process group cleanly
+            sys.modules["cxraug.distributed"].cleanup()
 
 
 if __name__ == "__main__":
