@@ -146,6 +146,7 @@ def train_classifier(
     on_epoch: Callable[[EpochLog], None] | None = None,
     run_id: str | None = None,
     device: torch.device | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainedClassifier:
     """Train a VGG16 (params.head/width/norm/weights_path) from uint8 [N, H, W] images, early-stopping on
     `val` macro AUC. `balanced`: each epoch draws N class-balanced indices instead of a shuffle.
@@ -199,6 +200,8 @@ def train_classifier(
             loss = train_step(trained, optimizer, images, labels, idx, precision, weights, ctx.shard)
             total_loss += loss * len(idx)
             seen += len(idx)
+            if on_step is not None:  # benchmarks time the loop with it
+                on_step(seen // len(idx))
         total_loss = ctx.mean(total_loss)  # the ranks' terms -> the global batches' mean loss
         train_seconds = time.perf_counter() - started
 
