@@ -53,3 +53,24 @@ demo-clean:  ## remove the demo project
 ui: setup  ## MLflow UI for this project's runs on http://127.0.0.1:5000 (DIR=demo for the demo's)
 	cd $(or $(DIR),.) && $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns --host 127.0.0.1 --port 5000
+
+# ---- speed (issue 8): benchmarks, multi-process training
+NPROC ?= 2
+STAGE ?= train-bagan
+
+.PHONY: bench bench-smoke bench-scale train-ddp gpu-check
+
+bench: setup  ## every training loop vs bare loop, matmul peak and dcgan-style loop -> benchmarks/results/
+	$(BIN)/cxraug bench all
+
+bench-smoke: setup  ## the benchmark suite at tiny sizes (checks it runs, ~1 min)
+	$(BIN)/cxraug bench all --smoke --out benchmarks/results/smoke.md
+
+bench-scale: setup  ## time and memory of the data path at 5k, 10k, 20k demo images (~6 min)
+	$(BIN)/cxraug bench scale --out benchmarks/results/scale.md
+
+train-ddp: setup  ## one stage in NPROC processes: make train-ddp STAGE=train-bagan NPROC=2
+	$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m cxraug.cli $(STAGE)
+
+gpu-check: setup  ## the CUDA check (bench on CUDA, NCCL, CUDA tests) -> $(OUT) (default gpu-check/)
+	bash scripts/gpu_check.sh

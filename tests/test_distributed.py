@@ -108,6 +108,7 @@ def _job(tmp: Path, stage: str, params: dict, prepared: Path, **extra) -> Path:
     return path
 
 
+@pytest.mark.slow  # 65-75 s on 2 busy cores (torchrun start-up, two trainings)
 def test_two_processes_resume_and_train_the_embedder_like_one_process(prepared, tmp_path):
     ddp_driver.main(str(_job(tmp_path / "one", "train_embedder", EMBEDDER, prepared)))
     one = json.loads((tmp_path / "one/metrics.json").read_text())
@@ -163,6 +164,7 @@ CLASSIFY = ClassifyParams(
 )
 
 
+@pytest.mark.slow  # 65-75 s on 2 busy cores (torchrun start-up, two trainings)
 def test_two_processes_train_the_classifier_like_one_process_with_the_same_global_batch(
     prepared, tmp_path, tracking_uri
 ):

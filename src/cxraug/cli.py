@@ -335,6 +335,53 @@ def bench_data(
     _run_bench(("data",), params, overlay, smoke, None)
 
 
+@bench_app.command("scale")
+def bench_scale(
+    counts: Annotated[str, typer.Option(help="data set sizes, comma-separated")] = "5000,10000,20000",
+    image_size: Annotated[int, typer.Option(help="prepared side in px (in memory)")] = 64,
+    mmap_size: Annotated[
+        int, typer.Option(help="side of the extra memory-mapped run at the largest size; 0: none")
+    ] = 128,
+    out: Annotated[Path | None, typer.Option(help="markdown table (and .json next to it)")] = None,
+) -> None:
+    """Time and memory of prepare, load_split and an epoch of batches as the demo data set grows (each size
+    in a fresh process): the per-image columns stay flat when growth is linear. ~6 min at 20k images."""
+    from cxraug.benchmarks import scale
+    from cxraug.runtime import atomic_write_json, atomic_write_text
+
+    try:
+        sizes = tuple(int(c) for c in counts.split(","))
+    except ValueError:
+        raise CxraugError(
+            f"--counts {counts!r}: expected comma-separated integers, e.g. 5000,10000,20000"
+        ) from None
+    points = scale.run(sizes, image_size, mmap_size or None)
+    text = scale.markdown(points)
+    typer.echo(text, nl=False)
+    if out is not None:
+        atomic_write_json(out.with_suffix(".json"), scale.as_json(points))
+        typer.echo(f"wrote {atomic_write_text(out, text)}")
+
+
+@bench_app.command("precision")
+def bench_precision(
+    params: ParamsOption = Path("params.yaml"),
+    overlay: OverlayOption = None,
+    steps: Annotated[int, typer.Option(min=2, help="GAN steps in each precision")] = 20,
+    out: Annotated[Path | None, typer.Option(help="markdown table")] = None,
+) -> None:
+    """BAGAN GAN steps in fp32 and in bf16 from the same weights, batches and latents: losses side by side,
+    the image gap of the final generators, step times. On CPUs without native bf16 the bf16 run is slow:
+    use small nets (--overlay params.demo.yaml) and few steps."""
+    from cxraug.benchmarks import precision
+    from cxraug.runtime import atomic_write_text
+
+    text = precision.markdown(*precision.run(_bench_params(params, overlay), steps))
+    typer.echo(text, nl=False)
+    if out is not None:
+        typer.echo(f"wrote {atomic_write_text(out, text)}")
+
+
 @app.command()
 def synthesize(
     gan: Annotated[str, typer.Option(help="which trained GAN samples: bagan | opengan")],

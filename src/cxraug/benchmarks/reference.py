@@ -45,7 +45,7 @@ def png_loader(folder: Path, image_size: int, batch_size: int, workers: int = 2,
         raise CxraugError(f"{folder}: {len(dataset)} images, fewer than a batch of {batch_size}")
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
-        persistent_workers=workers > 0,
+        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
     )  # fmt: skip
 
 
@@ -91,7 +91,7 @@ def bagan_reference(
     n_fake = fakes_per_step(p.batch_size, n_classes)
 
     def step(batch) -> None:
-        real, labels = batch[0].to(device), batch[1].to(device)
+        real, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
         d.zero_grad()
         err_real = F.cross_entropy(d(real), labels)
         err_real.backward()
@@ -138,7 +138,7 @@ def opengan_reference(
     opt_d = torch.optim.Adam(d.parameters(), lr=p.lr_d, betas=(p.beta1, p.beta2))
 
     def step(batch) -> None:
-        real, e = batch[0].to(device), table[batch[2].to(device)]
+        real, e = batch[0].to(device, non_blocking=True), table[batch[2].to(device)]
         d.zero_grad()
         err_real = F.relu(1 - d(real, e)).mean()
         err_real.backward()

@@ -8,6 +8,7 @@ matmul's rate at the precision the stage uses.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import socket
 import subprocess
@@ -255,9 +256,50 @@ def default_output() -> Path:
     return Path("benchmarks/results") / f"{socket.gethostname()}.md"
 
 
+def as_json(report: Report) -> dict:
+    """The report's figures, each loop with its derived rates and shares, for scripts and the README."""
+    loops_out = []
+    for r in report.loops:
+        key = "bf16" if "bf16" in r.note else "fp32"
+        loops_out.append(
+            {
+                **dataclasses.asdict(r),
+                "peak_precision": key,
+                "bare_images_per_second": r.images_per_second(ours=False),
+                "ours_images_per_second": r.images_per_second(),
+                "overhead": r.overhead,
+                "ours_peak_share": r.peak_share(report.peaks[key]),
+                "bare_peak_share": r.peak_share(report.peaks[key], ours=False),
+            }
+        )
+    ours = {r.loop: r for r in report.loops}
+    return {
+        "machine": report.machine,
+        "settings": report.settings,
+        "started": report.started,
+        "load_average": report.load,
+        "matmul_peak_flops": report.peaks,
+        "loops": loops_out,
+        "references": {
+            loop: {
+                str(side): {
+                    "images_per_second": ours[loop].batch / seconds,
+                    "ours_over_reference": seconds / ours[loop].ours_seconds,
+                }
+                for side, seconds in refs.items()
+            }
+            for loop, refs in report.references.items()
+        },
+        "data": [{"path": m.name, "images_per_second": m.per_second} for m in report.data],
+        "targets": verdicts(report),
+    }
+
+
 def write(report: Report, path: Path) -> Path:
-    from cxraug.runtime import atomic_write_text
+    """The markdown report at `path` and its figures next to it as JSON (both written atomically)."""
+    from cxraug.runtime import atomic_write_json, atomic_write_text
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
     header = f"# cxraug benchmarks ({commit.strip() or 'no git'})\n\n"
+    atomic_write_json(path.with_suffix(".json"), {"commit": commit.strip(), **as_json(report)})
     return atomic_write_text(path, header + markdown(report))

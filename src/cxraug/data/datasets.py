@@ -49,12 +49,18 @@ class Split:
         return torch.bincount(self.labels, minlength=self.n_classes)
 
     def to(self, device: torch.device | str) -> Split:
-        """On another device (a CPU split stays where it is: a memory-mapped one is not read in)."""
-        images = self.images.to(device)
+        """On another device (a CPU split stays where it is: a memory-mapped one is not read in). To CUDA
+        through pinned memory, asynchronously: the copy overlaps the host work that follows."""
+        device = torch.device(device)
+        if device.type == "cuda" and self.images.device.type == "cpu":
+            images = self.images.pin_memory().to(device, non_blocking=True)
+            labels = self.labels.pin_memory().to(device, non_blocking=True)
+        else:
+            images, labels = self.images.to(device), self.labels.to(device)
         return replace(
             self,
             images=images,
-            labels=self.labels.to(device),
+            labels=labels,
             memory_mapped=self.memory_mapped and images.data_ptr() == self.images.data_ptr(),
         )
 
