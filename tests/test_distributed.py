@@ -197,3 +197,34 @@ def test_two_processes_train_the_classifier_like_one_process_with_the_same_globa
     # net sit near 0.5, where ranking flips on float noise: they are not compared)
     scores = [np.load(p / "data/scores/baseline.npz")["scores"] for p in (tmp_path / "one", two)]
     np.testing.assert_allclose(scores[1], scores[0], atol=1e-4)
+
+
+BAGAN = {
+    "latent_dim": 8,
+    "g_base": 8,
+    "d_base": 8,
+    "d_dropout": 0.0,  # dropout masks are drawn per process: equal only in distribution
+    "ae_epochs": 1,
+    "epochs": 1,
+    "batch_size": 24,
+    "log_every": 1,
+    "grid_per_class": 2,
+    "device": "cpu",
+    "precision": "fp32",
+}
+
+
+@pytest.mark.slow  # ~70 s on 2 busy cores
+def test_two_processes_train_bagan_like_one_process(prepared, tmp_path, tracking_uri):
+    ddp_driver.main(str(_job(tmp_path / "one", "train_bagan", BAGAN, prepared)))
+    one = json.loads((tmp_path / "one/metrics.json").read_text())
+    done = torchrun(
+        str(REPO / "tests/ddp_driver.py"), str(_job(tmp_path / "two", "train_bagan", BAGAN, prepared))
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two/metrics.json").read_text())
+    assert mlflow.MlflowClient().get_run(two["mlflow_run_id"]).data.tags["processes"] == "2"
+    for key in ("ae/loss", "gan/d_loss", "gan/g_loss"):
+        ours, theirs = history(two["mlflow_run_id"], key), history(one["mlflow_run_id"], key)
+        assert sorted(ours) == sorted(theirs) and len(theirs) >= 5, key
+        np.testing.assert_allclose([ours[s] for s in theirs], list(theirs.values()), rtol=1e-3, atol=1e-4)

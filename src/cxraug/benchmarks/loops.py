@@ -125,16 +125,16 @@ def bagan(prepared: Path, params: Params, budget: Budget) -> list[LoopResult]:
 # ------------------------------------------------------------------------------------ embedder, OpenGAN
 
 
-def embedder(prepared: Path, params: Params, budget: Budget) -> tuple[LoopResult, Path]:
+def embedder(prepared: Path, params: Params, budget: Budget, work: Path) -> tuple[LoopResult, Path]:
     """train_embedder's step (two augmented views, supervised contrastive loss). Returns the trained
-    embedder's path too (the OpenGAN loop needs one)."""
+    embedder's path too (the OpenGAN loop needs one), under `work`."""
     from cxraug.gans.embedder import Embedder, embedder_step
     from cxraug.gans.train_embedder import train_embedder
     from cxraug.gans.training import adam
 
     p = params.train_embedder.model_copy(update={"epochs": budget.epochs, "steps_per_epoch": budget.steps})
     clock = StepClock()
-    keep = Path(tempfile.mkdtemp(prefix="cxraug-bench-embedder-"))
+    keep = work / "embedder"
     train_embedder(p, prepared, keep / "embedder.pt", keep / "metrics.json", keep / "ckpt", on_step=clock)
 
     train = load_split(prepared, "train")

@@ -112,7 +112,7 @@ def run(
             }
         embedder_path = None
         if "embedder" in components or "opengan" in components:
-            result, embedder_path = loops.embedder(ws.prepared, params, budget)
+            result, embedder_path = loops.embedder(ws.prepared, params, budget, ws.root)
             if "embedder" in components:
                 report.loops.append(result)
         if "opengan" in components:
@@ -132,6 +132,10 @@ def run(
             report.data.append(data.in_memory(big, batch, precision))
             for folder in ws.folders.values():
                 report.data.append(data.png_folder(folder, size, batch, settings.data_batches))
+    # the peak again at the end, keeping the higher: load from other processes only ever lowers it
+    for key, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if key in report.peaks:
+            report.peaks[key] = max(report.peaks[key], matmul_peak(device, dtype, settings.matmul_n))
     report.load.append(load_average())
     return report
 
