@@ -37,9 +37,9 @@ echo "python: $PY" | tee -a "$SUMMARY"
 step nvidia-smi 30 nvidia-smi -L
 step torch-cuda 60 "$PY" -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available(), torch.cuda.device_count(), torch.cuda.get_device_name() if torch.cuda.is_available() else '-')"
 
-# the study's nets and batches (params.yaml) on 400 demo phantoms at 64 px, a few steps per loop
+# the study's nets and batches (params.yaml) on 2000 demo phantoms at 64 px, 20 steps per loop
 # BENCH_ARGS=--smoke runs the same steps at tiny sizes (to try this script on a CPU machine)
-step bench 330 "$PY" -m cxraug.cli bench all --params params.yaml ${BENCH_ARGS:-} --out "$OUT/bench-cuda.md"
+step bench 330 "$PY" -m cxraug.cli bench all --params params.yaml ${BENCH_ARGS:---images 2000 --steps 20} --out "$OUT/bench-cuda.md"
 
 GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())" 2> /dev/null || echo 0)
 if [ "${GPUS:-0}" -ge 2 ]; then

@@ -271,10 +271,14 @@ def _bench_params(params: Path, overlay: list[Path] | None):
     return load_params(params, *(overlay or [])) if params.is_file() else Params()
 
 
-def _run_bench(components: tuple[str, ...], params: Path, overlay, smoke: bool, out: Path | None) -> None:
+def _run_bench(
+    components: tuple[str, ...], params: Path, overlay, smoke: bool, out: Path | None, images=None, steps=None
+) -> None:
     from cxraug.benchmarks import suite
 
-    report = suite.run(_bench_params(params, overlay), smoke=smoke, components=components)
+    report = suite.run(
+        _bench_params(params, overlay), smoke=smoke, components=components, images=images, steps=steps
+    )
     text = suite.markdown(report)
     typer.echo(text, nl=False)
     if out is not None:
@@ -295,13 +299,19 @@ def bench_all(
     out: Annotated[
         Path | None, typer.Option(help="markdown report [default: benchmarks/results/<host>.md]")
     ] = None,
+    images: Annotated[
+        int | None, typer.Option(min=100, help="demo phantoms [default 400]: longer BAGAN/classifier epochs")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=2, help="embedder/OpenGAN steps per epoch and bare timed steps [4]")
+    ] = None,
 ) -> None:
     """Every training loop (autoencoder, BAGAN, embedder, OpenGAN, classifier) and the data path: images/s,
     FLOP rate as a share of this machine's matmul peak, overhead of our machinery over a bare loop, GAN
     steps vs a dcgan-example-style loop at 64 px and 1024 px PNGs. About 10 min on 2 CPU cores."""
     from cxraug.benchmarks.suite import COMPONENTS, default_output
 
-    _run_bench(COMPONENTS, params, overlay, smoke, out or default_output())
+    _run_bench(COMPONENTS, params, overlay, smoke, out or default_output(), images, steps)
 
 
 @bench_app.command("bagan")

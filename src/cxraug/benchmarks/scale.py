@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -66,7 +67,9 @@ def subset(raw: Path, n: int, out: Path) -> Path:
     return out
 
 
-def measure_point(raw: Path, n: int, image_size: int, work: Path, batch: int = 64) -> ScalePoint:
+def measure_point(
+    raw: Path, n: int, image_size: int, work: Path, batch: int = 64, epochs_timed: int = 5
+) -> ScalePoint:
     """One data set size, measured in the calling process (run it in a fresh one)."""
     import torch
 
@@ -88,10 +91,13 @@ def measure_point(raw: Path, n: int, image_size: int, work: Path, batch: int = 6
     load_seconds, load_rss = time.perf_counter() - started, _rss_mb() - before
 
     g = torch.Generator().manual_seed(0)
-    started = time.perf_counter()
-    for idx in torch.randperm(len(train), generator=g).split(batch):
-        to_model_range(images[idx]).contiguous(memory_format=torch.channels_last)
-    epoch_seconds = time.perf_counter() - started
+    epochs = []
+    for _ in range(epochs_timed):  # median of a few epochs: one epoch is a fraction of a second
+        started = time.perf_counter()
+        for idx in torch.randperm(len(train), generator=g).split(batch):
+            to_model_range(images[idx]).contiguous(memory_format=torch.channels_last)
+        epochs.append(time.perf_counter() - started)
+    epoch_seconds = statistics.median(epochs)
     return ScalePoint(
         n,
         image_size,
@@ -127,9 +133,27 @@ def run(counts: tuple[int, ...], image_size: int = 64, mmap_size: int | None = 1
     return points
 
 
+def marginal(points: list[ScalePoint], attr: str, per: str = "n_images") -> list[float | None]:
+    """Per added image, between consecutive in-memory sizes: the slope that linear growth keeps constant
+    (the per-image averages also carry fixed costs such as starting MLflow and the decoding processes)."""
+    out, previous = [], None
+    for p in points:
+        if previous is None or p.memory_mapped or p.image_size != previous.image_size:
+            out.append(None)
+        else:
+            out.append(
+                (getattr(p, attr) - getattr(previous, attr)) / (getattr(p, per) - getattr(previous, per))
+            )
+        if not p.memory_mapped:
+            previous = p
+    return out
+
+
 def markdown(points: list[ScalePoint]) -> str:
     rows = []
-    for p in points:
+    prepare_slope = marginal(points, "prepare_seconds")
+    epoch_slope = marginal(points, "epoch_seconds", per="train_images")
+    for p, ps, es in zip(points, prepare_slope, epoch_slope, strict=True):
         per = p.per_image
         rows.append(
             [
@@ -138,11 +162,13 @@ def markdown(points: list[ScalePoint]) -> str:
                 f"{p.train_images:,}",
                 f"{p.prepare_seconds:.1f}",
                 f"{per['prepare ms/image']:.2f}",
+                "-" if ps is None else f"{1e3 * ps:.2f}",
                 f"{p.images_mb:.1f}",
                 f"{p.load_rss_mb:.1f}",
                 f"{p.load_seconds:.2f}",
                 f"{p.epoch_seconds:.2f}",
                 f"{per['epoch µs/image']:.1f}",
+                "-" if es is None else f"{1e6 * es:.1f}",
             ]
         )
     header = [
@@ -151,11 +177,13 @@ def markdown(points: list[ScalePoint]) -> str:
         "train",
         "prepare (s)",
         "prepare ms/image",
+        "prepare ms per added image",
         "train tensor (MB)",
         "RSS added by load (MB)",
         "load (s)",
         "epoch of batches (s)",
         "epoch µs/image",
+        "epoch µs per added image",
     ]
     return table(header, rows) + "\n"
 
