@@ -48,7 +48,7 @@ else
     echo "== nccl: SKIPPED, $GPUS GPU(s): a 2-process NCCL check needs 2 GPUs" | tee -a "$SUMMARY"
 fi
 
-step tests 150 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_runtime.py tests/test_distributed.py \
-    -k "cuda or precision or pinned or shards or batchnorm"
+step tests 150 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_runtime.py tests/test_distributed.py tests/test_bench.py \
+    -k "cuda or precision or pinned or shards or batchnorm or memory_maps"
 
 echo "done: $OUT" | tee -a "$SUMMARY"

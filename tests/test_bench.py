@@ -117,3 +117,14 @@ def test_bench_verbs_explain_themselves_and_reject_bad_counts():
         env=project_env(),
     )
     assert shown.returncode == 0 and "--smoke" in shown.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_split_goes_to_cuda_through_pinned_memory_unchanged(tmp_path):
+    from cxraug.data.datasets import Split
+
+    images = torch.randint(0, 256, (10, 32, 32), dtype=torch.uint8)
+    split = Split(images, torch.arange(10) % 2, ("a", "b"), np.arange(10), np.arange(10))
+    on_gpu = split.to("cuda")
+    assert on_gpu.images.is_cuda and torch.equal(on_gpu.images.cpu(), images)
+    assert torch.equal(on_gpu.labels.cpu(), split.labels) and not on_gpu.memory_mapped

@@ -214,7 +214,7 @@ BAGAN = {
 }
 
 
-@pytest.mark.slow  # ~70 s on 2 busy cores
+# ~26 s on 2 busy cores: the torchrun test the fast suite keeps
 def test_two_processes_train_bagan_like_one_process(prepared, tmp_path, tracking_uri):
     ddp_driver.main(str(_job(tmp_path / "one", "train_bagan", BAGAN, prepared)))
     one = json.loads((tmp_path / "one/metrics.json").read_text())
