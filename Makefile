@@ -66,7 +66,7 @@ bench: setup  ## every training loop vs bare loop, matmul peak and dcgan-style l
 bench-smoke: setup  ## the benchmark suite at tiny sizes (checks it runs, ~1 min)
 	$(BIN)/cxraug bench all --smoke --out benchmarks/results/smoke.md
 
-bench-scale: setup  ## time and memory of the data path at 5k, 10k, 20k demo images (~6 min)
+bench-scale: setup  ## time and memory of the data path at 5k, 10k, 20k demo images (~3.5 min on 2 busy cores)
 	$(BIN)/cxraug bench scale --out benchmarks/results/scale.md
 
 train-ddp: setup  ## one stage in NPROC processes: make train-ddp STAGE=train-bagan NPROC=2

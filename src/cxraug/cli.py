@@ -355,7 +355,8 @@ def bench_scale(
     out: Annotated[Path | None, typer.Option(help="markdown table (and .json next to it)")] = None,
 ) -> None:
     """Time and memory of prepare, load_split and an epoch of batches as the demo data set grows (each size
-    in a fresh process): the per-image columns stay flat when growth is linear. ~6 min at 20k images."""
+    in a fresh process): the per-image columns stay flat when growth is linear. ~3.5 min at 20k images
+    on 2 busy cores."""
     from cxraug.benchmarks import scale
     from cxraug.runtime import atomic_write_json, atomic_write_text
 
