@@ -65,3 +65,24 @@ tune-ui: setup  ## optuna-dashboard for the studies in STORAGE on http://127.0.0
 	@command -v optuna-dashboard >/dev/null || { echo "optuna-dashboard is not installed in $(BIN):" \
 		"install the 'dashboard' extra with: $(BIN)/pip install -e '.[dashboard]'" >&2; exit 1; }
 	cd $(or $(DIR),.) && optuna-dashboard '$(patsubst journal:%,%,$(STORAGE))' --host 127.0.0.1 --port 8080
+
+# benchmarks and multi-process training
+NPROC ?= 2
+STAGE ?= train-bagan
+
+.PHONY: bench bench-smoke bench-scale train-ddp gpu-check
+
+bench: setup  ## every training loop vs bare loop, matmul peak and dcgan-style loop -> benchmarks/results/
+	$(BIN)/cxraug bench all
+
+bench-smoke: setup  ## the benchmark suite at tiny sizes (checks it runs, ~1 min)
+	$(BIN)/cxraug bench all --smoke --out benchmarks/results/smoke.md
+
+bench-scale: setup  ## time and memory of the data path at 5k, 10k, 20k demo images (~3.5 min on 2 busy cores)
+	$(BIN)/cxraug bench scale --out benchmarks/results/scale.md
+
+train-ddp: setup  ## one stage in NPROC processes: make train-ddp STAGE=train-bagan NPROC=2
+	$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m cxraug.cli $(STAGE)
+
+gpu-check: setup  ## the CUDA check (bench on CUDA, NCCL, CUDA tests) -> $(OUT) (default gpu-check/)
+	bash scripts/gpu_check.sh

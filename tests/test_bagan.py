@@ -425,19 +425,3 @@ def test_dvc_repro_train_bagan_in_a_throwaway_project(tmp_path, demo_raw):
         0, 3, torch.Generator().manual_seed(0)
     )
     assert images.shape == (3, 32, 32) and len(scores) == 3
-
-
-def test_bench_runs_both_loops_on_png_files(demo_raw, tracking_uri):
-    from cxraug.benchmarks.bagan import bench_bagan, markdown
-    from cxraug.config import parse_params
-
-    params = parse_params({"prepare": {"image_size": 32}, "train_bagan": PIPELINE_PARAMS_TINY})
-    rates, note = bench_bagan(demo_raw, params, steps=1, repeats=1)
-    assert {(r.loop.split()[0], r.phase) for r in rates} == {
-        (loop, phase) for loop in ("train_bagan", "plain") for phase in ("autoencoder", "gan")
-    }
-    assert all(
-        r.steps_per_second > 0 and r.images_per_second == pytest.approx(16 * r.steps_per_second)
-        for r in rates
-    )
-    assert "| plain (DataLoader over PNGs) | gan |" in markdown(rates) and "32 px, batch 16" in note

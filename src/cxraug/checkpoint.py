@@ -2,6 +2,8 @@
 
 A checkpoint carries a fingerprint of the settings and data that produced it; one made under other
 settings is set aside (renamed, never deleted) instead of being resumed into a different experiment.
+Under torchrun, rank 0 alone writes, sets aside and removes; every rank restores the same file (on
+several machines the checkpoint directory must be shared, or copied to each before resuming).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from cxraug import distributed
 from cxraug.runtime import atomic_save, safe_load
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,8 @@ class Checkpointer:
         run_id: str | None,
         extra: dict | None = None,
     ) -> None:
+        if not distributed.current().is_main:
+            return
         state = {
             "fingerprint": self.fingerprint,
             "step": step,
@@ -62,10 +67,17 @@ class Checkpointer:
         generator: torch.Generator,
     ) -> Resumed | None:
         """Load the saved state into the given objects; None when there is nothing to resume."""
+        ctx = distributed.current()
+        with ctx.main_first():  # rank 0 sets a stale file aside before the others look
+            return self._restore(modules, optimizers, generator, ctx.is_main)
+
+    def _restore(self, modules, optimizers, generator, is_main: bool) -> Resumed | None:
         if not self.path.is_file():
             return None
         state = safe_load(self.path)
         if state.get("fingerprint") != self.fingerprint:
+            if not is_main:
+                return None
             stale = self.path.with_name(f"{self.path.name}.stale-{int(time.time())}")
             self.path.rename(stale)
             log.warning("checkpoint %s was made with other settings or data; kept as %s", self.path, stale)
@@ -80,4 +92,5 @@ class Checkpointer:
 
     def remove(self) -> None:
         """Called once the stage's final outputs are written: the checkpoint has served its purpose."""
-        self.path.unlink(missing_ok=True)
+        if distributed.current().is_main:
+            self.path.unlink(missing_ok=True)

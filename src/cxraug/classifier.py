@@ -16,11 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from cxraug import distributed
 from cxraug.checkpoint import Checkpointer
 from cxraug.config import ClassifyParams
 from cxraug.data.datasets import Split, balanced_indices, batch_indices, to_model_range
+from cxraug.distributed import SINGLE, WHOLE, Context, Shard
 from cxraug.evaluate.auc import per_class_auc
 from cxraug.nets.vgg import VGG16, build_vgg16
 from cxraug.runtime import Precision, atomic_save, pick_device, pick_precision, safe_load, seed_everything
@@ -57,19 +60,56 @@ def inverse_frequency_weights(labels: torch.Tensor, n_classes: int) -> torch.Ten
 
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, images: torch.Tensor, precision: Precision, batch_size: int = 512
+    model: nn.Module,
+    images: torch.Tensor,
+    precision: Precision,
+    batch_size: int = 512,
+    ctx: Context = SINGLE,
 ) -> np.ndarray:
-    """Softmax scores float32 [N, K] of uint8 images [N, H, W], in eval mode and batches."""
+    """Softmax scores float32 [N, K] of uint8 images [N, H, W], in eval mode and batches. Under torchrun
+    each rank scores its share of the images and every rank gets all N rows."""
     was_training = model.training
     model.eval()
+    mine = images[ctx.shard.rows(len(images))]
     out = []
-    for start in range(0, len(images), batch_size):
-        x = precision.batch(to_model_range(images[start : start + batch_size].to(precision.device)))
+    for start in range(0, len(mine), batch_size):
+        x = precision.batch(to_model_range(mine[start : start + batch_size].to(precision.device)))
         with precision.autocast():
             logits = model(x)
-        out.append(logits.float().softmax(1).cpu())
+        out.append(logits.float().softmax(1))
     model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+    if not out and not ctx.distributed:
+        return np.zeros((0, 0), np.float32)
+    local = torch.cat(out) if out else torch.zeros(0, model.config["n_classes"], device=precision.device)
+    return ctx.gather_rows(local, len(images)).cpu().numpy()
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    idx: torch.Tensor,
+    precision: Precision,
+    class_weights: torch.Tensor | None = None,
+    shard: Shard = WHOLE,
+) -> torch.Tensor:
+    """One optimiser step on the global batch `idx` of uint8 `images` [N, H, W] and `labels`, of which this
+    process takes its shard: cross-entropy (weighted if `class_weights`). Returns this process's term of
+    the global batch's mean loss (the loss itself in one process)."""
+    mine = shard.take(idx)
+    x, y = precision.batch(to_model_range(images[mine])), labels[mine]
+    with precision.autocast():
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y, weight=class_weights)
+    if class_weights is None:
+        loss = shard.scale(loss, len(mine), len(idx))
+    else:  # a weighted mean divides by the summed weights of the whole global batch
+        loss = shard.scale(loss, class_weights[y].sum(), class_weights[labels[idx]].sum())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 def epoch_batches(
@@ -106,12 +146,18 @@ def train_classifier(
     on_epoch: Callable[[EpochLog], None] | None = None,
     run_id: str | None = None,
     device: torch.device | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainedClassifier:
     """Train a VGG16 (params.head/width/norm/weights_path) from uint8 [N, H, W] images, early-stopping on
     `val` macro AUC. `balanced`: each epoch draws N class-balanced indices instead of a shuffle.
     `checkpoint`: saved every epoch and resumed from (with the best weights so far). `on_epoch` sees every
-    epoch's log (MLflow logging, Optuna pruning). Returns the model with the best epoch's weights."""
+    epoch's log (MLflow logging, Optuna pruning; on rank 0 only under torchrun). Returns the model with the
+    best epoch's weights. Under torchrun every rank trains its shard of each global batch (DDP, batch norm
+    synchronised over ranks) and gets the same model."""
     device = device or pick_device(params.device)
+    ctx = distributed.setup(device)  # one process, or this rank's place under torchrun
+    device = distributed.rank_device(device, ctx)
+    distributed.check_batch(params.batch_size, ctx, "classify.batch_size")
     precision = pick_precision(device, params.precision)
     generator = seed_everything(seed)
     n_classes = val.n_classes
@@ -124,9 +170,9 @@ def train_classifier(
         dropout=params.dropout,
         weights_path=params.weights_path,
     )
-    model = precision.module(model)
+    model = ctx.sync_batchnorm(precision.module(model))
     optimizer = _optimizer(model, params, device)
-    loss_fn = nn.CrossEntropyLoss(weight=None if class_weights is None else class_weights.float().to(device))
+    weights = None if class_weights is None else class_weights.float().to(device)
 
     images, labels = train_images.to(device), train_labels.to(device)
     cpu_labels = train_labels.cpu()
@@ -140,6 +186,8 @@ def train_classifier(
         best = resumed.extra
     history = [EpochLog(**h) for h in best["history"]]
     start_epoch = resumed.epoch if resumed else 0
+    ctx.decorrelate(seed)  # each rank its own dropout masks
+    trained = ctx.wrap(model)  # DDP for the training passes; evaluation uses `model`
 
     for epoch in range(start_epoch + 1, params.epochs + 1):
         if best["bad_epochs"] >= params.patience:
@@ -149,20 +197,16 @@ def train_classifier(
         total_loss, seen = torch.zeros((), device=device), 0
         for idx in epoch_batches(cpu_labels, params.batch_size, generator, balanced):
             idx = idx.to(device)
-            x = precision.batch(to_model_range(images[idx]))
-            with precision.autocast():
-                logits = model(x)
-            loss = loss_fn(logits.float(), labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.detach() * len(idx)
+            loss = train_step(trained, optimizer, images, labels, idx, precision, weights, ctx.shard)
+            total_loss += loss * len(idx)
             seen += len(idx)
+            if on_step is not None:  # benchmarks time the loop with it
+                on_step(seen // len(idx))
+        total_loss = ctx.mean(total_loss)  # the ranks' terms -> the global batches' mean loss
         train_seconds = time.perf_counter() - started
 
-        val_auc = per_class_auc(
-            predict_proba(model, val_images, precision, params.eval_batch_size), val_labels
-        )
+        scores = predict_proba(model, val_images, precision, params.eval_batch_size, ctx)
+        val_auc = per_class_auc(scores, val_labels)
         log = EpochLog(
             epoch=epoch,
             train_loss=float(total_loss) / max(seen, 1),
@@ -177,9 +221,9 @@ def train_classifier(
         else:
             best["bad_epochs"] += 1
         best["history"] = [asdict(h) for h in history]
-        if on_epoch is not None:
+        if on_epoch is not None and ctx.is_main:
             on_epoch(log)
-        if checkpoint is not None:
+        if checkpoint is not None:  # written by rank 0
             checkpoint.save(
                 step=epoch,
                 epoch=epoch,

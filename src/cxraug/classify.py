@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cxraug import distributed
 from cxraug.checkpoint import Checkpointer
 from cxraug.classifier import (
     EpochLog,
@@ -45,7 +46,15 @@ from cxraug.data.augment import augmented_copies
 from cxraug.data.datasets import Split, load_split
 from cxraug.errors import CxraugError
 from cxraug.evaluate.auc import bootstrap_ci, per_class_auc
-from cxraug.runtime import atomic_savez, atomic_write, atomic_write_json, file_md5, safe_load, slug
+from cxraug.runtime import (
+    atomic_savez,
+    atomic_write,
+    atomic_write_json,
+    file_md5,
+    pick_device,
+    safe_load,
+    slug,
+)
 
 __all__ = ["load_classifier", "train_classifier", "run_classify", "parse_variant", "valid_variants"]
 
@@ -375,8 +384,9 @@ def _train_seed(
         on_epoch=_mlflow_epoch_logger(seed, train.classes),
         run_id=run_id,
     )
-    # the test split is scored exactly once per seed, with the best-val weights
-    scores = predict_proba(trained.model, test.images, trained.precision, params.eval_batch_size)
+    # the test split is scored exactly once per seed, with the best-val weights (shared out over ranks)
+    ctx = distributed.current()
+    scores = predict_proba(trained.model, test.images, trained.precision, params.eval_batch_size, ctx)
     result = SeedResult(
         seed,
         scores,
@@ -386,8 +396,10 @@ def _train_seed(
         training.counts(train.classes),
         {k: v.cpu() for k, v in trained.model.state_dict().items()} if keep_state else None,
     )
-    store.save(result)
+    if ctx.is_main:
+        store.save(result)
     checkpointer.remove()
+    ctx.barrier()  # every rank sees this seed finished before looking at the next
     return result
 
 
@@ -405,18 +417,24 @@ def run_classify(variant_name: str, params: Params, paths: Paths = Paths()) -> C
         if not inputs[-1].is_file():
             raise CxraugError(f"{inputs[-1]}: not found; run `dvc repro synthesize@{variant.gan}` first")
     store = _SeedStore(paths.checkpoints / variant.name, _fingerprint(variant, settings, inputs))
-    store.directory.mkdir(parents=True, exist_ok=True)
+    ctx = distributed.setup(pick_device(settings.device))
+    with ctx.main_first():  # rank 0 alone tracks, writes and clears; the others train their shards
+        store.directory.mkdir(parents=True, exist_ok=True)
+        resume_run_id = store.run_id()
 
-    with stage_run(
+    run = stage_run(
         experiment="classify",
         stage=f"classify@{variant.name}",
         params=settings,
         inputs=inputs,
         run_name=variant.name,
-        resume_run_id=store.run_id(),
+        resume_run_id=resume_run_id,
         extra_tags=_gan_tags(variant, paths),
-    ) as run_id:
-        store.remember_run(run_id)
+    )
+    metrics, outputs = {}, []
+    with ctx.main_only(run) as run_id:
+        if ctx.is_main:
+            store.remember_run(run_id)
         synthetic = load_extra_synthetic(variant, train, paths.synthetic) if variant.gan else None
         seeds = [
             _train_seed(
@@ -424,11 +442,14 @@ def run_classify(variant_name: str, params: Params, paths: Paths = Paths()) -> C
             )
             for i, seed in enumerate(settings.seeds)
         ]
-        metrics = summarise(variant, settings, seeds, test, run_id)
-        metrics["eval_sets"] = {"val": split_md5(val), "test": split_md5(test)}
-        outputs = write_outputs(variant, train.classes, settings, seeds, test, metrics, paths)
-        log_run(variant, seeds, test, metrics, outputs[0])
-    store.clear()
+        if ctx.is_main:
+            metrics = summarise(variant, settings, seeds, test, run_id)
+            metrics["eval_sets"] = {"val": split_md5(val), "test": split_md5(test)}
+            outputs = write_outputs(variant, train.classes, settings, seeds, test, metrics, paths)
+            log_run(variant, seeds, test, metrics, outputs[0])
+    ctx.barrier()
+    if ctx.is_main:
+        store.clear()
     return ClassifyResult(variant.name, metrics, run_id, time.perf_counter() - started, outputs)
 
 

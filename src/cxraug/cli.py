@@ -41,6 +41,13 @@ def _params(path: Path):
     return load_params(path)
 
 
+def _main_process() -> bool:
+    """False on torchrun ranks > 0: rank 0 alone reports what a stage wrote."""
+    from cxraug import distributed
+
+    return distributed.current().is_main
+
+
 @app.command("params")
 def show_params(
     params: ParamsOption = Path("params.yaml"),
@@ -187,6 +194,8 @@ def train_bagan(
     from cxraug.gans.bagan import train_bagan as run
 
     result = run(_params(params).train_bagan, prepared, out, metrics, checkpoints)
+    if not _main_process():
+        return
     m = result.metrics
     rates = ", ".join(
         f"{k.removesuffix('_steps_per_second')} {m[k]:.1f} steps/s"
@@ -217,6 +226,8 @@ def train_embedder(
     from cxraug.gans.train_embedder import train_embedder as run
 
     result = run(_params(params).train_embedder, prepared, out, metrics)
+    if not _main_process():
+        return
     r = result.retrieval
     typer.echo(
         f"embedder: val k-NN accuracy {r.knn_accuracy:.3f} (balanced {r.knn_balanced_accuracy:.3f}, "
@@ -244,6 +255,8 @@ def train_opengan(
     from cxraug.gans.train_opengan import train_opengan as run
 
     result = run(_params(params).train_opengan, prepared, embedder, out, metrics)
+    if not _main_process():
+        return
     agreement = ", ".join(f"{c} {v['prototype_accuracy']:.2f}" for c, v in result.summary["samples"].items())
     typer.echo(
         f"opengan: {result.steps} steps in {result.seconds:.1f}s ({result.steps_per_second:.2f} steps/s); "
@@ -252,44 +265,132 @@ def train_opengan(
     typer.echo(f"wrote {out}/, {metrics}; MLflow run {result.run_id}")
 
 
+def _bench_params(params: Path, overlay: list[Path] | None):
+    from cxraug.config import Params, load_params
+
+    return load_params(params, *(overlay or [])) if params.is_file() else Params()
+
+
+def _run_bench(
+    components: tuple[str, ...], params: Path, overlay, smoke: bool, out: Path | None, images=None, steps=None
+) -> None:
+    from cxraug.benchmarks import suite
+
+    report = suite.run(
+        _bench_params(params, overlay), smoke=smoke, components=components, images=images, steps=steps
+    )
+    text = suite.markdown(report)
+    typer.echo(text, nl=False)
+    if out is not None:
+        typer.echo(f"wrote {suite.write(report, out)}")
+
+
+OverlayOption = Annotated[
+    list[Path] | None, typer.Option(help="YAML files whose keys replace params' keys (params.demo.yaml)")
+]
+SmokeOption = Annotated[bool, typer.Option(help="tiny nets and data, seconds: checks the benchmark runs")]
+
+
+@bench_app.command("all")
+def bench_all(
+    params: ParamsOption = Path("params.yaml"),
+    overlay: OverlayOption = None,
+    smoke: SmokeOption = False,
+    out: Annotated[
+        Path | None, typer.Option(help="markdown report [default: benchmarks/results/<host>.md]")
+    ] = None,
+    images: Annotated[
+        int | None, typer.Option(min=100, help="demo phantoms [default 400]: longer BAGAN/classifier epochs")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=2, help="embedder/OpenGAN steps per epoch and bare timed steps [4]")
+    ] = None,
+) -> None:
+    """Every training loop (autoencoder, BAGAN, embedder, OpenGAN, classifier) and the data path: images/s,
+    FLOP rate as a share of this machine's matmul peak, overhead of our machinery over a bare loop, GAN
+    steps vs a dcgan-example-style loop at 64 px and 1024 px PNGs. About 10 min on 2 CPU cores."""
+    from cxraug.benchmarks.suite import COMPONENTS, default_output
+
+    _run_bench(COMPONENTS, params, overlay, smoke, out or default_output(), images, steps)
+
+
 @bench_app.command("bagan")
 def bench_bagan(
-    raw: Annotated[Path, typer.Option(help="NIH-layout directory, prepared into a temporary directory")] = (
-        Path("../shared/data/nih-cxr14-subset")
-    ),
     params: ParamsOption = Path("params.yaml"),
-    overlay: Annotated[
-        list[Path] | None, typer.Option(help="YAML files whose keys replace params' keys (params.demo.yaml)")
-    ] = None,
-    steps: Annotated[int, typer.Option(min=1, help="timed steps per round")] = 3,
-    repeats: Annotated[int, typer.Option(min=1, help="rounds, alternating between the two loops")] = 3,
+    overlay: OverlayOption = None,
+    smoke: SmokeOption = False,
 ) -> None:
-    """Autoencoder and GAN steps/s (and images/s) of train_bagan's loop vs a plain loop over PNG files
-    (DataLoader + PIL decoding, NCHW fp32, default Adam) with the same nets and batch size."""
-    from cxraug.benchmarks.bagan import bench_bagan as run
-    from cxraug.benchmarks.bagan import markdown
-    from cxraug.config import load_params
-
-    rates, note = run(raw, load_params(params, *(overlay or [])), steps, repeats)
-    typer.echo(note)
-    typer.echo(markdown(rates))
+    """BAGAN's autoencoder and GAN steps: train_bagan vs a bare loop vs a dcgan-example-style loop."""
+    _run_bench(("bagan",), params, overlay, smoke, None)
 
 
 @bench_app.command("opengan")
 def bench_opengan(
-    image_size: Annotated[int, typer.Option(help="image side")] = 64,
-    batch_size: Annotated[int, typer.Option(help="images per step")] = 64,
     params: ParamsOption = Path("params.yaml"),
+    overlay: OverlayOption = None,
+    smoke: SmokeOption = False,
 ) -> None:
-    """Steps/s and images/s of an embedder step, a GAN step (D + G) and sampling, with params' widths."""
-    from cxraug.benchmarks.common import markdown_table
-    from cxraug.benchmarks.opengan import bench_opengan as run
+    """The embedder step and the OpenGAN step: the stages vs bare loops vs a dcgan-example-style loop."""
+    _run_bench(("embedder", "opengan"), params, overlay, smoke, None)
 
-    p = _params(params) if params.is_file() else None
-    rows, setting = run(image_size, batch_size, p)
-    typer.echo(setting)
-    typer.echo(markdown_table(rows))
-    typer.echo("steps/s: " + ", ".join(f"{m.name.split(' (')[0]} {1 / m.seconds:.2f}" for m in rows))
+
+@bench_app.command("data")
+def bench_data(
+    params: ParamsOption = Path("params.yaml"),
+    overlay: OverlayOption = None,
+    smoke: SmokeOption = False,
+) -> None:
+    """Images/s of a training batch: uint8 split in memory (memory-mapped at 128 px) vs DataLoader over
+    PNG files at the prepared size and at 1024 px."""
+    _run_bench(("data",), params, overlay, smoke, None)
+
+
+@bench_app.command("scale")
+def bench_scale(
+    counts: Annotated[str, typer.Option(help="data set sizes, comma-separated")] = "5000,10000,20000",
+    image_size: Annotated[int, typer.Option(help="prepared side in px (in memory)")] = 64,
+    mmap_size: Annotated[
+        int, typer.Option(help="side of the extra memory-mapped run at the largest size; 0: none")
+    ] = 128,
+    out: Annotated[Path | None, typer.Option(help="markdown table (and .json next to it)")] = None,
+) -> None:
+    """Time and memory of prepare, load_split and an epoch of batches as the demo data set grows (each size
+    in a fresh process): the per-image columns stay flat when growth is linear. ~3.5 min at 20k images
+    on 2 busy cores."""
+    from cxraug.benchmarks import scale
+    from cxraug.runtime import atomic_write_json, atomic_write_text
+
+    try:
+        sizes = tuple(int(c) for c in counts.split(","))
+    except ValueError:
+        raise CxraugError(
+            f"--counts {counts!r}: expected comma-separated integers, e.g. 5000,10000,20000"
+        ) from None
+    points = scale.run(sizes, image_size, mmap_size or None)
+    text = scale.markdown(points)
+    typer.echo(text, nl=False)
+    if out is not None:
+        atomic_write_json(out.with_suffix(".json"), scale.as_json(points))
+        typer.echo(f"wrote {atomic_write_text(out, text)}")
+
+
+@bench_app.command("precision")
+def bench_precision(
+    params: ParamsOption = Path("params.yaml"),
+    overlay: OverlayOption = None,
+    steps: Annotated[int, typer.Option(min=2, help="GAN steps in each precision")] = 20,
+    out: Annotated[Path | None, typer.Option(help="markdown table")] = None,
+) -> None:
+    """BAGAN GAN steps in fp32 and in bf16 from the same weights, batches and latents: losses side by side,
+    the image gap of the final generators, step times. On CPUs without native bf16 the bf16 run is slow:
+    use small nets (--overlay params.demo.yaml) and few steps."""
+    from cxraug.benchmarks import precision
+    from cxraug.runtime import atomic_write_text
+
+    text = precision.markdown(*precision.run(_bench_params(params, overlay), steps))
+    typer.echo(text, nl=False)
+    if out is not None:
+        typer.echo(f"wrote {atomic_write_text(out, text)}")
 
 
 @app.command()
@@ -448,6 +549,8 @@ def classify(
 
     paths = replace(Paths().under(out_dir), prepared=prepared, synthetic=synthetic)
     result = run_classify(variant, _params(params), paths)
+    if not _main_process():
+        return
     m = result.metrics
     per_class = ", ".join(f"{c} {a:.3f}" for c, a in m["per_class_auc"].items())
     typer.echo(
@@ -621,6 +724,9 @@ def main() -> None:
             "interrupted: finished outputs and the last checkpoint are kept; rerun to resume", err=True
         )
         sys.exit(130)
+    finally:
+        if "cxraug.distributed" in sys.modules:  # leave a torchrun process group cleanly
+            sys.modules["cxraug.distributed"].cleanup()
 
 
 if __name__ == "__main__":

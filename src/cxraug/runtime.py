@@ -210,12 +210,16 @@ def file_md5(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def progress(iterable=None, **kwargs):
-    """tqdm with the project's defaults; CXRAUG_NO_PROGRESS=1 silences every bar (tests, CI logs)."""
+    """tqdm with the project's defaults; CXRAUG_NO_PROGRESS=1 silences every bar (tests, CI logs), and
+    under torchrun only rank 0 shows one."""
     from tqdm.auto import tqdm
+
+    from cxraug import distributed
 
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("mininterval", 0.5)
-    kwargs.setdefault("disable", os.environ.get("CXRAUG_NO_PROGRESS") == "1")
+    quiet = os.environ.get("CXRAUG_NO_PROGRESS") == "1" or not distributed.current().is_main
+    kwargs.setdefault("disable", quiet)
     return tqdm(iterable, **kwargs)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from cxraug import distributed
 from cxraug.checkpoint import Checkpointer, Resumed
 from cxraug.config import TrainBaganParams
 from cxraug.data.datasets import Split, load_split, to_model_range, to_uint8
@@ -31,7 +32,7 @@ from cxraug.gans.bagan_nets import (
     discriminator,
     init_gan_from_autoencoder,
 )
-from cxraug.gans.bagan_steps import adam
+from cxraug.gans.bagan_steps import adam, fakes_per_step
 from cxraug.gans.bagan_tracking import BaganTracker
 from cxraug.gans.bagan_train import (
     Session,
@@ -100,11 +101,13 @@ def train_bagan(
     train, val = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
     if val.classes != train.classes:
         raise CxraugError(f"{prepared_dir}: train and val list different classes; rerun `cxraug prepare`")
-    device = pick_device(params.device)
+    ctx = distributed.setup(pick_device(params.device))  # one process, or this rank under torchrun
+    device = distributed.rank_device(pick_device(params.device), ctx)
+    distributed.check_batch(fakes_per_step(params.batch_size, train.n_classes), ctx, "train_bagan.batch_size")
     precision = pick_precision(device, params.precision)  # before seeding: 'auto' times a few convs
     rng = seed_everything(params.seed)  # global RNGs: weight init, dropout; rng: batches' latents
     arch = architecture(params, train)
-    nets = BaganNets.build(arch).apply(precision.module)
+    nets = BaganNets.build(arch).apply(precision.module).apply(ctx.sync_batchnorm)
     betas = (params.beta1, params.beta2)
     optimizers = {
         "autoencoder": adam([*nets.encoder.parameters(), *nets.decoder.parameters()], params.lr_ae, betas),
@@ -115,8 +118,9 @@ def train_bagan(
     resumed_ae, resumed_gan = checkpoints.restore()
     resumed = resumed_gan or resumed_ae
     ae_done = bool(resumed_ae and resumed_ae.extra.get("done"))
+    ctx.decorrelate(params.seed)  # each rank its own dropout masks
 
-    with tracking.stage_run(
+    run = tracking.stage_run(
         experiment=EXPERIMENT,
         stage=STAGE,
         params=params,
@@ -125,12 +129,16 @@ def train_bagan(
         extra_tags={
             "precision": precision.describe(),
             "resumed_from": _describe_resume(resumed_ae, resumed_gan),
+            "processes": str(ctx.world_size),
         },
-    ) as run_id:
-        tracker = BaganTracker(train.classes, params.log_every)
+    )
+    metrics: dict = {}
+    with ctx.main_only(run) as run_id:
+        tracker = BaganTracker(train.classes, params.log_every, ctx)
         s = Session(
-            params, nets, optimizers, train.to(device), val.to(device), precision, rng, tracker, on_step
+            params, nets, optimizers, train.to(device), val.to(device), precision, rng, tracker, on_step, ctx
         )
+        s.wrapped = nets.apply(ctx.wrap) if ctx.distributed else None
 
         timer, ae_start = time.perf_counter(), resumed_ae.step if resumed_ae else 0
         if not ae_done:
@@ -142,22 +150,25 @@ def train_bagan(
         if resumed_gan is None:
             init_gan_from_autoencoder(nets, params.init_discriminator_from_encoder)
 
-        latents = encode(s, s.train.images)
+        latents = encode(s, s.train.images)  # every rank fits the same Gaussians (it draws latents too)
         gaussians = fit_class_gaussians(latents, train.labels.numpy(), train.classes, params.cov_ridge)
         out_dir = Path(out_dir)
-        gaussians.save(out_dir / "class_gaussians.npz")
-        tracker.gaussians(gaussians, latents, train.labels.numpy(), out_dir / "class_gaussians.npz")
+        if ctx.is_main:
+            gaussians.save(out_dir / "class_gaussians.npz")
+            tracker.gaussians(gaussians, latents, train.labels.numpy(), out_dir / "class_gaussians.npz")
 
         timer, gan_start = time.perf_counter(), resumed_gan.step if resumed_gan else 0
         run_gan(s, gaussians, gan_start, partial(checkpoints.save, "gan", run_id=run_id))
         rates["gan_steps_per_second"] = _rate(params.epochs * s.steps_per_epoch - gan_start, timer)
 
-        write_models(out_dir, nets, arch, train)
-        save_png(out_dir / "samples.png", sample_grid(s, gaussians), nrow=params.grid_per_class)
-        tracker.outputs(out_dir)
-        metrics = summarize(s, run_id, rates, time.perf_counter() - start)
-        tracker.final(metrics)
-    atomic_write_json(metrics_path, metrics)
+        if ctx.is_main:
+            write_models(out_dir, nets, arch, train)
+            save_png(out_dir / "samples.png", sample_grid(s, gaussians), nrow=params.grid_per_class)
+            tracker.outputs(out_dir)
+            metrics = summarize(s, run_id, rates, time.perf_counter() - start)
+            tracker.final(metrics)
+            atomic_write_json(metrics_path, metrics)
+    ctx.barrier()  # the outputs exist before any rank returns
     checkpoints.remove()
     return BaganResult(run_id, metrics)
 

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxraug import distributed
+from cxraug.distributed import WHOLE, Shard
 from cxraug.runtime import Precision
 
 # draw(n) -> (latents [n, d] on the device, the class each latent was drawn from [n] on the device)
@@ -58,10 +60,15 @@ def autoencoder_step(
     optimizer: torch.optim.Optimizer,
     images: torch.Tensor,
     precision: Precision,
+    shard: Shard = WHOLE,
+    batch: int | None = None,
 ) -> torch.Tensor:
+    """One step on `images`: under torchrun this rank's rows of a global batch of `batch` images (the
+    returned loss is then this rank's term of the global mean, see Shard.scale)."""
     optimizer.zero_grad(set_to_none=True)
     with precision.autocast():
         loss = reconstruction_loss(decoder(encoder(images)), images)
+    loss = shard.scale(loss, len(images), batch or len(images))
     loss.backward()
     optimizer.step()
     return loss.detach()
@@ -77,34 +84,44 @@ def gan_step(
     draw: LatentDraw,
     n_fake: int,
     precision: Precision,
+    shard: Shard = WHOLE,
+    batch: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """One D update on `real` plus n_fake generated images, then one G update on len(real) + n_fake
-    generated images (BAGAN's batch sizes, see fakes_per_step)."""
-    z, _ = draw(n_fake)
+    generated images (BAGAN's batch sizes, see fakes_per_step).
+
+    Under torchrun `real` and `labels` are this rank's rows of a global batch of `batch` images; every
+    rank draws the global latents and keeps its rows, G and D are DDP-wrapped, and the returned values are
+    this rank's terms of the global means. The pass that makes D's fakes needs no gradients and the D pass
+    inside G's loss only carries gradients to the images: both use the plain modules."""
+    batch = batch or len(real)
+    z = shard.take(draw(n_fake)[0])
     with torch.no_grad(), precision.autocast():
-        fake = generator(z)
+        fake = distributed.unwrap(generator)(z)
     opt_d.zero_grad(set_to_none=True)
     with precision.autocast():
         logits = discriminator(torch.cat([real, fake.to(real.dtype)])).float()
-    logits_real, logits_fake = logits.split([len(real), n_fake])
+    logits_real, logits_fake = logits.split([len(real), len(fake)])
     d_loss = discriminator_loss(logits_real, labels, logits_fake)
+    d_loss = shard.scale(d_loss, len(logits), batch + n_fake)
     d_loss.backward()
     opt_d.step()
 
-    z, classes = draw(len(real) + n_fake)
-    discriminator.requires_grad_(False)  # G's loss needs gradients through D, not into it
+    z, classes = (shard.take(t) for t in draw(batch + n_fake))
+    judge = distributed.unwrap(discriminator)
+    judge.requires_grad_(False)  # G's loss needs gradients through D, not into it
     opt_g.zero_grad(set_to_none=True)
     with precision.autocast():
-        logits_g = discriminator(generator(z)).float()
-    g_loss = generator_loss(logits_g, classes)
+        logits_g = judge(generator(z)).float()
+    g_loss = shard.scale(generator_loss(logits_g, classes), len(z), batch + n_fake)
     g_loss.backward()
     opt_g.step()
-    discriminator.requires_grad_(True)
+    judge.requires_grad_(True)
     return {
         "d_loss": d_loss.detach(),
         "g_loss": g_loss.detach(),
-        "d_acc_real": accuracy(logits_real.detach(), labels),
-        "d_acc_fake": accuracy(logits_fake.detach(), fake_class(logits_fake)),
+        "d_acc_real": shard.scale(accuracy(logits_real.detach(), labels), len(real), batch),
+        "d_acc_fake": shard.scale(accuracy(logits_fake.detach(), fake_class(logits_fake)), len(fake), n_fake),
     }
 
 

@@ -13,27 +13,34 @@ import numpy as np
 import torch
 
 from cxraug import tracking
+from cxraug.distributed import SINGLE, Context
 from cxraug.gans.bagan_latent import ClassGaussians
 from cxraug.runtime import slug
 
 
 class BaganTracker:
-    def __init__(self, classes: tuple[str, ...], log_every: int) -> None:
+    """Every rank keeps one (step metrics are averaged over ranks, a collective); only rank 0's logs."""
+
+    def __init__(self, classes: tuple[str, ...], log_every: int, ctx: Context = SINGLE) -> None:
         self.classes = classes
         self.log_every = log_every
+        self.ctx = ctx
         self.buffer = tracking.MetricBuffer()
         self._window: dict[str, list[torch.Tensor]] = defaultdict(list)
 
     def step(self, metrics: dict[str, torch.Tensor], step: int) -> dict[str, float] | None:
         """Collect one step's metrics (device tensors: no sync); every log_every steps log their means
-        and return them (for the progress bar)."""
+        (over steps and ranks) and return them (for the progress bar)."""
         for key, value in metrics.items():
             self._window[key].append(value)
         if step % self.log_every:
             return None
-        means = {k: torch.stack(v).float().mean().item() for k, v in self._window.items()}
+        keys = list(self._window)
+        means = self.ctx.mean(torch.stack([torch.stack(self._window[k]).float().mean() for k in keys]))
         self._window.clear()
-        self.buffer.log(means, step)
+        means = dict(zip(keys, means.tolist(), strict=True))
+        if self.ctx.is_main:
+            self.buffer.log(means, step)
         return means
 
     def scalars(self, metrics: dict[str, float], step: int) -> None:

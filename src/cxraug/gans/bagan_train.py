@@ -16,6 +16,7 @@ import torch
 
 from cxraug.config import TrainBaganParams
 from cxraug.data.datasets import Split, batch_indices, to_model_range, to_uint8
+from cxraug.distributed import SINGLE, Context
 from cxraug.gans.bagan_latent import ClassGaussians, LatentSampler, class_probabilities
 from cxraug.gans.bagan_nets import BaganNets
 from cxraug.gans.bagan_steps import autoencoder_step, fakes_per_step, gan_step, reconstruction_loss
@@ -41,6 +42,12 @@ class Session:
     rng: torch.Generator
     tracker: BaganTracker
     on_step: StepHook | None = None
+    ctx: Context = SINGLE
+    wrapped: BaganNets | None = None  # the DDP-wrapped nets for training passes under torchrun
+
+    @property
+    def training_nets(self) -> BaganNets:
+        return self.wrapped or self.nets
 
     @property
     def steps_per_epoch(self) -> int:
@@ -57,6 +64,11 @@ class Session:
 
     def images(self, uint8: torch.Tensor) -> torch.Tensor:
         return self.precision.batch(to_model_range(uint8))
+
+    def my_rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's images (model range) and labels of the global batch `idx`."""
+        mine = self.ctx.shard.take(idx)
+        return self.images(self.train.images[mine]), self.train.labels[mine]
 
 
 def per_class_examples(split: Split, n: int) -> torch.Tensor:
@@ -79,7 +91,7 @@ def _run_phase(s: Session, phase: str, epochs: int, start_step: int, step_fn, en
         for idx in s.epoch_batches(phase, epoch)[step - epoch * per_epoch :]:
             shown = s.tracker.step(step_fn(idx), step + 1)
             step += 1
-            if step % per_epoch == 0:
+            if step % per_epoch == 0 and s.ctx.is_main:  # held-out checks and grids: logging only
                 end_of_epoch(epoch + 1, step)
             if step % s.params.checkpoint_every == 0:
                 s.tracker.flush()
@@ -95,13 +107,14 @@ def _run_phase(s: Session, phase: str, epochs: int, start_step: int, step_fn, en
 
 def train_autoencoder(s: Session, start_step: int, save: SaveFn) -> None:
     """Encoder + decoder on the real training images, mean squared reconstruction error."""
-    encoder, decoder, opt = s.nets.encoder, s.nets.decoder, s.optimizers["autoencoder"]
+    encoder, decoder = s.training_nets.encoder, s.training_nets.decoder
+    opt = s.optimizers["autoencoder"]
     examples = per_class_examples(s.train, s.params.grid_per_class)
 
     def step_fn(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {
-            "ae/loss": autoencoder_step(encoder, decoder, opt, s.images(s.train.images[idx]), s.precision)
-        }
+        images, _ = s.my_rows(idx)
+        loss = autoencoder_step(encoder, decoder, opt, images, s.precision, s.ctx.shard, len(idx))
+        return {"ae/loss": loss}
 
     def end_of_epoch(epoch: int, step: int) -> None:
         s.tracker.scalars({"ae/val_loss": reconstruction_error(s, s.val.images), "ae/epoch": epoch}, step)
@@ -156,7 +169,7 @@ def encode(s: Session, images: torch.Tensor) -> np.ndarray:
 def train_gan(s: Session, gaussians: ClassGaussians, start_step: int, save: SaveFn) -> None:
     """D: real images vs their class, generated vs "fake"; G: its images must pass as the class their
     latent was drawn from, z ~ N(mu_c, Sigma_c), c ~ class_sampling."""
-    g, d = s.nets.generator, s.nets.discriminator
+    g, d = s.training_nets.generator, s.training_nets.discriminator
     opt_g, opt_d = s.optimizers["generator"], s.optimizers["discriminator"]
     device = s.train.images.device
     sampler = LatentSampler(gaussians, device)
@@ -169,8 +182,9 @@ def train_gan(s: Session, gaussians: ClassGaussians, start_step: int, save: Save
         return sampler(classes, s.rng), classes.to(device)
 
     def step_fn(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        real = s.images(s.train.images[idx])
-        metrics = gan_step(g, d, opt_g, opt_d, real, s.train.labels[idx], draw, n_fake, s.precision)
+        real, labels = s.my_rows(idx)
+        shard = s.ctx.shard
+        metrics = gan_step(g, d, opt_g, opt_d, real, labels, draw, n_fake, s.precision, shard, len(idx))
         return {f"gan/{k}": v for k, v in metrics.items()}
 
     def end_of_epoch(epoch: int, step: int) -> None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxraug.data.datasets import to_model_range
+from cxraug.distributed import SINGLE, Context, GatherRows, Shard
 from cxraug.errors import CxraugError
 from cxraug.nets.blocks import discriminator_widths
 from cxraug.runtime import Precision, atomic_save, safe_load
@@ -53,30 +54,53 @@ class Embedder(nn.Module):
         return F.normalize(self.head(self.features(x)).float(), dim=1)
 
 
-def supervised_contrastive_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+def supervised_contrastive_loss(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    anchors: slice = slice(None),
+    total: int | None = None,
+) -> torch.Tensor:
     """Supervised contrastive loss on unit vectors z [N, D]: for each anchor, the mean over its positives
     (same label, itself excluded) of -log softmax of their similarity among all other samples.
 
     Why this loss: every same-class pair in a batch is a positive and every other pair a negative, so
     there is no mining rule or margin to tune (triplet loss needs both); with class-balanced batches each
     of the 5 classes has many positives per batch. Unlike proxy losses it learns no per-class parameter,
-    so the metric is not tied to the training classes (what open-set conditioning needs)."""
+    so the metric is not tied to the training classes (what open-set conditioning needs).
+
+    `anchors` (rows of z) and `total` split the mean over processes: a rank sums the terms of its own
+    anchors, against every sample, and divides by the number of anchors with a positive in the whole
+    batch (default: the mean over `anchors`)."""
     n = len(z)
-    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
-    logits = (z @ z.T / temperature).masked_fill(self_mask, float("-inf"))
+    rows = torch.arange(n, device=z.device)[anchors]
+    self_mask = rows[:, None] == torch.arange(n, device=z.device)[None, :]
+    logits = (z[anchors] @ z.T / temperature).masked_fill(self_mask, float("-inf"))
     log_prob = logits - logits.logsumexp(dim=1, keepdim=True)
-    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    positives = (labels[anchors][:, None] == labels[None, :]) & ~self_mask
     n_pos = positives.sum(1)
     has_pos = n_pos > 0  # an anchor alone of its class in the batch has nothing to pull towards
     per_anchor = log_prob.masked_fill(~positives, 0.0).sum(1)[has_pos] / n_pos[has_pos]
-    return -per_anchor.mean()
+    if total is None:
+        return -per_anchor.mean()
+    return -per_anchor.sum() / max(total, 1)
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One random view per image: shift up to 1/8 of the side, scale 0.9-1.1, contrast 0.8-1.2 and
-    brightness +-0.1. No flips: left and right matter on a chest film (heart, effusion side)."""
+def anchors_with_positives(labels: torch.Tensor) -> int:
+    """Anchors of the supervised contrastive loss that have a positive: those whose class occurs twice."""
+    counts = torch.bincount(labels)
+    return int(counts[counts > 1].sum())
+
+
+def draw_augment(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Random parameters [n, 5] of `augment` (drawn for a whole batch, so every rank draws the same)."""
+    return torch.rand(n, 5, generator=generator)
+
+
+def apply_augment(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Shift up to 1/8 of the side, scale 0.9-1.1, contrast 0.8-1.2, brightness +-0.1, from r [B, 5]."""
     b = len(x)
-    r = torch.rand(b, 5, generator=generator).to(x.device)
+    r = r.to(x.device)
     scale = 0.9 + 0.2 * r[:, 0]
     theta = torch.zeros(b, 2, 3, device=x.device)
     theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
@@ -87,8 +111,14 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (view * contrast[:, None, None, None] + brightness[:, None, None, None]).clamp(-1, 1)
 
 
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One random view per image: shift up to 1/8 of the side, scale 0.9-1.1, contrast 0.8-1.2 and
+    brightness +-0.1. No flips: left and right matter on a chest film (heart, effusion side)."""
+    return apply_augment(x, draw_augment(len(x), generator))
+
+
 def embedder_step(
-    model: Embedder,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -96,17 +126,40 @@ def embedder_step(
     use_augment: bool,
     generator: torch.Generator,
     precision: Precision,
+    ctx: Context = SINGLE,
 ) -> torch.Tensor:
-    """One optimiser step on a batch of uint8 images: two views each, supervised contrastive loss."""
-    x = to_model_range(images)
-    views = torch.cat([augment(x, generator), augment(x, generator)] if use_augment else [x, x])
+    """One optimiser step on a global batch of uint8 images: two views each, supervised contrastive loss.
+    Under torchrun each rank embeds its shard of the views (augmentations drawn for the whole batch), the
+    embeddings are gathered (with gradients) so that every anchor meets every sample of the global batch."""
+    rows = ctx.shard.rows(len(images))
+    x = to_model_range(images[rows])
+    if use_augment:
+        r1, r2 = draw_augment(len(images), generator), draw_augment(len(images), generator)
+        views = torch.cat([apply_augment(x, r1[rows]), apply_augment(x, r2[rows])])
+    else:
+        views = torch.cat([x, x])
     with precision.autocast():
         z = model(precision.batch(views))
-    loss = supervised_contrastive_loss(z, torch.cat([labels, labels]), temperature)
+    mine = torch.cat([labels[rows], labels[rows]])
+    if ctx.distributed:  # everyone's views, in rank order; this rank's anchors are its own block
+        sizes = [2 * n for n in ctx.shard.sizes(len(images))]
+        start = sum(sizes[: ctx.rank])
+        z = GatherRows.apply(z, sizes)
+        everyone = torch.cat([torch.cat([labels[r], labels[r]]) for r in _all_rows(ctx, len(images))])
+        total = anchors_with_positives(torch.cat([labels, labels]))
+        loss = ctx.world_size * supervised_contrastive_loss(
+            z, everyone, temperature, slice(start, start + len(mine)), total
+        )
+    else:
+        loss = supervised_contrastive_loss(z, mine, temperature)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+def _all_rows(ctx: Context, n: int) -> list[slice]:
+    return [Shard(r, ctx.world_size).rows(n) for r in range(ctx.world_size)]
 
 
 @torch.no_grad()

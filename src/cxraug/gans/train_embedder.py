@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from cxraug import distributed
 from cxraug.checkpoint import Checkpointer
 from cxraug.config import TrainEmbedderParams
 from cxraug.data.datasets import Split, load_split
 from cxraug.errors import CxraugError
 from cxraug.gans.embedder import Embedder, Retrieval, embed, embedder_step, retrieval, save_embedder
-from cxraug.gans.training import adam, epoch_batches, steps_per_epoch
+from cxraug.gans.training import StepLog, adam, epoch_batches, steps_per_epoch
 from cxraug.runtime import (
     atomic_write_json,
     file_md5,
@@ -38,7 +40,7 @@ STAGE = "train_embedder"
 
 @dataclass
 class EmbedderResult:
-    retrieval: Retrieval
+    retrieval: Retrieval | None  # None on torchrun ranks > 0
     steps: int
     seconds: float
     images_per_second: float
@@ -166,16 +168,25 @@ def train_embedder(
     out_path: Path,
     metrics_path: Path,
     checkpoint_dir: Path = Path("checkpoints") / STAGE,
+    on_step: Callable[[int], None] | None = None,
 ) -> EmbedderResult:
-    device = pick_device(params.device)
+    """Train, evaluate and write the embedder. Under torchrun every rank trains its shard of each global
+    batch (the embeddings of all ranks meet in the loss) and rank 0 alone tracks and writes.
+    `on_step(step)` is called after every optimiser step (benchmarks time the loop with it)."""
+    ctx = distributed.setup(pick_device(params.device))
+    device = distributed.rank_device(pick_device(params.device), ctx)
+    distributed.check_batch(params.batch_size, ctx, "train_embedder.batch_size")
     precision = pick_precision(device, params.precision)
     generator = seed_everything(params.seed)
     train, val = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
     excluded = excluded_labels(train.classes, params.exclude_classes)
     seen = _seen(train, excluded)
-    images, labels = train.images[seen].to(device), train.labels[seen].to(device)  # uint8 on the device
+    images = train.images[seen] if excluded else train.images  # no copy of a memory-mapped split
+    images, labels = images.to(device), train.labels[seen].to(device)  # uint8 on the device
 
-    model = precision.module(Embedder(train.image_size, params.embed_dim, params.base_width))
+    model = ctx.sync_batchnorm(
+        precision.module(Embedder(train.image_size, params.embed_dim, params.base_width))
+    )
     optimizer = adam(model.parameters(), device, params.lr, weight_decay=params.weight_decay, decoupled=True)
     modules, optimizers = {"embedder": model}, {"adamw": optimizer}
     per_epoch = steps_per_epoch(len(labels), params.batch_size, params.steps_per_epoch)
@@ -186,20 +197,24 @@ def train_embedder(
     )
     resumed = checkpoints.restore(modules, optimizers, generator)
     step = resumed.step if resumed else 0
-    if resumed:
+    if resumed and ctx.is_main:
         log.info("resuming %s from step %d of %d", STAGE, step, total)
+    ctx.decorrelate(params.seed)
+    trained = ctx.wrap(model)  # DDP for the training passes; evaluation uses `model`
 
-    tags = {"precision": precision.describe()}
+    tags = {"precision": precision.describe(), "processes": str(ctx.world_size)}
     resume_run_id = resumed.run_id if resumed else None
-    with stage_run(
+    run = stage_run(
         experiment="embedder",
         stage=STAGE,
         params=params,
         inputs=inputs,
         resume_run_id=resume_run_id,
         extra_tags=tags,
-    ) as run_id:
-        metrics = MetricBuffer()
+    )
+    with ctx.main_only(run) as run_id:
+        metrics = MetricBuffer() if ctx.is_main else None
+        steps = StepLog(ctx, metrics)
         bar = progress(total=total, initial=step, desc="embedder", unit="step")
         start, start_step = time.perf_counter(), step
         model.train()
@@ -208,7 +223,7 @@ def train_embedder(
             for idx in batches[step - epoch * per_epoch :]:  # a resumed epoch skips the batches it has done
                 idx = idx.to(device)
                 loss = embedder_step(
-                    model,
+                    trained,
                     optimizer,
                     images[idx],
                     labels[idx],
@@ -216,13 +231,16 @@ def train_embedder(
                     params.augment,
                     generator,
                     precision,
-                ).item()
+                    ctx,
+                )
                 step += 1
-                metrics.log({"loss": loss}, step)
+                steps.add({"loss": loss}, step)
                 bar.update()
-                bar.set_postfix(loss=f"{loss:.3f}", epoch=epoch + 1)
+                if steps.last:
+                    bar.set_postfix(loss=f"{steps.last['loss']:.3f}", epoch=epoch + 1, refresh=False)
                 if step % params.checkpoint_every == 0 and step < total:
-                    checkpoints.save(
+                    steps.flush()  # what is logged matches what a resumed run starts from
+                    checkpoints.save(  # rank 0 writes
                         step=step,
                         epoch=epoch,
                         modules=modules,
@@ -230,14 +248,20 @@ def train_embedder(
                         generator=generator,
                         run_id=run_id,
                     )
-            ev = evaluate(model, train, val, excluded, params.knn_k)
-            metrics.log({**ev["seen"].as_metrics(), "epoch": epoch + 1}, step)
-            metrics.flush()
+                if on_step is not None:
+                    on_step(step)
+            steps.flush()
+            if ctx.is_main:
+                ev = evaluate(model, train, val, excluded, params.knn_k)
+                metrics.log({**ev["seen"].as_metrics(), "epoch": epoch + 1}, step)
+                metrics.flush()
         bar.close()
         seconds = time.perf_counter() - start
         ips = (step - start_step) * params.batch_size / seconds if step > start_step else float("nan")
-
-        summary = _summary(ev, params, step, seconds, ips, run_id, precision.describe())
-        write_outputs(model, out_path, metrics_path, summary, ev, val, excluded)
+        if ctx.is_main:
+            summary = _summary(ev, params, step, seconds, ips, run_id, precision.describe())
+            write_outputs(model, out_path, metrics_path, summary, ev, val, excluded)
         checkpoints.remove()
-    return EmbedderResult(ev["seen"], step, seconds, ips, resumed.step if resumed else None, run_id)
+    ctx.barrier()  # the outputs exist before any rank returns
+    retrieval = ev["seen"] if ctx.is_main else None
+    return EmbedderResult(retrieval, step, seconds, ips, resumed.step if resumed else None, run_id)

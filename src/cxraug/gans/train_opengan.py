@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from cxraug import distributed
 from cxraug.checkpoint import Checkpointer
 from cxraug.config import TrainOpenganParams
 from cxraug.data.datasets import Split, load_split, to_model_range
+from cxraug.distributed import WHOLE, Shard
 from cxraug.errors import CxraugError
 from cxraug.gans.conditioning import make_conditioning, prototype
 from cxraug.gans.embedder import Embedder, embed, load_embedder, read_embedder_file
@@ -31,7 +34,7 @@ from cxraug.gans.opengan_nets import (
     discriminator_loss,
     generator_loss,
 )
-from cxraug.gans.training import adam, epoch_batches, steps_per_epoch
+from cxraug.gans.training import StepLog, adam, epoch_batches, steps_per_epoch
 from cxraug.runtime import (
     Precision,
     atomic_write,
@@ -61,8 +64,8 @@ class OpenganResult:
 
 
 def gan_step(
-    generator: Generator,
-    discriminator: ProjectionDiscriminator,
+    generator: nn.Module,
+    discriminator: nn.Module,
     embedder: Embedder,
     opt_g: torch.optim.Optimizer,
     opt_d: torch.optim.Optimizer,
@@ -71,25 +74,35 @@ def gan_step(
     z: torch.Tensor,
     params: TrainOpenganParams,
     precision: Precision,
+    shard: Shard = WHOLE,
+    batch: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One D update then one G update on real images [B, 1, S, S] with their embeddings e [B, D]."""
+    """One D update then one G update on real images [B, 1, S, S] with their embeddings e [B, D].
+
+    Under torchrun `real`, `e` and `z` are this rank's rows of a global batch of `batch` images, G and D
+    are DDP-wrapped, and every returned value is this rank's term of the global mean (Shard.scale).
+    The D pass inside G's loss uses the plain D: it only carries gradients to the images."""
+    n, batch = len(real), batch or len(real)
     with precision.autocast():
         fake = generator(z, e)
         d_real, d_fake = discriminator(real, e), discriminator(fake.detach(), e)
-    loss_d = discriminator_loss(d_real, d_fake, params.loss)
+    loss_d = shard.scale(discriminator_loss(d_real, d_fake, params.loss), n, batch)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
 
-    discriminator.requires_grad_(False)  # G's step needs gradients w.r.t. the images only
+    judge = distributed.unwrap(discriminator)
+    judge.requires_grad_(False)  # G's step needs gradients w.r.t. the images only
     with precision.autocast():
-        loss_g = generator_loss(discriminator(fake, e), params.loss)
+        loss_g = generator_loss(judge(fake, e), params.loss)
         consistency = consistency_loss(embedder, fake, e) if params.consistency_weight else torch.zeros(())
+    loss_g, consistency = shard.scale(loss_g, n, batch), shard.scale(consistency, n, batch)
     opt_g.zero_grad(set_to_none=True)
     (loss_g + params.consistency_weight * consistency).backward()
     opt_g.step()
-    discriminator.requires_grad_(True)
-    values = (loss_d, loss_g, consistency, d_real.mean(), d_fake.mean())
+    judge.requires_grad_(True)
+    d_real, d_fake = shard.scale(d_real.mean(), n, batch), shard.scale(d_fake.mean(), n, batch)
+    values = (loss_d, loss_g, consistency, d_real, d_fake)
     return {k: v.detach().float() for k, v in zip(LOSS_KEYS, values, strict=True)}
 
 
@@ -224,15 +237,21 @@ def train_opengan(
     metrics_path: Path,
     checkpoint_dir: Path = Path("checkpoints") / STAGE,
     on_epoch: Callable[[int, OpenganProposer], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> OpenganResult:
-    """`on_epoch(epoch, proposer)` is called after each epoch's samples, with G and D in eval mode
-    (Optuna's pruning probe); it may raise to stop training."""
-    device = pick_device(params.device)
+    """Train, evaluate and write the GAN. Under torchrun every rank trains its shard of each global batch
+    (G and D in DDP, batch norm synchronised) and rank 0 alone tracks and writes. `on_step(step)` is called
+    after every step (benchmarks time the loop with it); `on_epoch(epoch, proposer)` after each epoch's
+    samples, with G and D in eval mode (Optuna's pruning probe; single process), and may raise to stop."""
+    ctx = distributed.setup(pick_device(params.device))
+    device = distributed.rank_device(pick_device(params.device), ctx)
+    distributed.check_batch(params.batch_size, ctx, "train_opengan.batch_size")
     precision = pick_precision(device, params.precision)
     rng = seed_everything(params.seed)
     data = condition(prepared_dir, embedder_path, device)
     classes = data.split.classes
-    images = data.split.images[data.trained].to(device)  # uint8, indexed per batch on the device
+    everything = bool(data.trained.all())  # then no copy of a memory-mapped split
+    images = (data.split.images if everything else data.split.images[data.trained]).to(device)
     labels = data.split.labels[data.trained].to(device)
     embeddings = data.embeddings[data.trained.to(device)]  # each real image's own conditioning e
     embedder = precision.module(data.embedder)
@@ -242,6 +261,7 @@ def train_opengan(
     discriminator = precision.module(
         ProjectionDiscriminator(size, embed_dim, params.d_base_width, params.spectral_norm)
     )
+    generator, discriminator = ctx.sync_batchnorm(generator), ctx.sync_batchnorm(discriminator)
     betas = (params.beta1, params.beta2)
     opt_g = adam(generator.parameters(), device, params.lr_g, betas)
     opt_d = adam(discriminator.parameters(), device, params.lr_d, betas)
@@ -256,8 +276,10 @@ def train_opengan(
     )
     resumed = checkpoints.restore(modules, optimizers, rng)
     step = resumed.step if resumed else 0
-    if resumed:
+    if resumed and ctx.is_main:
         log.info("resuming %s from step %d of %d", STAGE, step, total)
+    ctx.decorrelate(params.seed)
+    g_train, d_train = ctx.wrap(generator), ctx.wrap(discriminator)  # DDP for the training passes
 
     banks = data.banks()
     conditionings = [make_conditioning(params.conditioning, b) for b in banks]
@@ -273,31 +295,40 @@ def train_opengan(
     )
     z_fixed, e_fixed = fixed_inputs(conditionings, params.latent_dim, params.grid_per_class, params.seed)
 
-    tags = {"precision": precision.describe(), "trained_classes": ", ".join(data.trained_classes)}
+    tags = {
+        "precision": precision.describe(),
+        "trained_classes": ", ".join(data.trained_classes),
+        "processes": str(ctx.world_size),
+    }
     resume_run_id = resumed.run_id if resumed else None
-    with stage_run(
+    run = stage_run(
         experiment="opengan",
         stage=STAGE,
         params=params,
         inputs=inputs,
         resume_run_id=resume_run_id,
         extra_tags=tags,
-    ) as run_id:
-        metrics = MetricBuffer()
+    )
+    summary: dict = {}
+    with ctx.main_only(run) as run_id:
+        metrics = MetricBuffer() if ctx.is_main else None
+        steps = StepLog(ctx, metrics)
         bar = progress(total=total, initial=step, desc="opengan", unit="step")
         start, start_step = time.perf_counter(), step
         for epoch in range(step // per_epoch, params.epochs):
             generator.train()
             discriminator.train()
-            sums, count = dict.fromkeys(LOSS_KEYS, 0.0), 0  # the last epoch's means go to the metrics file
+            sums = dict.fromkeys(LOSS_KEYS, torch.zeros((), device=device))  # the last epoch's means
+            count = 0
             batches = epoch_batches(labels, params.batch_size, per_epoch, params.balanced, params.seed, epoch)
             for idx in batches[step - epoch * per_epoch :]:  # a resumed epoch skips the batches it has done
-                idx = idx.to(device)
-                z = torch.randn(len(idx), params.latent_dim, generator=rng).to(device)
+                rows = ctx.shard.rows(len(idx))  # every rank draws the global batch, trains on its rows
+                z = torch.randn(len(idx), params.latent_dim, generator=rng)[rows].to(device)
+                idx = idx[rows].to(device)
                 real = precision.batch(to_model_range(images[idx]))
                 out = gan_step(
-                    generator,
-                    discriminator,
+                    g_train,
+                    d_train,
                     embedder,
                     opt_g,
                     opt_d,
@@ -306,15 +337,19 @@ def train_opengan(
                     z,
                     params,
                     precision,
+                    ctx.shard,
+                    params.batch_size,
                 )
-                losses = {k: v.item() for k, v in out.items()}
                 step += 1
-                sums, count = {k: sums[k] + losses[k] for k in LOSS_KEYS}, count + 1
-                metrics.log(losses, step)
+                sums, count = {k: sums[k] + out[k] for k in LOSS_KEYS}, count + 1
+                steps.add(out, step)
                 bar.update()
-                bar.set_postfix(d=f"{losses['loss_d']:.3f}", g=f"{losses['loss_g']:.3f}", epoch=epoch + 1)
+                if steps.last:
+                    last = steps.last
+                    bar.set_postfix(d=f"{last['loss_d']:.3f}", g=f"{last['loss_g']:.3f}", epoch=epoch + 1)
                 if step % params.checkpoint_every == 0 and step < total:
-                    checkpoints.save(
+                    steps.flush()  # what is logged matches what a resumed run starts from
+                    checkpoints.save(  # rank 0 writes
                         step=step,
                         epoch=epoch,
                         modules=modules,
@@ -322,35 +357,43 @@ def train_opengan(
                         generator=rng,
                         run_id=run_id,
                     )
+                if on_step is not None:
+                    on_step(step)
+            steps.flush()
+            last_epoch = ctx.mean_dict({k: v / max(1, count) for k, v in sums.items()})
             generator.eval()
             discriminator.eval()
-            samples = log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, step)
-            metrics.log({**samples, "epoch": epoch + 1}, step)
-            metrics.flush()
+            if ctx.is_main:
+                samples = log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, step)
+                metrics.log({**samples, "epoch": epoch + 1}, step)
+                metrics.flush()
             if on_epoch is not None:
                 on_epoch(epoch + 1, proposer)
         bar.close()
         seconds = time.perf_counter() - start
         rate = (step - start_step) / seconds if step > start_step else float("nan")
 
-        log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, step, final=True)
-        summary = write_outputs(
-            out_dir,
-            metrics_path,
-            embedder_path,
-            proposer,
-            data,
-            params,
-            {
-                "steps": step,
-                "epochs": params.epochs,
-                "seconds": round(seconds, 2),
-                "steps_per_second": round(rate, 3),
-                "images_per_second": round(rate * params.batch_size, 1),
-                "last_epoch": {k: v / max(1, count) for k, v in sums.items()},
-                "precision": precision.describe(),
-                "mlflow_run_id": run_id,
-            },
-        )
+        if ctx.is_main:
+            log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, step, final=True)
+            summary = write_outputs(
+                out_dir,
+                metrics_path,
+                embedder_path,
+                proposer,
+                data,
+                params,
+                {
+                    "steps": step,
+                    "epochs": params.epochs,
+                    "seconds": round(seconds, 2),
+                    "steps_per_second": round(rate, 3),
+                    "images_per_second": round(rate * params.batch_size, 1),
+                    "last_epoch": {k: float(v) for k, v in last_epoch.items()},
+                    "precision": precision.describe(),
+                    "processes": ctx.world_size,
+                    "mlflow_run_id": run_id,
+                },
+            )
         checkpoints.remove()
+    ctx.barrier()  # the outputs exist before any rank returns
     return OpenganResult(step, seconds, rate, resumed.step if resumed else None, run_id, summary)

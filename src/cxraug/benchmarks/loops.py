@@ -1,0 +1,274 @@
+"""The five training loops, each measured twice on the same data and nets: inside its stage function (MLflow
+tracking, checkpoints, progress bar, metric buffers, held-out checks at epoch ends), timed by the stage's
+`on_step` hook, and as the same step function in a bare loop. Plus the FLOPs of one step.
+
+A loop runs `epochs` short epochs of `steps` steps in the stage function, so the median step shows the
+per-step machinery and the epoch boundaries show the per-epoch work (reported per epoch: on real data an
+epoch is hundreds of steps long, here a few)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxraug.benchmarks.common import LoopResult, StepClock, count_flops, measure
+from cxraug.config import Params
+from cxraug.data.datasets import Split, load_split, to_model_range
+from cxraug.runtime import Precision, pick_device, pick_precision, seed_everything
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long each loop runs: `steps` steps per epoch, `epochs` epochs in the stage function, `timed`
+    steps of the bare loop after one warm-up step."""
+
+    steps: int = 4
+    epochs: int = 2
+    timed: int = 4
+
+
+def _bare(name: str, step: Callable[[], object], batch: int, budget: Budget) -> tuple[float, float]:
+    """(median seconds of a bare step, FLOPs of one step)."""
+    seconds = measure(name, step, batch, warmup=1, repeats=budget.timed).seconds
+    return seconds, count_flops(step)
+
+
+def _batches(split: Split, batch: int, device: torch.device):
+    """Endless random index batches into the split held on the device, as the stages draw them."""
+    g = torch.Generator().manual_seed(0)
+    while True:
+        yield torch.randperm(len(split), generator=g)[:batch].to(device)
+
+
+# ---------------------------------------------------------------------------------------------- BAGAN
+
+
+def bagan(prepared: Path, params: Params, budget: Budget) -> list[LoopResult]:
+    """The autoencoder step and the GAN step (D + G) of train_bagan."""
+    from cxraug.gans.bagan import architecture, train_bagan
+    from cxraug.gans.bagan_latent import ClassGaussians, LatentSampler, class_probabilities
+    from cxraug.gans.bagan_nets import BaganNets
+    from cxraug.gans.bagan_steps import adam, autoencoder_step, fakes_per_step, gan_step
+
+    p = params.train_bagan.model_copy(update={"ae_epochs": budget.epochs, "epochs": budget.epochs})
+    train = load_split(prepared, "train")
+    per_epoch = len(train) // p.batch_size
+    clocks = {phase: StepClock(phase) for phase in ("autoencoder", "gan")}
+    with tempfile.TemporaryDirectory(prefix="cxraug-bench-bagan-") as tmp:
+        out = Path(tmp)
+        train_bagan(
+            p,
+            prepared,
+            out / "models",
+            out / "metrics.json",
+            out / "ckpt",
+            on_step=lambda *a: [clock(*a) for clock in clocks.values()],
+        )
+
+    device = pick_device(p.device)
+    precision = pick_precision(device, p.precision)
+    seed_everything(p.seed)
+    nets = BaganNets.build(architecture(p, train)).apply(precision.module)
+    betas = (p.beta1, p.beta2)
+    opt_ae = adam([*nets.encoder.parameters(), *nets.decoder.parameters()], p.lr_ae, betas)
+    opt_g, opt_d = (
+        adam(nets.generator.parameters(), p.lr_g, betas),
+        adam(nets.discriminator.parameters(), p.lr_d, betas),
+    )
+    on_device = train.to(device)
+    batches = _batches(on_device, p.batch_size, device)
+    k, dim = train.n_classes, p.latent_dim
+    standard = ClassGaussians(
+        train.classes, np.zeros((k, dim)), np.stack([np.eye(dim)] * k), np.ones(k), np.zeros(k)
+    )
+    sampler, probs, rng = (
+        LatentSampler(standard, device),
+        class_probabilities(train.class_counts(), "uniform"),
+        torch.Generator(),
+    )
+
+    def draw(n: int):
+        c = torch.multinomial(probs, n, replacement=True, generator=rng)
+        return sampler(c, rng), c.to(device)
+
+    def real():
+        idx = next(batches)
+        return precision.batch(to_model_range(on_device.images[idx])), on_device.labels[idx]
+
+    def ae_step():
+        autoencoder_step(nets.encoder, nets.decoder, opt_ae, real()[0], precision)
+
+    n_fake = fakes_per_step(p.batch_size, k)
+
+    def gan():
+        x, y = real()
+        gan_step(nets.generator, nets.discriminator, opt_g, opt_d, x, y, draw, n_fake, precision)
+
+    results = []
+    for name, phase, step in (
+        ("BAGAN autoencoder", "autoencoder", ae_step),
+        ("BAGAN GAN step (D + G)", "gan", gan),
+    ):
+        bare, flops = _bare(name, step, p.batch_size, budget)
+        clock = clocks[phase]
+        extra = clock.extra_per_epoch(budget.epochs)  # BAGAN's last epoch end falls inside the window
+        note = f"{per_epoch} steps/epoch, widths G {p.g_base} D {p.d_base}, {precision.describe()}"
+        results.append(LoopResult(name, p.batch_size, bare, clock.median(), flops, extra, note))
+    return results
+
+
+# ------------------------------------------------------------------------------------ embedder, OpenGAN
+
+
+def embedder(prepared: Path, params: Params, budget: Budget, work: Path) -> tuple[LoopResult, Path]:
+    """train_embedder's step (two augmented views, supervised contrastive loss). Returns the trained
+    embedder's path too (the OpenGAN loop needs one), under `work`."""
+    from cxraug.gans.embedder import Embedder, embedder_step
+    from cxraug.gans.train_embedder import train_embedder
+    from cxraug.gans.training import adam
+
+    p = params.train_embedder.model_copy(update={"epochs": budget.epochs, "steps_per_epoch": budget.steps})
+    clock = StepClock()
+    keep = work / "embedder"
+    train_embedder(p, prepared, keep / "embedder.pt", keep / "metrics.json", keep / "ckpt", on_step=clock)
+
+    train = load_split(prepared, "train")
+    device = pick_device(p.device)
+    precision = pick_precision(device, p.precision)
+    seed_everything(p.seed)
+    model = precision.module(Embedder(train.image_size, p.embed_dim, p.base_width))
+    opt = adam(model.parameters(), device, p.lr, weight_decay=p.weight_decay, decoupled=True)
+    on_device, g = train.to(device), torch.Generator().manual_seed(0)
+    batches = _batches(on_device, p.batch_size, device)
+
+    def step():
+        idx = next(batches)
+        embedder_step(
+            model, opt, on_device.images[idx], on_device.labels[idx], p.temperature, p.augment, g, precision
+        )
+
+    bare, flops = _bare("embedder", step, p.batch_size, budget)
+    note = f"base width {p.base_width}, 2 views per image, {precision.describe()}"
+    result = LoopResult(
+        "embedder step",
+        p.batch_size,
+        bare,
+        clock.median(),
+        flops,
+        clock.extra_per_epoch(budget.epochs - 1),
+        note,
+    )
+    return result, keep / "embedder.pt"
+
+
+def opengan(prepared: Path, embedder_path: Path, params: Params, budget: Budget) -> LoopResult:
+    """train_opengan's step: D on real and generated (x, e), then G with the consistency term."""
+    from cxraug.gans.embedder import load_embedder
+    from cxraug.gans.opengan_nets import Generator, ProjectionDiscriminator
+    from cxraug.gans.train_opengan import gan_step, train_opengan
+    from cxraug.gans.training import adam
+
+    p = params.train_opengan.model_copy(update={"epochs": budget.epochs, "steps_per_epoch": budget.steps})
+    clock = StepClock()
+    with tempfile.TemporaryDirectory(prefix="cxraug-bench-opengan-") as tmp:
+        out = Path(tmp)
+        train_opengan(
+            p, prepared, embedder_path, out / "model", out / "metrics.json", out / "ckpt", on_step=clock
+        )
+
+    train = load_split(prepared, "train")
+    device = pick_device(p.device)
+    precision = pick_precision(device, p.precision)
+    frozen = precision.module(load_embedder(embedder_path, device))
+    seed_everything(p.seed)
+    size, dim = train.image_size, frozen.embed_dim
+    g = precision.module(Generator(size, p.latent_dim, dim, p.g_base_width))
+    d = precision.module(ProjectionDiscriminator(size, dim, p.d_base_width, p.spectral_norm))
+    opt_g, opt_d = (
+        adam(g.parameters(), device, p.lr_g, (p.beta1, p.beta2)),
+        adam(d.parameters(), device, p.lr_d, (p.beta1, p.beta2)),
+    )
+    on_device = train.to(device)
+    with torch.no_grad():
+        e_all = frozen(to_model_range(on_device.images))
+    batches, rng = _batches(on_device, p.batch_size, device), torch.Generator().manual_seed(0)
+
+    def step():
+        idx = next(batches)
+        z = torch.randn(len(idx), p.latent_dim, generator=rng).to(device)
+        real = precision.batch(to_model_range(on_device.images[idx]))
+        gan_step(g, d, frozen, opt_g, opt_d, real, e_all[idx], z, p, precision)
+
+    bare, flops = _bare("opengan", step, p.batch_size, budget)
+    widths = f"widths G {p.g_base_width} D {p.d_base_width}"
+    note = f"{widths}, consistency {p.consistency_weight:g}, {precision.describe()}"
+    return LoopResult(
+        "OpenGAN step (D + G)",
+        p.batch_size,
+        bare,
+        clock.median(),
+        flops,
+        clock.extra_per_epoch(budget.epochs - 1),
+        note,
+    )
+
+
+# ------------------------------------------------------------------------------------------- classifier
+
+
+def classifier(prepared: Path, params: Params, budget: Budget) -> LoopResult:
+    """train_classifier's step (VGG16, cross-entropy, fused AdamW); the epoch ends score the val split."""
+    from cxraug.checkpoint import Checkpointer
+    from cxraug.classifier import _optimizer, train_classifier, train_step
+    from cxraug.nets.vgg import build_vgg16
+
+    p = params.classify.model_copy(update={"epochs": budget.epochs, "patience": budget.epochs})
+    train, val = load_split(prepared, "train"), load_split(prepared, "val")
+    clock = StepClock()
+    with tempfile.TemporaryDirectory(prefix="cxraug-bench-classify-") as tmp:
+        checkpoint = Checkpointer(Path(tmp) / "ckpt.pt", "bench")  # the stage checkpoints every epoch
+        train_classifier(train.images, train.labels, val, p, seed=0, checkpoint=checkpoint, on_step=clock)
+
+    device = pick_device(p.device)
+    precision = pick_precision(device, p.precision)
+    seed_everything(0)
+    model = precision.module(
+        build_vgg16(
+            train.n_classes,
+            image_size=train.image_size,
+            width=p.width,
+            head=p.head,
+            norm=p.norm,
+            dropout=p.dropout,
+        )
+    )
+    opt = _optimizer(model, p, device)
+    on_device = train.to(device)
+    batches = _batches(on_device, p.batch_size, device)
+
+    def step():
+        train_step(model, opt, on_device.images, on_device.labels, next(batches), precision)
+
+    bare, flops = _bare("classifier", step, p.batch_size, budget)
+    note = (
+        f"VGG16 width {p.width:g}, {p.head} head, {len(val)} val images per epoch end, {precision.describe()}"
+    )
+    return LoopResult(
+        "classifier step",
+        p.batch_size,
+        bare,
+        clock.median(),
+        flops,
+        clock.extra_per_epoch(budget.epochs - 1),
+        note,
+    )
+
+
+def precision_of(params: Params) -> Precision:
+    """The precision the classifier stage runs with on this machine (the suite's peak is measured at it)."""
+    return pick_precision(pick_device(params.classify.device), params.classify.precision)

@@ -1,0 +1,73 @@
+"""Runs one training stage from a JSON job file; started by tests under `torchrun` (several processes)
+or plainly (one process). `kill_at`: every rank raises after that step, as if the job had been killed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from cxraug import distributed
+from cxraug.config import TrainBaganParams, TrainEmbedderParams, TrainOpenganParams
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def main(job_file: str) -> None:
+    job = json.loads(Path(job_file).read_text())
+    stage, paths, kill_at = job["stage"], {k: Path(v) for k, v in job["paths"].items()}, job.get("kill_at")
+
+    def on_step(*args) -> None:  # bagan: (phase, step, session); the others: (step,)
+        step = args[1] if len(args) == 3 else args[0]
+        phase = args[0] if len(args) == 3 else None
+        if kill_at is not None and step == kill_at and phase in (None, job.get("kill_phase", "gan")):
+            raise Killed(f"killed after step {step}")
+
+    try:
+        if stage == "train_embedder":
+            from cxraug.gans.train_embedder import train_embedder
+
+            train_embedder(
+                TrainEmbedderParams(**job["params"]),
+                paths["prepared"],
+                paths["out"],
+                paths["metrics"],
+                paths["checkpoints"],
+                on_step=on_step,
+            )
+        elif stage == "train_opengan":
+            from cxraug.gans.train_opengan import train_opengan
+
+            train_opengan(
+                TrainOpenganParams(**job["params"]),
+                paths["prepared"],
+                paths["embedder"],
+                paths["out"],
+                paths["metrics"],
+                paths["checkpoints"],
+                on_step=on_step,
+            )
+        elif stage == "train_bagan":
+            from cxraug.gans.bagan import train_bagan
+
+            train_bagan(
+                TrainBaganParams(**job["params"]),
+                paths["prepared"],
+                paths["out"],
+                paths["metrics"],
+                paths["checkpoints"],
+                on_step=on_step,
+            )
+        else:
+            raise SystemExit(f"unknown stage {stage}")
+    except Killed as e:
+        print(e, file=sys.stderr)
+        sys.exit(3)
+    finally:
+        distributed.cleanup()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
