@@ -12,6 +12,8 @@ os.environ["CXRAUG_NO_PROGRESS"] = "1"
 # OpenMP threads that spin while waiting make torch 10-30x slower when other processes share the cores
 # (measured: a 2-thread VGG step 0.96 s spinning vs 0.08 s passive); must be set before torch loads
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# resume tests compare weights to 1e-6: on a GPU that needs deterministic kernels (runtime.seed_everything)
+os.environ.setdefault("CXRAUG_DETERMINISTIC", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -56,6 +56,8 @@ class Checkpointer:
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            # dropout and other kernels on a GPU draw from CUDA's own generator
+            "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
             "extra": extra or {},
         }
         atomic_save(state, self.path)
@@ -88,6 +90,8 @@ class Checkpointer:
             optimizer.load_state_dict(state["optimizers"][name])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda_rng"])
         return Resumed(state["step"], state["epoch"], state["run_id"], state["extra"])
 
     def remove(self) -> None:

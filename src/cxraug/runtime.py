@@ -43,7 +43,13 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed every global RNG and return a torch.Generator that training code draws from explicitly."""
+    """Seed every global RNG and return a torch.Generator that training code draws from explicitly.
+    CXRAUG_DETERMINISTIC=1 also asks for deterministic GPU kernels (slower), so that a resumed CUDA run
+    ends bit for bit where an uninterrupted one does; on CPU our runs are deterministic anyway."""
+    if os.environ.get("CXRAUG_DETERMINISTIC") == "1":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

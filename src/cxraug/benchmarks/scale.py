@@ -73,15 +73,16 @@ def measure_point(
     """One data set size, measured in the calling process (run it in a fresh one)."""
     import torch
 
+    from cxraug.benchmarks.workspace import temporary_tracking
     from cxraug.config import PrepareParams
     from cxraug.data.datasets import load_split, to_model_range
     from cxraug.data.prepare import prepare
 
     os.environ.setdefault("CXRAUG_NO_PROGRESS", "1")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlflow.db"
     out = work / f"prepared-{n}-{image_size}"
     started = time.perf_counter()
-    prepare(PrepareParams(image_size=image_size), raw, out, work / f"prepare-{n}-{image_size}.json")
+    with temporary_tracking(f"sqlite:///{work}/mlflow.db"):
+        prepare(PrepareParams(image_size=image_size), raw, out, work / f"prepare-{n}-{image_size}.json")
     prepare_seconds = time.perf_counter() - started
 
     before = _rss_mb()
