@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-test: setup  ## fast test suite (what CI runs, ~10 min on 2 cores)
+test: setup  ## fast test suite (what CI runs, ~5 min on 2 cores)
 	$(BIN)/pytest -m "not slow"
 
 test-full: setup  ## every test, including the slow training ones
