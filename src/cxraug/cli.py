@@ -313,7 +313,7 @@ def bench_all(
 ) -> None:
     """Every training loop (autoencoder, BAGAN, embedder, OpenGAN, classifier) and the data path: images/s,
     FLOP rate as a share of this machine's matmul peak, overhead of our machinery over a bare loop, GAN
-    steps vs a dcgan-example-style loop at 64 px and 1024 px PNGs. About 10 min on 2 CPU cores."""
+    steps vs a dcgan-example-style loop at 64 px and 1024 px PNGs. About 5 min on 2 quiet CPU cores."""
     from cxraug.benchmarks.suite import COMPONENTS, default_output
 
     _run_bench(COMPONENTS, params, overlay, smoke, out or default_output(), images, steps)
