@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def trivial_worker(storage: str, study: str, n_trials: int, tracking_uri: str, o
 def sleepy_worker(storage: str, study: str, tracking_uri: str, out: str, started: str) -> None:
     """Trial 0 completes; trial 1 announces itself and sleeps until the test interrupts the process."""
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    # Ctrl-C at a terminal: a suite started in the background (`cmd &`, as CI may) ignores SIGINT, and
+    # a spawned child inherits that, so restore Python's KeyboardInterrupt handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def objective(trial) -> float:
         trial.suggest_float("lr_g", 1e-5, 1e-3, log=True)
