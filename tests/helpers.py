@@ -41,8 +41,9 @@ def balanced_rows(classes: list[str], per_class: int, patients_per_class: int) -
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_project(dest: Path, params_yaml: str | None = None) -> Path:
-    """A throwaway copy of the pipeline (dvc.yaml, params, data.dvc, src) as its own DVC project."""
+def make_project(dest: Path, params_yaml: str | None = None, raw: Path | None = None) -> Path:
+    """A throwaway copy of the pipeline (dvc.yaml, params, data.dvc, src) as its own DVC project, with
+    `raw` (if given) linked as its data/raw."""
     import shutil
     import subprocess
 
@@ -55,7 +56,19 @@ def make_project(dest: Path, params_yaml: str | None = None) -> Path:
     )
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=dest, check=True, env=project_env())
     subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=dest, check=True, env=project_env())
+    if raw is not None:
+        (dest / "data").mkdir()
+        (dest / "data" / "raw").symlink_to(raw)
     return dest
+
+
+def dvc(project: Path, *args: str, env: dict | None = None):
+    """`dvc ARGS` run in `project`, output captured (a CompletedProcess)."""
+    import subprocess
+
+    return subprocess.run(
+        ["dvc", *args], cwd=project, capture_output=True, text=True, env=env or project_env()
+    )
 
 
 def project_env() -> dict:

@@ -398,29 +398,26 @@ train_bagan:
   grid_per_class: 2
   device: cpu
   precision: fp32
+synthesize:                 # dvc.yaml's classify matrices read it
+  n_per_class: [4]
 """
 
 
 @pytest.mark.slow
 def test_dvc_repro_train_bagan_in_a_throwaway_project(tmp_path, demo_raw):
-    from tests.helpers import make_project
+    from tests.helpers import dvc, make_project
 
-    project = make_project(tmp_path / "project", PIPELINE_PARAMS)
-    (project / "data").mkdir()
-    (project / "data" / "raw").symlink_to(demo_raw)
+    project = make_project(tmp_path / "project", PIPELINE_PARAMS, raw=demo_raw)
 
-    def dvc(*args):
-        return subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, env=project_env())
-
-    assert dvc("commit", "-f", "-q", "data.dvc").returncode == 0
-    first = dvc("repro", "train_bagan")
+    assert dvc(project, "commit", "-f", "-q", "data.dvc").returncode == 0
+    first = dvc(project, "repro", "train_bagan")
     assert first.returncode == 0, first.stderr[-2000:]
     for name in ("generator.pt", "discriminator.pt", "autoencoder.pt", "class_gaussians.npz", "samples.png"):
         assert (project / "models" / "bagan" / name).is_file(), name
     metrics = json.loads((project / "metrics" / "train_bagan.json").read_text())
     assert metrics["gan_steps"] > 0 and metrics["mlflow_run_id"]
-    assert "didn't change" in dvc("repro", "train_bagan").stdout
-    assert "val_d_acc_real" in dvc("metrics", "show", "--json").stdout
+    assert "didn't change" in dvc(project, "repro", "train_bagan").stdout
+    assert "val_d_acc_real" in dvc(project, "metrics", "show", "--json").stdout
     images, scores = load_proposer(project / "models" / "bagan", torch.device("cpu")).propose(
         0, 3, torch.Generator().manual_seed(0)
     )

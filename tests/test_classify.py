@@ -391,19 +391,13 @@ def test_classify_verbs_explain_themselves(verb):
 
 @pytest.mark.slow  # two stages in subprocesses, each creating its MLflow store: ~1-2 min on 2 busy cores
 def test_dvc_repro_runs_a_real_data_variant(tmp_path, demo_raw):
-    import subprocess
 
-    from tests.helpers import make_project, project_env
+    from tests.helpers import dvc, make_project
 
-    project = make_project(tmp_path / "project", TINY_PARAMS_YAML)
-    (project / "data").mkdir()
-    (project / "data" / "raw").symlink_to(demo_raw)
+    project = make_project(tmp_path / "project", TINY_PARAMS_YAML, raw=demo_raw)
 
-    def dvc(*args):
-        return subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, env=project_env())
-
-    assert dvc("commit", "-f", "-q", "data.dvc").returncode == 0
-    listed = dvc("stage", "list").stdout
+    assert dvc(project, "commit", "-f", "-q", "data.dvc").returncode == 0
+    listed = dvc(project, "stage", "list").stdout
     for stage in (
         "classify_real@baseline",
         "classify_aug@4",
@@ -411,11 +405,11 @@ def test_dvc_repro_runs_a_real_data_variant(tmp_path, demo_raw):
         "classify_gan@opengan-4",
     ):
         assert stage in listed
-    first = dvc("repro", "classify_real@baseline")
+    first = dvc(project, "repro", "classify_real@baseline")
     assert first.returncode == 0, first.stderr
     for path in ("models/classifier/baseline.pt", "data/scores/baseline.npz", "plots/roc/baseline.csv"):
         assert (project / path).is_file()
-    shown = json.loads(dvc("metrics", "show", "--json").stdout)
+    shown = json.loads(dvc(project, "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]
     assert "macro_auc" in files["metrics/classify/baseline.json"]["data"]
-    assert "didn't change" in dvc("repro", "classify_real@baseline").stdout
+    assert "didn't change" in dvc(project, "repro", "classify_real@baseline").stdout

@@ -20,7 +20,7 @@ from cxraug.gans.opengan_nets import ConditionalBatchNorm2d, Generator, Projecti
 from cxraug.gans.train_embedder import train_embedder
 from cxraug.gans.train_opengan import train_opengan
 from cxraug.runtime import safe_load
-from tests.helpers import make_project, project_env
+from tests.helpers import dvc, make_project, project_env
 
 TINY_EMBEDDER = dict(
     embed_dim=16, base_width=8, epochs=2, steps_per_epoch=3, batch_size=32, knn_k=3, precision="fp32"
@@ -308,30 +308,26 @@ TINY_PARAMS = f"""
 prepare: {{image_size: 32}}
 train_embedder: {json.dumps(TINY_EMBEDDER)}
 train_opengan: {json.dumps({**TINY_GAN, "checkpoint_every": 100})}
+synthesize: {{n_per_class: [4]}}  # dvc.yaml's classify matrices read it
 """
 
 
 @pytest.mark.slow
 def test_dvc_repro_train_opengan_builds_embedder_and_gan_then_stays_up_to_date(tmp_path, demo_raw):
-    project = make_project(tmp_path / "project", TINY_PARAMS)
-    (project / "data").mkdir()
-    (project / "data" / "raw").symlink_to(demo_raw)
+    project = make_project(tmp_path / "project", TINY_PARAMS, raw=demo_raw)
 
-    def dvc(*args):
-        return subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, env=project_env())
-
-    assert dvc("commit", "-f", "-q", "data.dvc").returncode == 0
-    first = dvc("repro", "train_opengan")
+    assert dvc(project, "commit", "-f", "-q", "data.dvc").returncode == 0
+    first = dvc(project, "repro", "train_opengan")
     assert first.returncode == 0, first.stderr
     assert (project / "models" / "embedder.pt").is_file()
     assert (project / "models" / "opengan" / "opengan.pt").is_file()
     metrics = json.loads((project / "metrics" / "train_opengan.json").read_text())
     assert metrics["steps"] == 6 and (project / "mlruns" / "mlflow.db").is_file()
-    assert "didn't change" in dvc("repro", "train_opengan").stdout
+    assert "didn't change" in dvc(project, "repro", "train_opengan").stdout
     # a GAN setting reruns the GAN only; the frozen embedder stays as it is
     params = (project / "params.yaml").read_text().replace('"latent_dim": 16', '"latent_dim": 8')
     (project / "params.yaml").write_text(params)
-    again = dvc("repro", "train_opengan")
+    again = dvc(project, "repro", "train_opengan")
     assert again.returncode == 0, again.stderr
     assert (
         "Running stage 'train_opengan'" in again.stdout

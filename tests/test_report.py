@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -241,7 +240,7 @@ def test_real_vs_synthetic_shows_the_first_accepted_images_of_each_gan(report, t
 
 
 def test_report_stage_under_dvc_gives_metrics_and_plots(tmp_path, tracking_uri):
-    from tests.helpers import REPO, make_project, project_env
+    from tests.helpers import REPO, dvc, make_project, project_env
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["report"] |= {"n_bootstrap": 100, "grid_images": 2}
@@ -254,19 +253,16 @@ def test_report_stage_under_dvc_gives_metrics_and_plots(tmp_path, tracking_uri):
     env = project_env()
     env["MLFLOW_TRACKING_URI"] = tracking_uri  # the session's store: its schema already exists
 
-    def dvc(*args):
-        return subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, env=env)
-
-    run = dvc("repro", "--single-item", "report")
+    run = dvc(project, "repro", "--single-item", "report", env=env)
     assert run.returncode == 0, run.stderr + run.stdout
     assert (project / "reports/results.md").is_file() and (
         project / "reports/figures/auc_n3000.png"
     ).is_file()
     markdown = (project / "reports/results.md").read_text()
     assert "## GAN quality and memorisation" in markdown and "`dvc repro gan_metrics@opengan`" in markdown
-    shown = json.loads(dvc("metrics", "show", "--json").stdout)
+    shown = json.loads(dvc(project, "metrics", "show", "--json", env=env).stdout)
     assert "bagan_1000" in json.dumps(shown) and "p_value" in json.dumps(shown)
-    plots = dvc("plots", "show", "--json")
+    plots = dvc(project, "plots", "show", "--json", env=env)
     assert plots.returncode == 0, plots.stderr
     assert "plots/roc/baseline.csv" in plots.stdout and "fpr" in plots.stdout
 
