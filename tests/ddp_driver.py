@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from cxraug import distributed
-from cxraug.config import TrainBaganParams, TrainEmbedderParams, TrainOpenganParams
+from cxraug.core import distributed
+from cxraug.core.config import TrainBaganParams, TrainEmbedderParams, TrainOpenganParams
 
 
 class Killed(RuntimeError):
@@ -27,7 +27,7 @@ def main(job_file: str) -> None:
 
     try:
         if stage == "train_embedder":
-            from cxraug.gans.train_embedder import train_embedder
+            from cxraug.gans.opengan.train_embedder import train_embedder
 
             train_embedder(
                 TrainEmbedderParams(**job["params"]),
@@ -38,7 +38,7 @@ def main(job_file: str) -> None:
                 on_step=on_step,
             )
         elif stage == "train_opengan":
-            from cxraug.gans.train_opengan import train_opengan
+            from cxraug.gans.opengan.train import train_opengan
 
             train_opengan(
                 TrainOpenganParams(**job["params"]),
@@ -50,7 +50,7 @@ def main(job_file: str) -> None:
                 on_step=on_step,
             )
         elif stage == "train_bagan":
-            from cxraug.gans.bagan import train_bagan
+            from cxraug.gans.bagan.train import train_bagan
 
             train_bagan(
                 TrainBaganParams(**job["params"]),

@@ -1,5 +1,5 @@
 """NCCL check for scripts/gpu_check.sh: under `torchrun --nproc_per_node 2` on 2 GPUs, one DDP step of a
-small conv net through cxraug.distributed; every rank must end with the same weights, and the all-reduced
+small conv net through cxraug.core.distributed; every rank must end with the same weights, and the all-reduced
 mean of the ranks' ids must be 0.5. Prints one line per rank; exits non-zero on a mismatch."""
 
 from __future__ import annotations
@@ -7,9 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cxraug import distributed
-
-
+from cxraug.core import distributed
 def main() -> None:
     ctx = distributed.setup(torch.device("cuda"))
     device = distributed.rank_device(torch.device("cuda"), ctx)

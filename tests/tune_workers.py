@@ -11,8 +11,8 @@ import signal
 import time
 from pathlib import Path
 
-from cxraug.config import TuneParams, TunePrunerParams
-from cxraug.tune import report, run_worker
+from cxraug.core.config import TuneParams, TunePrunerParams
+from cxraug.tune.worker import report, run_worker
 
 NO_PRUNING = TuneParams(pruner=TunePrunerParams(enabled=False))
 

@@ -11,7 +11,7 @@ import torch
 from cxraug.benchmarks.common import Measurement, measure, synchronize
 from cxraug.benchmarks.reference import png_loader
 from cxraug.data.datasets import load_split, to_model_range
-from cxraug.runtime import Precision
+from cxraug.core.runtime import Precision
 
 
 def in_memory(prepared: Path, batch: int, precision: Precision, mmap: bool | None = None) -> Measurement:

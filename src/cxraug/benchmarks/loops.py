@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from cxraug.benchmarks.common import LoopResult, StepClock, count_flops, measure
-from cxraug.config import Params
+from cxraug.core.config import Params
 from cxraug.data.datasets import Split, load_split, to_model_range
-from cxraug.runtime import Precision, pick_device, pick_precision, seed_everything
+from cxraug.core.runtime import Precision, pick_device, pick_precision, seed_everything
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,10 @@ def _batches(split: Split, batch: int, device: torch.device):
 
 def bagan(prepared: Path, params: Params, budget: Budget) -> list[LoopResult]:
     """The autoencoder step and the GAN step (D + G) of train_bagan."""
-    from cxraug.gans.bagan import architecture, train_bagan
-    from cxraug.gans.bagan_latent import ClassGaussians, LatentSampler, class_probabilities
-    from cxraug.gans.bagan_nets import BaganNets
-    from cxraug.gans.bagan_steps import adam, autoencoder_step, fakes_per_step, gan_step
+    from cxraug.gans.bagan.train import architecture, train_bagan
+    from cxraug.gans.bagan.latent import ClassGaussians, LatentSampler, class_probabilities
+    from cxraug.gans.bagan.nets import BaganNets
+    from cxraug.gans.bagan.steps import adam, autoencoder_step, fakes_per_step, gan_step
 
     p = params.train_bagan.model_copy(update={"ae_epochs": budget.epochs, "epochs": budget.epochs})
     train = load_split(prepared, "train")
@@ -128,9 +128,9 @@ def bagan(prepared: Path, params: Params, budget: Budget) -> list[LoopResult]:
 def embedder(prepared: Path, params: Params, budget: Budget, work: Path) -> tuple[LoopResult, Path]:
     """train_embedder's step (two augmented views, supervised contrastive loss). Returns the trained
     embedder's path too (the OpenGAN loop needs one), under `work`."""
-    from cxraug.gans.embedder import Embedder, embedder_step
-    from cxraug.gans.train_embedder import train_embedder
-    from cxraug.gans.training import adam
+    from cxraug.gans.opengan.embedder import Embedder, embedder_step
+    from cxraug.gans.opengan.train_embedder import train_embedder
+    from cxraug.core.training import adam
 
     p = params.train_embedder.model_copy(update={"epochs": budget.epochs, "steps_per_epoch": budget.steps})
     clock = StepClock()
@@ -168,10 +168,10 @@ def embedder(prepared: Path, params: Params, budget: Budget, work: Path) -> tupl
 
 def opengan(prepared: Path, embedder_path: Path, params: Params, budget: Budget) -> LoopResult:
     """train_opengan's step: D on real and generated (x, e), then G with the consistency term."""
-    from cxraug.gans.embedder import load_embedder
-    from cxraug.gans.opengan_nets import Generator, ProjectionDiscriminator
-    from cxraug.gans.train_opengan import gan_step, train_opengan
-    from cxraug.gans.training import adam
+    from cxraug.gans.opengan.embedder import load_embedder
+    from cxraug.gans.opengan.nets import Generator, ProjectionDiscriminator
+    from cxraug.gans.opengan.train import gan_step, train_opengan
+    from cxraug.core.training import adam
 
     p = params.train_opengan.model_copy(update={"epochs": budget.epochs, "steps_per_epoch": budget.steps})
     clock = StepClock()
@@ -223,8 +223,8 @@ def opengan(prepared: Path, embedder_path: Path, params: Params, budget: Budget)
 
 def classifier(prepared: Path, params: Params, budget: Budget) -> LoopResult:
     """train_classifier's step (VGG16, cross-entropy, fused AdamW); the epoch ends score the val split."""
-    from cxraug.checkpoint import Checkpointer
-    from cxraug.classifier import _optimizer, train_classifier, train_step
+    from cxraug.core.checkpoint import Checkpointer
+    from cxraug.classifier.train import _optimizer, train_classifier, train_step
     from cxraug.nets.vgg import build_vgg16
 
     p = params.classify.model_copy(update={"epochs": budget.epochs, "patience": budget.epochs})

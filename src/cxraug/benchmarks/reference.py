@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from cxraug.benchmarks.common import synchronize
-from cxraug.config import Params
-from cxraug.errors import CxraugError
+from cxraug.core.config import Params
+from cxraug.core.errors import CxraugError
 
 
 def png_loader(folder: Path, image_size: int, batch_size: int, workers: int = 2, indexed: bool = False):
@@ -77,8 +77,8 @@ def bagan_reference(
     workers: int = 2,
 ) -> float:
     """Median seconds of one BAGAN GAN step (D on B real + ceil(B/K) fakes, G on B + ceil(B/K))."""
-    from cxraug.gans.bagan_nets import Architecture, BaganNets
-    from cxraug.gans.bagan_steps import fakes_per_step
+    from cxraug.gans.bagan.nets import Architecture, BaganNets
+    from cxraug.gans.bagan.steps import fakes_per_step
 
     p = params.train_bagan
     size = params.prepare.image_size
@@ -121,8 +121,8 @@ def opengan_reference(
 ) -> float:
     """Median seconds of one OpenGAN step (hinge D on real and generated (x, e), G with consistency);
     e of each real image is looked up in a table computed once, as our stage does."""
-    from cxraug.gans.embedder import load_embedder
-    from cxraug.gans.opengan_nets import Generator, ProjectionDiscriminator, consistency_loss
+    from cxraug.gans.opengan.embedder import load_embedder
+    from cxraug.gans.opengan.nets import Generator, ProjectionDiscriminator, consistency_loss
 
     p, size = params.train_opengan, params.prepare.image_size
     frozen = load_embedder(embedder_path, device)

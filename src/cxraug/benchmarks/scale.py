@@ -74,7 +74,7 @@ def measure_point(
     import torch
 
     from cxraug.benchmarks.workspace import temporary_tracking
-    from cxraug.config import PrepareParams
+    from cxraug.core.config import PrepareParams
     from cxraug.data.datasets import load_split, to_model_range
     from cxraug.data.prepare import prepare
 

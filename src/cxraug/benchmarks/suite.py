@@ -21,8 +21,8 @@ import torch
 from cxraug.benchmarks import data, loops, reference
 from cxraug.benchmarks.common import LoopResult, Measurement, load_average, machine, matmul_peak, table
 from cxraug.benchmarks.workspace import make_workspace, temporary_tracking
-from cxraug.config import Params
-from cxraug.runtime import pick_device, pick_precision
+from cxraug.core.config import Params
+from cxraug.core.runtime import pick_device, pick_precision
 
 OVERHEAD_TARGET = 0.05
 REFERENCE_TARGET = 1.75
@@ -152,7 +152,7 @@ def run(
 
 def _prepare_large(root: Path, out: Path, size: int) -> None:
     """The demo phantoms prepared again at a side where load_split memory-maps the images."""
-    from cxraug.config import PrepareParams
+    from cxraug.core.config import PrepareParams
     from cxraug.data.prepare import prepare
 
     prepare(PrepareParams(image_size=size), root / "raw", out, out.parent / "prepare-large.json")
@@ -311,7 +311,7 @@ def as_json(report: Report) -> dict:
 
 def write(report: Report, path: Path) -> Path:
     """The markdown report at `path` and its figures next to it as JSON (both written atomically)."""
-    from cxraug.runtime import atomic_write_json, atomic_write_text
+    from cxraug.core.runtime import atomic_write_json, atomic_write_text
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
     header = f"# cxraug benchmarks ({commit.strip() or 'no git'})\n\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from cxraug.benchmarks.common import Measurement, measure
-from cxraug.gans.synthesize import load_synthetic, synthesize, write_synthetic
+from cxraug.synthesis.draw import load_synthetic, synthesize, write_synthetic
 
 
 class PoolProposer:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxraug.config import PrepareParams
+from cxraug.core.config import PrepareParams
 
 
 @dataclass(frozen=True)

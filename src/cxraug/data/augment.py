@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from cxraug.config import AugmentParams
+from cxraug.core.config import AugmentParams
 
 
 def _uniform(n: int, bound: float, generator: torch.Generator) -> torch.Tensor:

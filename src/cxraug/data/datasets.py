@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxraug.errors import CxraugError
+from cxraug.core.errors import CxraugError
 
 SPLIT_KEYS = ("images", "labels", "patient_ids", "image_index", "classes")
 MMAP_FROM_SIZE = 128  # image side from which load_split memory-maps the images

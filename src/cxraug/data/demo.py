@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, PngImagePlugin
 
-from cxraug.errors import CxraugError
-from cxraug.runtime import atomic_write, progress
+from cxraug.core.errors import CxraugError
+from cxraug.core.runtime import atomic_write, progress
 
 NIH_HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"

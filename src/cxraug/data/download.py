@@ -7,8 +7,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from cxraug.errors import CxraugError
-from cxraug.runtime import file_md5, progress
+from cxraug.core.errors import CxraugError
+from cxraug.core.runtime import file_md5, progress
 
 # NIH Clinical Center's public links for images_001.tar.gz ... images_012.tar.gz (batch_download_zips.py)
 NIH_ARCHIVE_URLS = [

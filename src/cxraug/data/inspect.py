@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from cxraug.data.sources import Source, read_source
-from cxraug.runtime import progress
+from cxraug.core.runtime import progress
 
 
 @dataclass

@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxraug.config import PrepareParams
+from cxraug.core.config import PrepareParams
 from cxraug.data.images import BadImage, load_gray, resize_square
 from cxraug.data.sources import Source, read_source
 from cxraug.data.splits import split_by_patient
-from cxraug.errors import CxraugError
-from cxraug.runtime import atomic_savez, atomic_write, atomic_write_json, progress
+from cxraug.core.errors import CxraugError
+from cxraug.core.runtime import atomic_savez, atomic_write, atomic_write_json, progress
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -259,8 +259,8 @@ def log_to_mlflow(
 ) -> str:
     import mlflow
 
-    from cxraug import tracking
-    from cxraug.runtime import slug
+    from cxraug.core import tracking
+    from cxraug.core.runtime import slug
 
     with tracking.stage_run(
         experiment="prepare", stage="prepare", params=params, inputs=[source.metadata]

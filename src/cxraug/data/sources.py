@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxraug.errors import CxraugError
+from cxraug.core.errors import CxraugError
 
 METADATA_NAMES = [
     "Data_Entry_2017_v2020.csv",  # NIH's 2020 update (corrected ages, same labels): preferred

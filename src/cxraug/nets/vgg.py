@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from cxraug.errors import CxraugError
+from cxraug.core.errors import CxraugError
 
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 N_CONVS = sum(1 for v in VGG16_LAYOUT if v != "M")  # 13

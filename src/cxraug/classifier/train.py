@@ -1,0 +1,261 @@
+"""Train a VGG16 on given images, early-stopping on a validation split; predict; save and load it.
+
+Knows nothing about DVC paths or variants, so the classify stage, Optuna (short runs) and CAS
+(training on synthetic images only) all call the same `train_classifier`. The loop reads top to bottom:
+one epoch = one pass over the training set (or as many class-balanced draws), then the val AUC; the
+weights with the best val macro AUC are kept, training stops after `patience` epochs without a better
+one. The test split never enters this module: the caller predicts on it once with the returned model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cxraug.core import distributed
+from cxraug.core.checkpoint import Checkpointer
+from cxraug.core.config import ClassifyParams
+from cxraug.data.datasets import Split, balanced_indices, batch_indices, to_model_range
+from cxraug.core.distributed import SINGLE, WHOLE, Context, Shard
+from cxraug.metrics.auc import per_class_auc
+from cxraug.nets.vgg import VGG16, build_vgg16
+from cxraug.core.runtime import Precision, atomic_save, pick_device, pick_precision, safe_load, seed_everything
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    epoch: int  # 1-based
+    train_loss: float
+    val_auc: list[float]  # per class
+    val_macro_auc: float
+    seconds: float
+    images_per_second: float
+
+
+@dataclass
+class TrainedClassifier:
+    model: VGG16  # holds the best-epoch weights, in eval mode
+    best_epoch: int
+    best_val_macro_auc: float
+    history: list[EpochLog] = field(default_factory=list)
+    precision: Precision | None = None
+
+
+def inverse_frequency_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Cross-entropy class weights N / (K n_c): inverse frequency, averaging 1 over the training images."""
+    counts = torch.bincount(labels.cpu(), minlength=n_classes).float()
+    if (counts == 0).any():
+        raise ValueError(
+            f"every class needs training images for inverse-frequency weights, got {counts.tolist()}"
+        )
+    return counts.sum() / (n_classes * counts)
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module,
+    images: torch.Tensor,
+    precision: Precision,
+    batch_size: int = 512,
+    ctx: Context = SINGLE,
+) -> np.ndarray:
+    """Softmax scores float32 [N, K] of uint8 images [N, H, W], in eval mode and batches. Under torchrun
+    each rank scores its share of the images and every rank gets all N rows."""
+    was_training = model.training
+    model.eval()
+    mine = images[ctx.shard.rows(len(images))]
+    out = []
+    for start in range(0, len(mine), batch_size):
+        x = precision.batch(to_model_range(mine[start : start + batch_size].to(precision.device)))
+        with precision.autocast():
+            logits = model(x)
+        out.append(logits.float().softmax(1))
+    model.train(was_training)
+    if not out and not ctx.distributed:
+        return np.zeros((0, 0), np.float32)
+    local = torch.cat(out) if out else torch.zeros(0, model.config["n_classes"], device=precision.device)
+    return ctx.gather_rows(local, len(images)).cpu().numpy()
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    idx: torch.Tensor,
+    precision: Precision,
+    class_weights: torch.Tensor | None = None,
+    shard: Shard = WHOLE,
+) -> torch.Tensor:
+    """One optimiser step on the global batch `idx` of uint8 `images` [N, H, W] and `labels`, of which this
+    process takes its shard: cross-entropy (weighted if `class_weights`). Returns this process's term of
+    the global batch's mean loss (the loss itself in one process)."""
+    mine = shard.take(idx)
+    x, y = precision.batch(to_model_range(images[mine])), labels[mine]
+    with precision.autocast():
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y, weight=class_weights)
+    if class_weights is None:
+        loss = shard.scale(loss, len(mine), len(idx))
+    else:  # a weighted mean divides by the summed weights of the whole global batch
+        loss = shard.scale(loss, class_weights[y].sum(), class_weights[labels[idx]].sum())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def epoch_batches(
+    labels: torch.Tensor, batch_size: int, generator: torch.Generator, balanced: bool = False
+) -> Iterator[torch.Tensor]:
+    """One epoch of training index batches: a shuffle of all images, or (balanced) as many draws with
+    every class equally likely (oversampling the rare findings). Full batches only."""
+    n = len(labels)
+    order = balanced_indices(labels.cpu(), n, generator) if balanced else None
+    for idx in batch_indices(n, batch_size, generator):
+        yield order[idx] if order is not None else idx
+
+
+def _optimizer(model: nn.Module, params: ClassifyParams, device: torch.device) -> torch.optim.Optimizer:
+    # fused AdamW: one kernel for all parameters (on this CPU VGG16's step went from 0.78 s to 0.04 s)
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=fused)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def train_classifier(
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    val: Split,
+    params: ClassifyParams,
+    seed: int,
+    *,
+    class_weights: torch.Tensor | None = None,
+    balanced: bool = False,
+    checkpoint: Checkpointer | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    run_id: str | None = None,
+    device: torch.device | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainedClassifier:
+    """Train a VGG16 (params.head/width/norm/weights_path) from uint8 [N, H, W] images, early-stopping on
+    `val` macro AUC. `balanced`: each epoch draws N class-balanced indices instead of a shuffle.
+    `checkpoint`: saved every epoch and resumed from (with the best weights so far). `on_epoch` sees every
+    epoch's log (MLflow logging, Optuna pruning; on rank 0 only under torchrun). Returns the model with the
+    best epoch's weights. Under torchrun every rank trains its shard of each global batch (DDP, batch norm
+    synchronised over ranks) and gets the same model."""
+    device = device or pick_device(params.device)
+    ctx = distributed.setup(device)  # one process, or this rank's place under torchrun
+    device = distributed.rank_device(device, ctx)
+    distributed.check_batch(params.batch_size, ctx, "classify.batch_size")
+    precision = pick_precision(device, params.precision)
+    generator = seed_everything(seed)
+    n_classes = val.n_classes
+    model = build_vgg16(
+        n_classes,
+        image_size=val.image_size,
+        width=params.width,
+        head=params.head,
+        norm=params.norm,
+        dropout=params.dropout,
+        weights_path=params.weights_path,
+    )
+    model = ctx.sync_batchnorm(precision.module(model))
+    optimizer = _optimizer(model, params, device)
+    weights = None if class_weights is None else class_weights.float().to(device)
+
+    images, labels = train_images.to(device), train_labels.to(device)
+    cpu_labels = train_labels.cpu()
+    val_images, val_labels = val.images.to(device), val.labels.numpy()
+
+    best = {"epoch": 0, "auc": -1.0, "state": _cpu_state(model), "bad_epochs": 0, "history": []}
+    resumed = (
+        checkpoint.restore({"model": model}, {"optimizer": optimizer}, generator) if checkpoint else None
+    )
+    if resumed is not None:
+        best = resumed.extra
+    history = [EpochLog(**h) for h in best["history"]]
+    start_epoch = resumed.epoch if resumed else 0
+    ctx.decorrelate(seed)  # each rank its own dropout masks
+    trained = ctx.wrap(model)  # DDP for the training passes; evaluation uses `model`
+
+    for epoch in range(start_epoch + 1, params.epochs + 1):
+        if best["bad_epochs"] >= params.patience:
+            break  # a resumed run that had already stopped
+        started = time.perf_counter()
+        model.train()
+        total_loss, seen = torch.zeros((), device=device), 0
+        for idx in epoch_batches(cpu_labels, params.batch_size, generator, balanced):
+            idx = idx.to(device)
+            loss = train_step(trained, optimizer, images, labels, idx, precision, weights, ctx.shard)
+            total_loss += loss * len(idx)
+            seen += len(idx)
+            if on_step is not None:  # benchmarks time the loop with it
+                on_step(seen // len(idx))
+        total_loss = ctx.mean(total_loss)  # the ranks' terms -> the global batches' mean loss
+        train_seconds = time.perf_counter() - started
+
+        scores = predict_proba(model, val_images, precision, params.eval_batch_size, ctx)
+        val_auc = per_class_auc(scores, val_labels)
+        log = EpochLog(
+            epoch=epoch,
+            train_loss=float(total_loss) / max(seen, 1),
+            val_auc=[float(a) for a in val_auc],
+            val_macro_auc=float(val_auc.mean()),
+            seconds=time.perf_counter() - started,
+            images_per_second=seen / train_seconds if train_seconds else float("nan"),
+        )
+        history.append(log)
+        if log.val_macro_auc > best["auc"]:  # strict: ties keep the earlier epoch
+            best.update(epoch=epoch, auc=log.val_macro_auc, state=_cpu_state(model), bad_epochs=0)
+        else:
+            best["bad_epochs"] += 1
+        best["history"] = [asdict(h) for h in history]
+        if on_epoch is not None and ctx.is_main:
+            on_epoch(log)
+        if checkpoint is not None:  # written by rank 0
+            checkpoint.save(
+                step=epoch,
+                epoch=epoch,
+                modules={"model": model},
+                optimizers={"optimizer": optimizer},
+                generator=generator,
+                run_id=run_id,
+                extra=best,
+            )
+
+    model.load_state_dict(best["state"])
+    model.eval()
+    return TrainedClassifier(model, int(best["epoch"]), float(best["auc"]), history, precision)
+
+
+# ------------------------------------------------------------------------------------------- save / load
+
+
+def save_classifier(
+    model: VGG16, path: str | Path, classes: tuple[str, ...], **meta: str | int | float
+) -> Path:
+    """Weights + the constructor settings needed to rebuild the net (loadable with weights_only=True)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return atomic_save(
+        {"config": dict(model.config), "classes": list(classes), "meta": meta, "state_dict": state}, path
+    )
+
+
+def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> VGG16:
+    """A trained VGG16 in eval mode (its `classes` attribute names the outputs)."""
+    saved = safe_load(path)
+    model = VGG16(**saved["config"])
+    model.load_state_dict(saved["state_dict"])
+    model.classes = tuple(saved["classes"])
+    return model.to(device).eval()

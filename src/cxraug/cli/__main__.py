@@ -1,0 +1,5 @@
+"""`python -m cxraug.cli VERB` (what torchrun runs)."""
+
+from cxraug.cli.app import main
+
+main()

@@ -1,0 +1,173 @@
+"""MLflow wiring: one run per stage invocation, tagged so it can be found from dvc.lock and back.
+
+Tags on every run: git commit (and whether the tree was dirty), DVC stage, a hash of the stage's params
+section, and the md5 of every input file (the same md5 DVC records for a file dependency).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+import cxraug
+from cxraug.core.runtime import file_md5
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def configure() -> str:
+    """Point MLflow at $MLFLOW_TRACKING_URI, else the project's sqlite store; return the URI."""
+    import mlflow
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def params_hash(section: BaseModel) -> str:
+    payload = json.dumps(section.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def input_md5s(inputs: Sequence[str | Path]) -> dict[str, str]:
+    """md5 of every input file; a directory contributes each file below it."""
+    digests: dict[str, str] = {}
+    for item in map(Path, inputs):
+        files = sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item]
+        for f in files:
+            if f.is_file():
+                digests[f.as_posix()] = file_md5(f)
+    return digests
+
+
+def run_tags(stage: str, params: BaseModel, inputs: Sequence[str | Path]) -> dict[str, str]:
+    digests = input_md5s(inputs)
+    combined = hashlib.md5("".join(f"{k}:{v}" for k, v in sorted(digests.items())).encode()).hexdigest()
+    tags = {
+        "cxraug.version": cxraug.__version__,
+        "dvc.stage": stage,
+        "params.hash": params_hash(params),
+        "data.md5": combined,
+        "git.commit": _git("rev-parse", "HEAD") or "unknown",
+        "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+    }
+    tags.update({f"input.{Path(k).name}.md5": v for k, v in digests.items() if len(digests) <= 20})
+    return tags
+
+
+def _flatten(data: Mapping, prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:500]
+    return flat
+
+
+@contextlib.contextmanager
+def stage_run(
+    *,
+    experiment: str,
+    stage: str,
+    params: BaseModel,
+    inputs: Sequence[str | Path] = (),
+    run_name: str | None = None,
+    resume_run_id: str | None = None,
+    nested: bool = False,
+    extra_tags: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """Open (or reopen, when resuming) the MLflow run of one stage invocation; yield its run id.
+
+    Inside an open run (an Optuna trial calling a stage function) the stage's run nests under it, in that
+    run's experiment; a stage started on its own (DVC) opens a top-level run in `experiment`."""
+    import mlflow
+
+    configure()
+    outer = mlflow.active_run()
+    if outer is None:
+        mlflow.set_experiment(experiment)
+    nested = nested or outer is not None
+    experiment_id = outer.info.experiment_id if outer is not None else None
+    tags = {**run_tags(stage, params, inputs), **(extra_tags or {})}
+    if resume_run_id is not None:
+        with mlflow.start_run(run_id=resume_run_id, nested=nested) as run:
+            mlflow.set_tags(tags)
+            yield run.info.run_id
+        return
+    with mlflow.start_run(
+        run_name=run_name or stage, tags=tags, nested=nested, experiment_id=experiment_id
+    ) as run:
+        mlflow.log_params(_flatten(params.model_dump(mode="json")))
+        yield run.info.run_id
+
+
+class MetricBuffer:
+    """Collects per-step metrics and sends them in batches, so logging stays off the training hot path."""
+
+    def __init__(self, flush_every: int = 50) -> None:
+        self.flush_every = flush_every
+        self._pending: list = []
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if len(self._pending) >= self.flush_every * max(1, len(metrics)):
+            self.flush()
+
+    def flush(self) -> None:
+        import mlflow
+
+        run = mlflow.active_run()
+        while self._pending and run is not None:
+            batch, self._pending = self._pending[:1000], self._pending[1000:]
+            mlflow.MlflowClient().log_batch(run.info.run_id, metrics=batch, synchronous=True)
+
+
+def to_uint8_grid(images: torch.Tensor | np.ndarray, nrow: int = 8, padding: int = 2) -> np.ndarray:
+    """A [H, W] uint8 grid from uint8 images [N, H, W] / [N, 1, H, W] or floats in [-1, 1]."""
+    from torchvision.utils import make_grid
+
+    x = torch.as_tensor(images).detach().cpu()
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float().clamp(-1, 1)
+    grid = make_grid(x, nrow=nrow, padding=padding, pad_value=1.0)[0]
+    return ((grid + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def log_grid(images: torch.Tensor | np.ndarray, key: str, step: int | None = None, nrow: int = 8) -> None:
+    """Log an image grid; with a step it joins the run's image slider, so progress is visible per epoch."""
+    import mlflow
+
+    grid = to_uint8_grid(images, nrow=nrow)
+    if step is None:
+        mlflow.log_image(grid, artifact_file=f"{key}.png")
+    else:
+        mlflow.log_image(grid, key=key, step=step)

@@ -1,0 +1,116 @@
+"""Everything BAGAN training sends to MLflow, in one class (so that under DDP only rank 0 makes one).
+
+Step metrics go through a MetricBuffer as means over `log_every` steps; epoch metrics and image grids are
+logged with the epoch as their step, so MLflow's image slider shows progress epoch by epoch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxraug.core import tracking
+from cxraug.core.distributed import SINGLE, Context
+from cxraug.gans.bagan.latent import ClassGaussians
+from cxraug.core.runtime import slug
+
+
+class BaganTracker:
+    """Every rank keeps one (step metrics are averaged over ranks, a collective); only rank 0's logs."""
+
+    def __init__(self, classes: tuple[str, ...], log_every: int, ctx: Context = SINGLE) -> None:
+        self.classes = classes
+        self.log_every = log_every
+        self.ctx = ctx
+        self.buffer = tracking.MetricBuffer()
+        self._window: dict[str, list[torch.Tensor]] = defaultdict(list)
+
+    def step(self, metrics: dict[str, torch.Tensor], step: int) -> dict[str, float] | None:
+        """Collect one step's metrics (device tensors: no sync); every log_every steps log their means
+        (over steps and ranks) and return them (for the progress bar)."""
+        for key, value in metrics.items():
+            self._window[key].append(value)
+        if step % self.log_every:
+            return None
+        keys = list(self._window)
+        means = self.ctx.mean(torch.stack([torch.stack(self._window[k]).float().mean() for k in keys]))
+        self._window.clear()
+        means = dict(zip(keys, means.tolist(), strict=True))
+        if self.ctx.is_main:
+            self.buffer.log(means, step)
+        return means
+
+    def scalars(self, metrics: dict[str, float], step: int) -> None:
+        self.buffer.log(metrics, step)
+        self.buffer.flush()
+
+    def flush(self) -> None:
+        self.buffer.flush()
+
+    def reconstructions(self, inputs: torch.Tensor, reconstructions: torch.Tensor, epoch: int) -> None:
+        """Rows alternate: real training images of one class, then their reconstructions."""
+        per_class = len(inputs) // len(self.classes)
+        rows = torch.stack([inputs.cpu(), reconstructions.cpu()]).unflatten(1, (len(self.classes), per_class))
+        grid = rows.transpose(0, 1).reshape(-1, *inputs.shape[1:])
+        tracking.log_grid(grid, key="autoencoder/reconstructions", step=epoch, nrow=per_class)
+
+    def samples(self, images: torch.Tensor, epoch: int) -> None:
+        """One grid per class of images generated from the same fixed latents every epoch."""
+        for name, block in zip(self.classes, images.cpu().chunk(len(self.classes)), strict=True):
+            tracking.log_grid(block, key=f"samples/{slug(name)}", step=epoch, nrow=len(block))
+
+    def gaussians(
+        self, gaussians: ClassGaussians, latents: np.ndarray, labels: np.ndarray, path: Path
+    ) -> None:
+        import mlflow
+
+        metrics = {}
+        for c, name in enumerate(self.classes):
+            cov = gaussians.covariances[c]
+            metrics[f"latent/{slug(name)}/images"] = float(gaussians.counts[c])
+            metrics[f"latent/{slug(name)}/mean_variance"] = float(np.trace(cov) / len(cov))
+            metrics[f"latent/{slug(name)}/min_eigenvalue"] = float(np.linalg.eigvalsh(cov)[0])
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifact(str(path), artifact_path="latent")
+        mlflow.log_figure(latent_figure(latents, labels, gaussians), "latent/pca.png")
+
+    def outputs(self, out_dir: Path) -> None:
+        """The stage's output directory (models, Gaussians, final grid) as the run's artifacts."""
+        import mlflow
+
+        self.flush()
+        mlflow.log_artifacts(str(out_dir), artifact_path="bagan")
+
+    def final(self, metrics: dict) -> None:
+        import mlflow
+
+        mlflow.log_metrics({f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+
+
+def latent_figure(latents: np.ndarray, labels: np.ndarray, gaussians: ClassGaussians):
+    """The training images' codes projected on their first two principal axes, with each class's mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    center = latents.mean(axis=0)
+    _, _, axes = np.linalg.svd(latents - center, full_matrices=False)
+    project = lambda x: (x - center) @ axes[:2].T  # noqa: E731
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for c, name in enumerate(gaussians.classes):
+        points = project(latents[labels == c])
+        color = f"C{c}"
+        ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.5, color=color, label=f"{name} ({len(points)})")
+        mean = project(gaussians.means[c][None])[0]
+        ax.scatter(*mean, marker="X", s=120, color=color, edgecolor="black")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title("encoder codes of the training images (X: class means)")
+    ax.legend(fontsize=8, markerscale=2)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

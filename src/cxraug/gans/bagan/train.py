@@ -1,0 +1,343 @@
+"""`train_bagan` stage: BAGAN (Mariani et al. 2018) on the prepared training split, and its Proposer.
+
+1. autoencoder (encoder = D's conv trunk + a latent head, decoder = the generator) on real training images;
+2. one Gaussian per class (mean, full covariance) over the encoder's codes of that class's images;
+3. GAN: G starts as the decoder, D's trunk as the encoder; D has K+1 outputs (K classes + "generated").
+
+Outputs in <out>: autoencoder.pt, generator.pt, discriminator.pt (state dicts), class_gaussians.npz,
+bagan.json (architecture, classes) and samples.png (one row per class). Checkpoints in <checkpoints>:
+autoencoder.pt (kept until the stage ends) and gan.pt; a rerun resumes from them in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from cxraug.core import distributed
+from cxraug.core.checkpoint import Checkpointer, Resumed
+from cxraug.core.config import TrainBaganParams
+from cxraug.data.datasets import Split, load_split, to_model_range, to_uint8
+from cxraug.core.errors import CxraugError
+from cxraug.gans.bagan.latent import ClassGaussians, LatentSampler, fit_class_gaussians
+from cxraug.gans.bagan.nets import (
+    Architecture,
+    BaganNets,
+    Generator,
+    discriminator,
+    init_gan_from_autoencoder,
+)
+from cxraug.gans.bagan.steps import adam, fakes_per_step
+from cxraug.gans.bagan.tracking import BaganTracker
+from cxraug.gans.bagan.phases import (
+    Session,
+    StepHook,
+    discriminator_on,
+    encode,
+    evaluating,
+    fixed_latents,
+    generate,
+    reconstruction_error,
+    slices,
+    train_autoencoder,
+)
+from cxraug.gans.bagan.phases import train_gan as run_gan
+from cxraug.core.runtime import (
+    Precision,
+    atomic_save,
+    atomic_write,
+    atomic_write_json,
+    pick_device,
+    pick_precision,
+    safe_load,
+    seed_everything,
+)
+
+EXPERIMENT = "bagan"
+STAGE = "train_bagan"
+
+
+@dataclass
+class BaganResult:
+    run_id: str
+    metrics: dict
+
+
+def architecture(params: TrainBaganParams, train: Split) -> Architecture:
+    return Architecture(
+        image_size=train.image_size,
+        latent_dim=params.latent_dim,
+        g_base=params.g_base,
+        d_base=params.d_base,
+        d_dropout=params.d_dropout,
+        n_classes=train.n_classes,
+    )
+
+
+def fingerprint(params: TrainBaganParams, inputs: list[Path]) -> str:
+    """Settings + data a checkpoint belongs to; one from other settings is set aside, never resumed."""
+    from cxraug.core.tracking import input_md5s, params_hash
+
+    return params_hash(params) + ":" + ",".join(input_md5s(inputs).values())
+
+
+def train_bagan(
+    params: TrainBaganParams,
+    prepared_dir: Path,
+    out_dir: Path,
+    metrics_path: Path,
+    checkpoint_dir: Path,
+    on_step: StepHook | None = None,
+) -> BaganResult:
+    from cxraug.core import tracking
+    start = time.perf_counter()
+    inputs = [Path(prepared_dir) / "train.npz", Path(prepared_dir) / "val.npz"]
+    train, val = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
+    if val.classes != train.classes:
+        raise CxraugError(f"{prepared_dir}: train and val list different classes; rerun `cxraug prepare`")
+    ctx = distributed.setup(pick_device(params.device))  # one process, or this rank under torchrun
+    device = distributed.rank_device(pick_device(params.device), ctx)
+    distributed.check_batch(fakes_per_step(params.batch_size, train.n_classes), ctx, "train_bagan.batch_size")
+    precision = pick_precision(device, params.precision)  # before seeding: 'auto' times a few convs
+    rng = seed_everything(params.seed)  # global RNGs: weight init, dropout; rng: batches' latents
+    arch = architecture(params, train)
+    nets = BaganNets.build(arch).apply(precision.module).apply(ctx.sync_batchnorm)
+    betas = (params.beta1, params.beta2)
+    optimizers = {
+        "autoencoder": adam([*nets.encoder.parameters(), *nets.decoder.parameters()], params.lr_ae, betas),
+        "generator": adam(nets.generator.parameters(), params.lr_g, betas),
+        "discriminator": adam(nets.discriminator.parameters(), params.lr_d, betas),
+    }
+    checkpoints = PhaseCheckpoints(Path(checkpoint_dir), fingerprint(params, inputs), nets, optimizers, rng)
+    resumed_ae, resumed_gan = checkpoints.restore()
+    resumed = resumed_gan or resumed_ae
+    ae_done = bool(resumed_ae and resumed_ae.extra.get("done"))
+    ctx.decorrelate(params.seed)  # each rank its own dropout masks
+
+    run = tracking.stage_run(
+        experiment=EXPERIMENT,
+        stage=STAGE,
+        params=params,
+        inputs=inputs,
+        resume_run_id=resumed.run_id if resumed else None,
+        extra_tags={
+            "precision": precision.describe(),
+            "resumed_from": _describe_resume(resumed_ae, resumed_gan),
+            "processes": str(ctx.world_size),
+        },
+    )
+    metrics: dict = {}
+    with ctx.main_only(run) as run_id:
+        tracker = BaganTracker(train.classes, params.log_every, ctx)
+        s = Session(
+            params, nets, optimizers, train.to(device), val.to(device), precision, rng, tracker, on_step, ctx
+        )
+        s.wrapped = nets.apply(ctx.wrap) if ctx.distributed else None
+
+        timer, ae_start = time.perf_counter(), resumed_ae.step if resumed_ae else 0
+        if not ae_done:
+            train_autoencoder(s, ae_start, partial(checkpoints.save, "autoencoder", run_id=run_id))
+            checkpoints.save(
+                "autoencoder", params.ae_epochs * s.steps_per_epoch, params.ae_epochs, run_id, done=True
+            )
+        rates = {"ae_steps_per_second": _rate(params.ae_epochs * s.steps_per_epoch - ae_start, timer)}
+        if resumed_gan is None:
+            init_gan_from_autoencoder(nets, params.init_discriminator_from_encoder)
+
+        latents = encode(s, s.train.images)  # every rank fits the same Gaussians (it draws latents too)
+        gaussians = fit_class_gaussians(latents, train.labels.numpy(), train.classes, params.cov_ridge)
+        out_dir = Path(out_dir)
+        if ctx.is_main:
+            gaussians.save(out_dir / "class_gaussians.npz")
+            tracker.gaussians(gaussians, latents, train.labels.numpy(), out_dir / "class_gaussians.npz")
+
+        timer, gan_start = time.perf_counter(), resumed_gan.step if resumed_gan else 0
+        run_gan(s, gaussians, gan_start, partial(checkpoints.save, "gan", run_id=run_id))
+        rates["gan_steps_per_second"] = _rate(params.epochs * s.steps_per_epoch - gan_start, timer)
+
+        if ctx.is_main:
+            write_models(out_dir, nets, arch, train)
+            save_png(out_dir / "samples.png", sample_grid(s, gaussians), nrow=params.grid_per_class)
+            tracker.outputs(out_dir)
+            metrics = summarize(s, run_id, rates, time.perf_counter() - start)
+            tracker.final(metrics)
+            atomic_write_json(metrics_path, metrics)
+    ctx.barrier()  # the outputs exist before any rank returns
+    checkpoints.remove()
+    return BaganResult(run_id, metrics)
+
+
+class PhaseCheckpoints:
+    """One checkpoint per phase: the autoencoder's (nets, optimiser; `done` once finished, then kept until
+    the stage ends) and the GAN's. Both carry the run's random generator and MLflow run id."""
+
+    def __init__(
+        self,
+        directory: Path,
+        fingerprint: str,
+        nets: BaganNets,
+        optimizers: dict[str, torch.optim.Optimizer],
+        rng: torch.Generator,
+    ) -> None:
+        self.rng = rng
+        self.files = {
+            "autoencoder": Checkpointer(directory / "autoencoder.pt", fingerprint),
+            "gan": Checkpointer(directory / "gan.pt", fingerprint),
+        }
+        self.state = {
+            "autoencoder": (
+                {"encoder": nets.encoder, "decoder": nets.decoder},
+                {"autoencoder": optimizers["autoencoder"]},
+            ),
+            "gan": (
+                {"generator": nets.generator, "discriminator": nets.discriminator},
+                {k: optimizers[k] for k in ("generator", "discriminator")},
+            ),
+        }
+
+    def restore(self) -> tuple[Resumed | None, Resumed | None]:
+        """Load what was saved; the GAN's checkpoint counts only after a finished autoencoder."""
+        ae = self.files["autoencoder"].restore(*self.state["autoencoder"], self.rng)
+        if not (ae and ae.extra.get("done")):
+            return ae, None
+        return ae, self.files["gan"].restore(*self.state["gan"], self.rng)
+
+    def save(self, phase: str, step: int, epoch: int, run_id: str, done: bool = False) -> None:
+        modules, optimizers = self.state[phase]
+        self.files[phase].save(
+            step=step,
+            epoch=epoch,
+            modules=modules,
+            optimizers=optimizers,
+            generator=self.rng,
+            run_id=run_id,
+            extra={"done": done},
+        )
+
+    def remove(self) -> None:
+        for checkpointer in self.files.values():
+            checkpointer.remove()
+
+
+def _describe_resume(ae: Resumed | None, gan: Resumed | None) -> str:
+    if gan:
+        return f"gan step {gan.step}"
+    if ae:
+        return f"autoencoder step {ae.step}" + (" (done)" if ae.extra.get("done") else "")
+    return "none"
+
+
+def _rate(steps: int, since: float) -> float | None:
+    """Steps per second of this invocation (training plus its logging); None when nothing ran."""
+    return steps / (time.perf_counter() - since) if steps > 0 else None
+
+
+def summarize(s: Session, run_id: str, rates: dict[str, float | None], seconds: float) -> dict:
+    """metrics/train_bagan.json: held-out checks of the final nets, sizes, throughput of this invocation."""
+    p, per_epoch = s.params, s.steps_per_epoch
+    return {
+        "ae_val_loss": reconstruction_error(s, s.val.images),
+        **{k.removeprefix("gan/"): v for k, v in discriminator_on(s, s.val).items()},
+        "ae_steps": p.ae_epochs * per_epoch,
+        "gan_steps": p.epochs * per_epoch,
+        **{k: v for k, v in rates.items() if v is not None},
+        "seconds": seconds,
+        "precision": s.precision.describe(),
+        "train_images": dict(zip(s.train.classes, s.train.class_counts().tolist(), strict=True)),
+        "mlflow_run_id": run_id,
+    }
+
+
+def write_models(out_dir: Path, nets: BaganNets, arch: Architecture, train: Split) -> None:
+    cpu = lambda m: {k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()}  # noqa: E731
+    atomic_save({"encoder": cpu(nets.encoder), "decoder": cpu(nets.decoder)}, out_dir / "autoencoder.pt")
+    atomic_save(cpu(nets.generator), out_dir / "generator.pt")
+    atomic_save(cpu(nets.discriminator), out_dir / "discriminator.pt")
+    atomic_write_json(
+        out_dir / "bagan.json",
+        {
+            "architecture": arch.to_dict(),
+            "classes": list(train.classes),
+            "train_counts": train.class_counts().tolist(),
+        },
+    )
+
+
+def sample_grid(s: Session, gaussians: ClassGaussians) -> torch.Tensor:
+    """The final generator's images from the per-epoch fixed latents, class after class."""
+    sampler = LatentSampler(gaussians, s.train.images.device)
+    return generate(s, fixed_latents(sampler, s.train.n_classes, s.params.grid_per_class, s.params.seed))
+
+
+def save_png(path: Path, images: torch.Tensor, nrow: int) -> None:
+    from PIL import Image
+
+    from cxraug.core.tracking import to_uint8_grid
+
+    grid = to_uint8_grid(images, nrow=nrow)
+    atomic_write(path, lambda tmp: Image.fromarray(grid, mode="L").save(tmp, format="PNG"))
+
+
+# ------------------------------------------------------------------------------------------- proposer
+
+
+class BaganProposer:
+    """Draws n images of a class: z ~ N(mu_c, Sigma_c), x = G(z) stored as uint8, score = D's softmax
+    probability of class c over its K+1 outputs, computed on the uint8 image that is kept."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        disc: torch.nn.Module,
+        gaussians: ClassGaussians,
+        precision: Precision,
+        batch_size: int = 256,
+    ) -> None:
+        self.classes = gaussians.classes
+        self.generator = generator.eval()
+        self.discriminator = disc.eval()
+        self.sampler = LatentSampler(gaussians, precision.device)
+        self.precision = precision
+        self.batch_size = batch_size
+
+    def propose(
+        self, class_index: int, n: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= class_index < len(self.classes):
+            raise CxraugError(
+                f"class index {class_index} out of range: BAGAN knows {len(self.classes)} classes"
+            )
+        z = self.sampler(torch.full((n,), class_index), generator)
+        images, scores = [], []
+        with evaluating(self.generator, self.discriminator), self.precision.autocast():
+            for sl in slices(n, self.batch_size):
+                kept = to_uint8(self.generator(z[sl]))
+                logits = self.discriminator(self.precision.batch(to_model_range(kept))).float()
+                images.append(kept.cpu())
+                scores.append(logits.softmax(1)[:, class_index].cpu())
+        return torch.cat(images), torch.cat(scores)
+
+
+def load_proposer(model_dir: Path, device: torch.device) -> BaganProposer:
+    """The trained BAGAN of `model_dir` (the stage's output directory) as a Proposer."""
+    model_dir = Path(model_dir)
+    meta_path = model_dir / "bagan.json"
+    if not meta_path.is_file():
+        raise CxraugError(
+            f"{model_dir}: no bagan.json; run `cxraug train-bagan` (dvc repro train_bagan) first"
+        )
+    meta = json.loads(meta_path.read_text())
+    arch = Architecture(**meta["architecture"])
+    precision = pick_precision(device, "auto")
+    g, d = Generator(arch), discriminator(arch)
+    g.load_state_dict(safe_load(model_dir / "generator.pt"))
+    d.load_state_dict(safe_load(model_dir / "discriminator.pt"))
+    gaussians = ClassGaussians.load(model_dir / "class_gaussians.npz")
+    if list(gaussians.classes) != meta["classes"]:
+        raise CxraugError(f"{model_dir}: class_gaussians.npz and bagan.json disagree; rerun train_bagan")
+    return BaganProposer(precision.module(g), precision.module(d), gaussians, precision)

@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from cxraug.core.config import Params, load_params, parse_params
+from cxraug.core.errors import CxraugError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_repository_params_validate_and_match_documented_defaults():
+    params = load_params(REPO / "params.yaml")
+    assert params.prepare.classes == ["No Finding", "Infiltration", "Atelectasis", "Effusion", "Nodule"]
+    assert params.prepare.image_size == 64
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "hint"),
+    [
+        ({"prepare": {"val_fractoin": 0.1}}, "prepare.val_fractoin", "unknown key"),
+        ({"prepar": {}}, "prepar", "unknown key"),
+        ({"prepare": {"image_size": "big"}}, "prepare.image_size", "integer"),
+        ({"prepare": {"image_size": 48}}, "prepare.image_size", "power of two"),
+        ({"prepare": {"image_size": 16}}, "prepare.image_size", "power of two"),
+        (
+            {"prepare": {"val_fraction": -0.1, "train_fraction": 0.95}},
+            "prepare.val_fraction",
+            "greater than 0",
+        ),
+        ({"prepare": {"train_fraction": 0.8}}, "prepare", "sum to 1"),
+        ({"prepare": {"on_bad_image": "ignore"}}, "prepare.on_bad_image", "'skip' or 'fail'"),
+        ({"prepare": {"classes": ["No Finding", "No Finding"]}}, "prepare.classes", "distinct"),
+    ],
+)
+def test_bad_values_are_one_line_errors_naming_the_key(raw, key, hint):
+    with pytest.raises(CxraugError) as err:
+        parse_params(raw)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"{key}:" in message
+    assert hint in message
+
+
+def test_missing_sections_take_defaults_and_values_are_frozen():
+    params = parse_params({})
+    assert params == Params()
+    with pytest.raises(ValidationError):
+        params.prepare.image_size = 128  # type: ignore[misc]
+
+
+def test_unreadable_files_say_what_is_wrong(tmp_path):
+    with pytest.raises(CxraugError, match="no such params file"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("prepare:\n  image_size: [64\n")
+    with pytest.raises(CxraugError, match="not valid YAML at line"):
+        load_params(bad)
+    bad.write_text(yaml.safe_dump(["a", "list"]))
+    with pytest.raises(CxraugError, match="mapping of sections"):
+        load_params(bad)

@@ -1,0 +1,382 @@
+"""The OpenGAN-style GAN: conditioning by embeddings, projection D, proposers, the two stages end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cxraug.core.checkpoint import Checkpointer
+from cxraug.core.config import PrepareParams, TrainEmbedderParams, TrainOpenganParams, parse_params
+from cxraug.data.datasets import load_split
+from cxraug.data.prepare import prepare
+from cxraug.core.errors import CxraugError
+from cxraug.gans.opengan.conditioning import ExemplarConditioning, GaussianConditioning, prototype
+from cxraug.gans.opengan.embedder import embed, load_embedder
+from cxraug.gans.opengan.proposer import load_exemplar_proposer, load_proposer
+from cxraug.gans.opengan.nets import ConditionalBatchNorm2d, Generator, ProjectionDiscriminator
+from cxraug.gans.opengan.train_embedder import train_embedder
+from cxraug.gans.opengan.train import train_opengan
+from cxraug.core.runtime import safe_load
+from tests.helpers import dvc, make_project, project_env
+
+TINY_EMBEDDER = dict(
+    embed_dim=16, base_width=8, epochs=2, steps_per_epoch=3, batch_size=32, knn_k=3, precision="fp32"
+)
+TINY_GAN = dict(
+    latent_dim=16,
+    g_base_width=8,
+    d_base_width=8,
+    epochs=2,
+    steps_per_epoch=3,
+    batch_size=16,
+    grid_per_class=2,
+    checkpoint_every=2,
+    precision="fp32",
+)
+
+
+@pytest.fixture(scope="module")
+def prepared32(tmp_path_factory, demo_raw, tracking_uri):
+    out = tmp_path_factory.mktemp("prepared32")
+    prepare(PrepareParams(image_size=32), demo_raw, out / "prepared", out / "prepare.json")
+    return out / "prepared"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prepared32, tracking_uri):
+    """Both stages with tiny settings, as the pipeline runs them."""
+    root = tmp_path_factory.mktemp("opengan")
+    emb = train_embedder(
+        TrainEmbedderParams(**TINY_EMBEDDER),
+        prepared32,
+        root / "embedder.pt",
+        root / "train_embedder.json",
+        root / "ckpt_e",
+    )
+    gan = train_opengan(
+        TrainOpenganParams(**TINY_GAN),
+        prepared32,
+        root / "embedder.pt",
+        root / "opengan",
+        root / "train_opengan.json",
+        root / "ckpt_g",
+    )
+    return {"root": root, "embedder": emb, "gan": gan}
+
+
+def unit(n, d, seed):
+    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+# ------------------------------------------------------------------------------------ networks
+
+
+def test_generator_output_follows_e_at_every_scale_and_is_deterministic_in_eval_mode():
+    torch.manual_seed(0)
+    g = Generator(32, latent_dim=8, embed_dim=6, base_width=8)
+    z, e1, e2 = torch.randn(4, 8), unit(4, 6, 1), unit(4, 6, 2)
+    # freshly initialised W = 0: every conditional norm is plain batch norm, e has no effect
+    assert torch.allclose(g(z, e1), g(z, e2), atol=1e-6)
+    norms = [m for m in g.modules() if isinstance(m, ConditionalBatchNorm2d)]
+    assert len(norms) == len(g.blocks) == 3
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) and m.affine for m in g.modules())
+    for norm in norms:  # each scale alone makes the output depend on e
+        torch.nn.init.normal_(norm.gamma.weight, std=0.5)
+        torch.nn.init.normal_(norm.beta.weight, std=0.5)
+        assert not torch.allclose(g(z, e1), g(z, e2), atol=1e-4)
+        torch.nn.init.zeros_(norm.gamma.weight)
+        torch.nn.init.zeros_(norm.beta.weight)
+    for norm in norms:
+        torch.nn.init.normal_(norm.gamma.weight, std=0.5)
+    g(z, e1)  # a train-mode pass updates the running statistics used in eval mode
+    g.eval()
+    first = g(z, e1)
+    assert torch.equal(first, g(z, e1))
+    assert torch.allclose(g(z[:1], e1[:1]), first[:1], atol=1e-6)  # per sample: the batch does not matter
+    assert not torch.allclose(first, g(z, e2), atol=1e-4)
+    assert first.abs().max() <= 1
+
+
+@pytest.mark.parametrize("spectral", [True, False])
+def test_projection_discriminator_scores_image_embedding_agreement(spectral):
+    torch.manual_seed(0)
+    d = ProjectionDiscriminator(32, embed_dim=6, base_width=8, spectral=spectral).eval()
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    e_own, e_other = unit(4, 6, 1), unit(4, 6, 2)
+    own, other = d(x, e_own), d(x, e_other)
+    assert own.shape == (4,) and not torch.allclose(own, other, atol=1e-5)
+    # the dependence on e is exactly the projection term: without it, swapping e changes nothing
+    if spectral:  # spectral norm is scale-invariant: take it off to zero the projection
+        torch.nn.utils.parametrize.remove_parametrizations(d.projection, "weight")
+    with torch.no_grad():
+        d.projection.weight.zero_()
+    assert torch.allclose(d(x, e_own), d(x, e_other), atol=1e-6)
+
+
+def test_conditioning_draws_are_reproducible_unit_embeddings_of_the_class():
+    bank = F.normalize(unit(1, 16, 0) + 0.2 * unit(40, 16, 1), dim=1)
+    exemplars = ExemplarConditioning(bank)
+    draw = exemplars.draw(10, torch.Generator().manual_seed(0))
+    assert torch.equal(draw, exemplars.draw(10, torch.Generator().manual_seed(0)))
+    assert all((bank == row).all(1).any() for row in draw)  # each draw is a real image's embedding
+    gaussian = GaussianConditioning(bank)
+    draw = gaussian.draw(200, torch.Generator().manual_seed(0))
+    assert torch.allclose(draw.norm(dim=1), torch.ones(200), atol=1e-5)
+    assert torch.equal(draw, gaussian.draw(200, torch.Generator().manual_seed(0)))
+    assert (draw @ prototype(bank)).mean() > 0.9 > (draw @ prototype(unit(40, 16, 5))).mean()
+    single = GaussianConditioning(bank[:1]).draw(3, torch.Generator().manual_seed(0))
+    assert torch.allclose(single, bank[:1].expand(3, -1), atol=1e-2)  # one exemplar: draws stay on it
+    with pytest.raises(CxraugError):
+        ExemplarConditioning(bank[:0])
+
+
+# ------------------------------------------------------------------------------------ stages
+
+
+def test_stages_write_models_metrics_and_a_tracked_run_with_curves_and_grids(trained):
+    import mlflow
+
+    root = trained["root"]
+    emb = json.loads((root / "train_embedder.json").read_text())
+    assert 0 <= emb["val_knn_accuracy"] <= 1 and emb["steps"] == 6
+    assert set(emb["val_per_class_knn_recall"]) == {
+        "No Finding",
+        "Infiltration",
+        "Atelectasis",
+        "Effusion",
+        "Nodule",
+    }
+    gan = json.loads((root / "train_opengan.json").read_text())
+    assert gan["steps"] == 6 and gan["steps_per_second"] > 0
+    assert set(gan["samples"]) == set(emb["val_per_class_knn_recall"])
+    assert {p.name for p in (root / "opengan").iterdir()} == {"opengan.pt", "embedder.pt"}
+    assert not (root / "ckpt_g" / "state.pt").exists()  # the finished stage removes its checkpoint
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(gan["mlflow_run_id"])
+    assert run.data.tags["dvc.stage"] == "train_opengan" and "params.hash" in run.data.tags
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")] == list(range(1, 7))
+    assert len(client.get_metric_history(run.info.run_id, "samples_prototype_accuracy")) == 2
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    assert sum("samples~nodule+step+" in p and p.endswith(".png") for p in images) == 2  # one per epoch
+    assert any("samples~by_class+step+6" in p for p in images)
+    emb_run = client.get_run(emb["mlflow_run_id"])
+    assert "val_knn_accuracy" in emb_run.data.metrics
+    assert "embedding_pca.png" in {a.path for a in client.list_artifacts(emb_run.info.run_id)}
+
+
+def test_proposer_draws_deterministic_scored_candidates_of_each_class(trained, prepared32):
+    proposer = load_proposer(trained["root"] / "opengan", torch.device("cpu"))
+    assert proposer.classes == load_split(prepared32, "train").classes
+    images, scores = proposer.propose(4, 5, torch.Generator().manual_seed(0))
+    assert images.dtype == torch.uint8 and images.shape == (5, 32, 32)
+    assert scores.shape == (5,) and ((scores >= 0) & (scores <= 1)).all()
+    again, again_scores = proposer.propose(4, 5, torch.Generator().manual_seed(0))
+    assert torch.equal(images, again) and torch.equal(scores, again_scores)
+    other, _ = proposer.propose(4, 5, torch.Generator().manual_seed(1))
+    assert not torch.equal(images, other)
+    assert proposer.propose(0, 0, torch.Generator())[0].numel() == 0
+
+
+def test_exemplar_proposer_draws_a_new_label_from_any_size_of_exemplar(trained):
+    exemplars = torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8)  # resized to the model's 32 px
+    proposer = load_exemplar_proposer(
+        trained["root"] / "opengan", exemplars, "Pneumonia", torch.device("cpu")
+    )
+    assert proposer.classes == ("Pneumonia",)
+    images, scores = proposer.propose(0, 4, torch.Generator().manual_seed(0))
+    assert images.shape == (4, 32, 32) and ((scores >= 0) & (scores <= 1)).all()
+    # the new class competes with all 5 stored classes in the score's agreement term
+    assert len(proposer.prototypes) == 6 and proposer.targets == [5]
+    for bad in (torch.zeros(0, 32, 32, dtype=torch.uint8), torch.zeros(2, 32, 32)):
+        with pytest.raises(CxraugError, match="exemplar"):
+            load_exemplar_proposer(trained["root"] / "opengan", bad, "x", torch.device("cpu"))
+
+
+def test_interrupted_training_resumes_from_the_saved_step_and_ends_where_an_uninterrupted_run_does(
+    trained, prepared32, tmp_path, monkeypatch
+):
+    params = TrainOpenganParams(**TINY_GAN)
+    args = (params, prepared32, trained["root"] / "embedder.pt", tmp_path / "opengan", tmp_path / "m.json")
+    save = Checkpointer.save
+
+    def save_then_stop(self, **kwargs):
+        save(self, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_opengan(*args, tmp_path / "ckpt")
+    saved = safe_load(tmp_path / "ckpt" / "state.pt")
+    assert saved["step"] == 2 and saved["optimizers"]["generator"]["state"]
+    monkeypatch.setattr(Checkpointer, "save", save)
+
+    resumed = train_opengan(*args, tmp_path / "ckpt")
+    assert resumed.resumed_from == 2 and resumed.steps == 6
+    assert resumed.run_id == saved["run_id"]  # the same MLflow run continues
+    uninterrupted = safe_load(trained["root"] / "opengan" / "opengan.pt")
+    finished = safe_load(tmp_path / "opengan" / "opengan.pt")
+    for net in ("generator", "discriminator"):
+        for key, value in uninterrupted[net]["state_dict"].items():
+            assert torch.allclose(value.float(), finished[net]["state_dict"][key].float(), atol=1e-6), key
+
+
+def test_interrupted_embedder_training_resumes_to_the_same_embedder(
+    trained, prepared32, tmp_path, monkeypatch
+):
+    params = TrainEmbedderParams(**TINY_EMBEDDER, checkpoint_every=2)
+    args = (params, prepared32, tmp_path / "embedder.pt", tmp_path / "m.json", tmp_path / "ckpt")
+    save = Checkpointer.save
+
+    def save_then_stop(self, **kwargs):
+        save(self, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_embedder(*args)
+    monkeypatch.setattr(Checkpointer, "save", save)
+    resumed = train_embedder(*args)
+    assert resumed.resumed_from == 2 and resumed.steps == 6
+    expected = safe_load(trained["root"] / "embedder.pt")["state_dict"]
+    for key, value in safe_load(tmp_path / "embedder.pt")["state_dict"].items():
+        assert torch.allclose(value.float(), expected[key].float(), atol=1e-6), key
+
+
+def test_gan_needs_an_embedder_of_the_same_data(trained, prepared32, tmp_path):
+    from cxraug.gans.opengan.embedder import read_embedder_file
+    from cxraug.core.runtime import atomic_save
+
+    meta = read_embedder_file(trained["root"] / "embedder.pt")
+    atomic_save({**meta, "classes": ["a", "b"]}, tmp_path / "foreign.pt")
+    with pytest.raises(CxraugError, match="rerun train_embedder"):
+        train_opengan(
+            TrainOpenganParams(**TINY_GAN),
+            prepared32,
+            tmp_path / "foreign.pt",
+            tmp_path / "o",
+            tmp_path / "m.json",
+            tmp_path / "ckpt",
+        )
+    with pytest.raises(CxraugError, match="not among the prepared classes"):
+        train_embedder(
+            TrainEmbedderParams(**TINY_EMBEDDER, exclude_classes=["Pneumonia"]),
+            prepared32,
+            tmp_path / "e.pt",
+            tmp_path / "e.json",
+            tmp_path / "ckpt_e",
+        )
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"train_opengan": {"loss": "wasserstein"}}, "train_opengan.loss"),
+        ({"train_opengan": {"conditioning": "mean"}}, "train_opengan.conditioning"),
+        ({"train_embedder": {"embed_dim": 4}}, "train_embedder.embed_dim"),
+        ({"train_embedder": {"temprature": 0.1}}, "train_embedder.temprature"),
+    ],
+)
+def test_bad_settings_are_one_line_errors_naming_the_key(raw, key):
+    with pytest.raises(CxraugError, match=f"{key}:"):
+        parse_params(raw)
+
+
+def test_verbs_explain_themselves_and_fail_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from cxraug.cli import app
+
+    for verb in (["train-embedder"], ["train-opengan"], ["bench", "opengan"]):
+        shown = CliRunner().invoke(app, [*verb, "--help"])
+        assert shown.exit_code == 0 and "Usage" in shown.output and "--params" in shown.output
+    (tmp_path / "params.yaml").write_text("{}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "cxraug.cli", "train-opengan", "--prepared", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=project_env(),
+    )
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "run `cxraug prepare`" in out.stderr
+
+
+TINY_PARAMS = f"""
+prepare: {{image_size: 32}}
+train_embedder: {json.dumps(TINY_EMBEDDER)}
+train_opengan: {json.dumps({**TINY_GAN, "checkpoint_every": 100})}
+synthesize: {{n_per_class: [4]}}  # dvc.yaml's classify matrices read it
+"""
+
+
+@pytest.mark.slow
+def test_dvc_repro_train_opengan_builds_embedder_and_gan_then_stays_up_to_date(tmp_path, demo_raw):
+    project = make_project(tmp_path / "project", TINY_PARAMS, raw=demo_raw)
+
+    assert dvc(project, "commit", "-f", "-q", "data.dvc").returncode == 0
+    first = dvc(project, "repro", "train_opengan")
+    assert first.returncode == 0, first.stderr
+    assert (project / "models" / "embedder.pt").is_file()
+    assert (project / "models" / "opengan" / "opengan.pt").is_file()
+    metrics = json.loads((project / "metrics" / "train_opengan.json").read_text())
+    assert metrics["steps"] == 6 and (project / "mlruns" / "mlflow.db").is_file()
+    assert "didn't change" in dvc(project, "repro", "train_opengan").stdout
+    # a GAN setting reruns the GAN only; the frozen embedder stays as it is
+    params = (project / "params.yaml").read_text().replace('"latent_dim": 16', '"latent_dim": 8')
+    (project / "params.yaml").write_text(params)
+    again = dvc(project, "repro", "train_opengan")
+    assert again.returncode == 0, again.stderr
+    assert (
+        "Running stage 'train_opengan'" in again.stdout
+        and "Running stage 'train_embedder'" not in again.stdout
+    )
+
+
+@pytest.mark.slow
+def test_a_class_left_out_of_training_is_drawn_from_its_exemplars(tmp_path, tracking_uri):
+    """Open-set path end to end: embedder and GAN never see Effusion; conditioned on the embeddings of 20
+    Effusion training images, G's samples land nearer the real Effusion TEST images, in the embedding
+    space, than the real images of any other class. (The 2,000-image demo set: ~90 Effusion images.)"""
+    from cxraug.data.demo import make_demo_data
+
+    make_demo_data(tmp_path / "raw", n_images=2000, size=64, seed=0)
+    prepared = tmp_path / "prepared"
+    prepare(PrepareParams(image_size=32), tmp_path / "raw", prepared, tmp_path / "prepare.json")
+    embedder = TrainEmbedderParams(
+        embed_dim=32, base_width=16, epochs=10, batch_size=64, precision="fp32", exclude_classes=["Effusion"]
+    )
+    train_embedder(embedder, prepared, tmp_path / "embedder.pt", tmp_path / "e.json", tmp_path / "ckpt_e")
+    gan = TrainOpenganParams(
+        latent_dim=32,
+        g_base_width=16,
+        d_base_width=16,
+        epochs=10,
+        batch_size=32,
+        precision="fp32",
+        grid_per_class=4,
+    )
+    train_opengan(
+        gan,
+        prepared,
+        tmp_path / "embedder.pt",
+        tmp_path / "opengan",
+        tmp_path / "g.json",
+        tmp_path / "ckpt_g",
+    )
+    assert json.loads((tmp_path / "g.json").read_text())["excluded_classes"] == ["Effusion"]
+
+    train, test = load_split(prepared, "train"), load_split(prepared, "test")
+    effusion = train.classes.index("Effusion")
+    exemplars = train.images[train.labels == effusion][:20]
+    proposer = load_exemplar_proposer(tmp_path / "opengan", exemplars, "Effusion", torch.device("cpu"))
+    images, _ = proposer.propose(0, 64, torch.Generator().manual_seed(0))
+
+    judge = load_embedder(tmp_path / "opengan" / "embedder.pt", "cpu")
+    real = torch.stack([prototype(embed(judge, test.images[test.labels == c])) for c in range(5)])
+    similarity = embed(judge, images) @ real.T  # [64 samples, 5 classes]
+    mean = similarity.mean(0)
+    assert mean.argmax() == effusion, dict(zip(train.classes, mean.tolist(), strict=True))
+    assert (similarity.argmax(1) == effusion).float().mean() > 0.5
