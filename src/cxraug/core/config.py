@@ -152,14 +152,31 @@ class TrainOpenganParams(Section):
         None, ge=1, description="batches per epoch; null = training images // batch_size"
     )
     batch_size: int = Field(64, ge=2, le=4096, description="real (and fake) images per step")
-    lr_g: float = Field(2e-4, gt=0, le=1, description="generator Adam learning rate")
-    lr_d: float = Field(2e-4, gt=0, le=1, description="discriminator Adam learning rate")
-    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1 (DCGAN: 0.5)")
+    generator: Literal["residual", "dcgan"] = Field(
+        "residual",
+        description="residual: the published NewGAN generator (residual up-blocks, conditional BN, spectral "
+        "norm, self-attention); dcgan: the transposed-conv stack with conditional BN (gans/opengan/nets.py)",
+    )
+    lr_g: float = Field(1e-4, gt=0, le=1, description="generator Adam learning rate (reference: 1e-4)")
+    lr_d: float = Field(1e-4, gt=0, le=1, description="discriminator Adam learning rate (reference: 1e-4)")
+    beta1: float = Field(0.0, ge=0, lt=1, description="Adam beta1 (reference: 0; DCGAN: 0.5)")
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
     loss: Literal["hinge", "nonsaturating"] = Field("hinge", description="adversarial loss")
     spectral_norm: bool = Field(True, description="spectral norm in D (replaces D's batch norm)")
+    projection: bool = Field(
+        True,
+        description="D adds the projection term <V e, phi(x)> (image-embedding agreement); false: D is "
+        "unconditional and only the consistency term ties G(z, e) to e",
+    )
+    consistency: Literal["mse", "cosine"] = Field(
+        "mse",
+        description="G's consistency term: mse = mean (f(G(z, e)) - e)^2 (reference) | cosine = 1 - cos",
+    )
     consistency_weight: float = Field(
-        1.0, ge=0, le=100, description="weight of 1 - cos(embedder(G(z, e)), e) in G's loss; 0 = off"
+        0.01,
+        ge=0,
+        le=100,
+        description="weight of the consistency term in G's loss (reference: 0.01); 0 = off",
     )
     balanced: bool = Field(True, description="class-balanced real batches (rare classes seen as often)")
     conditioning: Literal["exemplars", "gaussian"] = Field(
@@ -183,6 +200,12 @@ class SynthesisFilterParams(Section):
         description="keep a candidate only if its score (the model's confidence that it "
         "shows the intended class) is >= this",
     )
+    unfiltered: list[Literal["bagan", "opengan"]] = Field(
+        default_factory=lambda: ["opengan"],
+        description="GANs whose candidates are all kept (scores recorded, not thresholded): the published "
+        "OpenGAN samples unfiltered, and its score, calibrated on trained classes, cannot vouch for an "
+        "unseen class drawn from exemplars",
+    )
     max_tries_factor: float = Field(
         20.0, ge=1, description="cap on candidates drawn per class, as a multiple of the images wanted"
     )
@@ -197,6 +220,10 @@ class SynthesisFilterParams(Section):
         description="near-copy: the candidate's nearest real training image is closer (pixel RMSE) than this "
         "x the median distance of a real training image to its nearest other real training image",
     )
+
+    def threshold_for(self, gan: str) -> float:
+        """The score a candidate of this GAN must reach: 0 (every candidate) if the GAN is unfiltered."""
+        return 0.0 if gan in self.unfiltered else self.threshold
 
 
 class SynthesizeParams(Section):

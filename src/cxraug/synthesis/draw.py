@@ -3,6 +3,8 @@ itself accepts as the intended class (BAGAN: its discriminator's K+1 softmax; Op
 embedder's nearest class), then write them as PNGs with an index.
 
 Policy, per class:
+- the threshold is `filter.threshold`, or 0 (every candidate passes, scores still recorded) for a GAN in
+  `filter.unfiltered` (by default OpenGAN, sampled unfiltered as published);
 - candidates are drawn in batches of `batch_size` until max(n_per_class) pass the threshold or
   ceil(max_tries_factor x wanted) candidates have been drawn (the last batch is shortened to the cap);
 - accepted images keep their draw order, so the first n of a class are what a variant with n synthetic
@@ -45,7 +47,10 @@ from cxraug.synthesis.files import (  # noqa: F401  (load_synthetic, read_index:
 from cxraug.core.runtime import Precision, atomic_write_json, pick_device, pick_precision, progress
 
 # Imported only when used, so each GAN's module (and its dependencies) loads only for its own stage.
-PROPOSERS = {"bagan": "cxraug.gans.bagan.train:load_proposer", "opengan": "cxraug.gans.opengan.proposer:load_proposer"}
+PROPOSERS = {
+    "bagan": "cxraug.gans.bagan.train:load_proposer",
+    "opengan": "cxraug.gans.opengan.proposer:load_proposer",
+}
 EXEMPLAR_PROPOSER = "cxraug.gans.opengan.proposer:load_exemplar_proposer"
 TRAIN_STAGES = {"bagan": "train_bagan", "opengan": "train_opengan"}
 KEEP_REJECTED = 32  # rejected candidates kept per class, only to show them beside the accepted ones
@@ -362,12 +367,13 @@ def _run(
     near_copy=None,
 ) -> SynthesizeResult:
     generator = torch.Generator().manual_seed(params.seed)
+    threshold = params.filter.threshold_for(gan)  # 0 for an unfiltered GAN: every candidate passes
     start = time.perf_counter()
     with torch.inference_mode(), precision.autocast():
         draws = synthesize(
             proposer,
             wanted,
-            params.filter.threshold,
+            threshold,
             params.filter.max_tries_factor,
             params.batch_size,
             generator,
@@ -381,7 +387,8 @@ def _run(
             metrics_path,
             {
                 "gan": gan,
-                "threshold": params.filter.threshold,
+                "threshold": threshold,
+                "filtered": gan not in params.filter.unfiltered,
                 "wanted_per_class": wanted,
                 "accepted": result.accepted,
                 "tried": result.tried,
@@ -397,7 +404,7 @@ def _run(
     short = {d.name: d.accepted for d in draws if d.accepted < required}
     if short:
         raise CxraugError(
-            f"{gan}: too few candidates passed threshold {params.filter.threshold} within "
+            f"{gan}: too few candidates passed threshold {threshold} within "
             f"{params.filter.max_tries_factor:g}x tries: accepted {short}, need {required} per class "
             f"(wrote them to {out_dir}; see the score histograms in MLflow run {result.run_id}); lower "
             "synthesize.filter.threshold or raise synthesize.filter.max_tries_factor"

@@ -207,11 +207,12 @@ class GanObjective:
         from cxraug.core.tracking import log_grid
 
         s = self.params.synthesize
+        threshold = s.filter.threshold_for(self.gan)  # 0: an unfiltered GAN keeps every candidate
         with torch.inference_mode():
             draws = synthesize(
                 proposer,
                 n,
-                s.filter.threshold,
+                threshold,
                 s.filter.max_tries_factor,
                 s.batch_size,
                 torch.Generator().manual_seed(s.seed),
@@ -221,7 +222,7 @@ class GanObjective:
         short = {d.name: d.accepted for d in draws if d.accepted < n}
         if short:
             raise optuna.TrialPruned(
-                f"too few candidates passed synthesize.filter.threshold {s.filter.threshold} within "
+                f"too few candidates passed synthesize.filter.threshold {threshold} within "
                 f"{s.filter.max_tries_factor:g}x tries: {short}, wanted {n} per class"
             )
         shown = min(n, 8)

@@ -1,8 +1,9 @@
 """OpenGAN-style networks (Ditria, Meyer & Drummond, ACCV 2020): a generator conditioned per sample on a
 metric-learning embedding e through feature normalisation, and a projection discriminator D(x, e).
 
-Both keep the project's one signature: `generator(z, cond)` -> images in [-1, 1] and
-`discriminator(x, cond)` -> one realness logit per image.
+This is the DCGAN-style pair (`train_opengan.generator: dcgan`); the published residual generator and its
+discriminator are in resnet.py, the losses in losses.py. Both keep the project's one signature:
+`generator(z, cond)` -> images in [-1, 1] and `discriminator(x, cond)` -> one realness logit per image.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxraug.gans.opengan.losses import (  # noqa: F401  (moved to losses.py; imported from here too)
+    consistency_loss,
+    discriminator_loss,
+    generator_loss,
+)
 from cxraug.nets.blocks import (
     ConditionalBatchNorm2d,
     discriminator_widths,
@@ -101,23 +107,3 @@ class ProjectionDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         phi = self.features(x)
         return self.realness(phi).squeeze(1) + (self.projection(e.to(phi.dtype)) * phi).sum(1)
-
-
-def discriminator_loss(real: torch.Tensor, fake: torch.Tensor, kind: str) -> torch.Tensor:
-    """hinge: E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]; nonsaturating: the logistic GAN loss."""
-    real, fake = real.float(), fake.float()
-    if kind == "hinge":
-        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-    return F.softplus(-real).mean() + F.softplus(fake).mean()
-
-
-def generator_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:
-    """hinge: -E[D(G(z))]; nonsaturating: E[softplus(-D(G(z)))] = -E[log sigmoid(D(G(z)))]."""
-    fake = fake.float()
-    return -fake.mean() if kind == "hinge" else F.softplus(-fake).mean()
-
-
-def consistency_loss(embedder: nn.Module, images: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-    """1 - cos(embedder(G(z, e)), e), averaged: the frozen metric network should place a sample where its
-    conditioning embedding is (the embedder's weights are frozen; gradients flow to the images only)."""
-    return 1 - (embedder(images) * e).sum(1).mean()

@@ -26,7 +26,7 @@ from cxraug.data.datasets import to_uint8
 from cxraug.core.errors import CxraugError
 from cxraug.gans.opengan.conditioning import Conditioning, make_conditioning, prototype
 from cxraug.gans.opengan.embedder import Embedder, embed, load_embedder
-from cxraug.gans.opengan.nets import Generator, ProjectionDiscriminator
+from cxraug.gans.opengan.architectures import rebuild, saved_state
 from cxraug.core.runtime import atomic_save, safe_load
 
 __all__ = ["OpenganProposer", "load_embedder", "load_exemplar_proposer", "load_proposer", "save_model"]
@@ -37,25 +37,19 @@ MODEL_FILE, EMBEDDER_FILE = "opengan.pt", "embedder.pt"
 
 def save_model(
     out_dir: Path,
-    generator: Generator,
-    discriminator: ProjectionDiscriminator,
+    generator: torch.nn.Module,
+    discriminator: torch.nn.Module,
     classes: tuple[str, ...],
     trained_classes: list[str],
     banks: list[torch.Tensor],
     conditioning: str,
     score_temperature: float,
 ) -> None:
-    def state(module: torch.nn.Module) -> dict:
-        return {
-            "config": dict(module.config),
-            "state_dict": {k: v.cpu() for k, v in module.state_dict().items()},
-        }
-
     atomic_save(
         {
             "format": FORMAT,
-            "generator": state(generator),
-            "discriminator": state(discriminator),
+            "generator": saved_state(generator),  # with "arch": which network to rebuild
+            "discriminator": saved_state(discriminator),
             "classes": list(classes),
             "trained_classes": list(trained_classes),
             "banks": [b.float().cpu() for b in banks],
@@ -73,8 +67,8 @@ class OpenganProposer:
         self,
         *,
         classes: tuple[str, ...],
-        generator: Generator,
-        discriminator: ProjectionDiscriminator,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module,
         embedder: Embedder,
         conditionings: list[Conditioning],
         prototypes: torch.Tensor,
@@ -119,17 +113,15 @@ class OpenganProposer:
         return torch.cat(images), torch.cat(scores)
 
 
-def _read(model_dir: Path, device: torch.device) -> tuple[dict, Generator, ProjectionDiscriminator, Embedder]:
+def _read(model_dir: Path, device: torch.device) -> tuple[dict, torch.nn.Module, torch.nn.Module, Embedder]:
     model_dir = Path(model_dir)
     state = safe_load(model_dir / MODEL_FILE)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CxraugError(
             f"{model_dir / MODEL_FILE}: not written by `cxraug train-opengan`; rerun that stage"
         )
-    generator = Generator(**state["generator"]["config"])
-    generator.load_state_dict(state["generator"]["state_dict"])
-    discriminator = ProjectionDiscriminator(**state["discriminator"]["config"])
-    discriminator.load_state_dict(state["discriminator"]["state_dict"])
+    generator = rebuild(state["generator"], "generator")
+    discriminator = rebuild(state["discriminator"], "discriminator")
     embedder = load_embedder(model_dir / EMBEDDER_FILE, device)
     return (
         state,

@@ -27,13 +27,8 @@ from cxraug.core.errors import CxraugError
 from cxraug.gans.opengan.conditioning import make_conditioning, prototype
 from cxraug.gans.opengan.embedder import Embedder, embed, load_embedder, read_embedder_file
 from cxraug.gans.opengan.proposer import EMBEDDER_FILE, OpenganProposer, save_model
-from cxraug.gans.opengan.nets import (
-    Generator,
-    ProjectionDiscriminator,
-    consistency_loss,
-    discriminator_loss,
-    generator_loss,
-)
+from cxraug.gans.opengan.architectures import build_nets
+from cxraug.gans.opengan.losses import consistency_loss, discriminator_loss, generator_loss
 from cxraug.core.training import StepLog, adam, epoch_batches, steps_per_epoch
 from cxraug.core.runtime import (
     Precision,
@@ -95,7 +90,11 @@ def gan_step(
     judge.requires_grad_(False)  # G's step needs gradients w.r.t. the images only
     with precision.autocast():
         loss_g = generator_loss(judge(fake, e), params.loss)
-        consistency = consistency_loss(embedder, fake, e) if params.consistency_weight else torch.zeros(())
+        consistency = (
+            consistency_loss(embedder, fake, e, params.consistency)
+            if params.consistency_weight
+            else torch.zeros(())
+        )
     loss_g, consistency = shard.scale(loss_g, n, batch), shard.scale(consistency, n, batch)
     opt_g.zero_grad(set_to_none=True)
     (loss_g + params.consistency_weight * consistency).backward()
@@ -257,10 +256,7 @@ def train_opengan(
     embedder = precision.module(data.embedder)
 
     size, embed_dim = data.split.image_size, data.embedder.embed_dim
-    generator = precision.module(Generator(size, params.latent_dim, embed_dim, params.g_base_width))
-    discriminator = precision.module(
-        ProjectionDiscriminator(size, embed_dim, params.d_base_width, params.spectral_norm)
-    )
+    generator, discriminator = map(precision.module, build_nets(params, size, embed_dim))
     generator, discriminator = ctx.sync_batchnorm(generator), ctx.sync_batchnorm(discriminator)
     betas = (params.beta1, params.beta2)
     opt_g = adam(generator.parameters(), device, params.lr_g, betas)
