@@ -17,6 +17,7 @@ from cxraug.gans.opengan.conditioning import ExemplarConditioning, GaussianCondi
 from cxraug.gans.opengan.embedder import embed, load_embedder
 from cxraug.gans.opengan.proposer import load_exemplar_proposer, load_proposer
 from cxraug.gans.opengan.nets import ConditionalBatchNorm2d, Generator, ProjectionDiscriminator
+from cxraug.gans.opengan.resnet import ResidualGenerator
 from cxraug.gans.opengan.train_embedder import train_embedder
 from cxraug.gans.opengan.train import train_opengan
 from cxraug.core.runtime import safe_load
@@ -171,6 +172,7 @@ def test_stages_write_models_metrics_and_a_tracked_run_with_curves_and_grids(tra
 def test_proposer_draws_deterministic_scored_candidates_of_each_class(trained, prepared32):
     proposer = load_proposer(trained["root"] / "opengan", torch.device("cpu"))
     assert proposer.classes == load_split(prepared32, "train").classes
+    assert isinstance(proposer.generator, ResidualGenerator)  # the default, rebuilt from the model file
     images, scores = proposer.propose(4, 5, torch.Generator().manual_seed(0))
     assert images.dtype == torch.uint8 and images.shape == (5, 32, 32)
     assert scores.shape == (5,) and ((scores >= 0) & (scores <= 1)).all()
@@ -196,11 +198,16 @@ def test_exemplar_proposer_draws_a_new_label_from_any_size_of_exemplar(trained):
             load_exemplar_proposer(trained["root"] / "opengan", bad, "x", torch.device("cpu"))
 
 
+@pytest.mark.parametrize("generator", ["residual", "dcgan"])
 def test_interrupted_training_resumes_from_the_saved_step_and_ends_where_an_uninterrupted_run_does(
-    trained, prepared32, tmp_path, monkeypatch
+    trained, prepared32, tmp_path, monkeypatch, generator
 ):
-    params = TrainOpenganParams(**TINY_GAN)
+    params = TrainOpenganParams(**TINY_GAN, generator=generator)
     args = (params, prepared32, trained["root"] / "embedder.pt", tmp_path / "opengan", tmp_path / "m.json")
+    reference = trained["root"] / "opengan"  # the fixture's run: the default, residual generator
+    if generator != "residual":
+        reference = tmp_path / "reference"
+        train_opengan(*args[:3], reference, tmp_path / "r.json", tmp_path / "ckpt_r")
     save = Checkpointer.save
 
     def save_then_stop(self, **kwargs):
@@ -217,8 +224,9 @@ def test_interrupted_training_resumes_from_the_saved_step_and_ends_where_an_unin
     resumed = train_opengan(*args, tmp_path / "ckpt")
     assert resumed.resumed_from == 2 and resumed.steps == 6
     assert resumed.run_id == saved["run_id"]  # the same MLflow run continues
-    uninterrupted = safe_load(trained["root"] / "opengan" / "opengan.pt")
+    uninterrupted = safe_load(reference / "opengan.pt")
     finished = safe_load(tmp_path / "opengan" / "opengan.pt")
+    assert finished["generator"]["arch"] == generator  # what proposer.py rebuilds
     for net in ("generator", "discriminator"):
         for key, value in uninterrupted[net]["state_dict"].items():
             assert torch.allclose(value.float(), finished[net]["state_dict"][key].float(), atol=1e-6), key

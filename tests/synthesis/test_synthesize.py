@@ -216,7 +216,7 @@ def test_unseen_class_from_exemplars_of_any_size_and_mode(tracking_uri, monkeypa
 
     def exemplar_proposer(model_dir, exemplars, label, device):
         received.update(exemplars=exemplars, label=label)
-        return FakeProposer(ceilings=(1.0,), classes=(label,))
+        return FakeProposer(ceilings=(0.2,), classes=(label,))  # every score < the 0.5 threshold
 
     monkeypatch.setattr(synth, "_import", lambda target: exemplar_proposer)
     folder = tmp_path / "exemplars"
@@ -234,6 +234,8 @@ def test_unseen_class_from_exemplars_of_any_size_and_mode(tracking_uri, monkeypa
     assert received["exemplars"].dtype == torch.uint8 and received["exemplars"].shape == (3, 32, 32)
     index = pd.read_csv(tmp_path / "new" / "index.csv")
     assert len(index) == result.accepted == 12 and set(index["label"]) == {0}
+    # OpenGAN is unfiltered by default: no score calibrated on trained classes vetoes an unseen one
+    assert result.draws[0].acceptance_rate == 1 and result.draws[0].scores.max() < 0.5
     assert index["file"].str.startswith("pneumothorax/").all()
 
 
