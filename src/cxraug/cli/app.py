@@ -426,7 +426,8 @@ def synthesize(
         Path, typer.Option(help="real training images (train.npz) for synthesize.filter.drop_near_copies")
     ] = Path("data/prepared"),
 ) -> None:
-    """Sample every class of a trained GAN and keep only candidates it scores >= synthesize.filter.threshold.
+    """Sample every class of a trained GAN and keep candidates it scores >= synthesize.filter.threshold
+    (all of them for a GAN in synthesize.filter.unfiltered: OpenGAN by default).
 
     Writes <out>/<class>/<00000>.png and <out>/index.csv (file, class, label, score) in acceptance order,
     replacing <out> whole. With --exemplars, OpenGAN draws one unseen class conditioned on the exemplars'
