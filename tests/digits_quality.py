@@ -27,6 +27,9 @@ def main() -> None:
     ap.add_argument("--generator", default="residual", choices=["residual", "dcgan"])
     ap.add_argument("--consistency", default=None, choices=["mse", "cosine"])
     ap.add_argument("--consistency-weight", type=float, default=None)
+    ap.add_argument("--lr", type=float, default=None, help="lr_g = lr_d")
+    ap.add_argument("--beta1", type=float, default=None)
+    ap.add_argument("--tag", default="", help="suffix of the output names")
     ap.add_argument("--digits", default="0,1,2,3,4")
     ap.add_argument("--rare", type=int, default=4, help="digit cut to --rare-n images; -1: none")
     ap.add_argument("--rare-n", type=int, default=40)
@@ -61,7 +64,7 @@ def main() -> None:
             PrepareParams(classes=class_names(digits), image_size=64), raw, prepared, out / "prepare.json"
         )
     excluded = [] if args.held_out is None else [DIGIT_NAMES[args.held_out]]
-    tag = f"{args.generator}" + (f"_heldout{args.held_out}" if excluded else "")
+    tag = f"{args.generator}" + (f"_heldout{args.held_out}" if excluded else "") + args.tag
     start = time.perf_counter()
     embedder = out / f"embedder{'_' + excluded[0] if excluded else ''}.pt"
     if not embedder.is_file():
@@ -89,6 +92,10 @@ def main() -> None:
     }
     if args.consistency:
         overrides["consistency"] = args.consistency
+    if args.lr is not None:
+        overrides |= {"lr_g": args.lr, "lr_d": args.lr}
+    if args.beta1 is not None:
+        overrides["beta1"] = args.beta1
     if args.consistency_weight is not None:
         overrides["consistency_weight"] = args.consistency_weight
     gan = defaults.model_copy(update=overrides)

@@ -169,7 +169,7 @@ def embedder(prepared: Path, params: Params, budget: Budget, work: Path) -> tupl
 def opengan(prepared: Path, embedder_path: Path, params: Params, budget: Budget) -> LoopResult:
     """train_opengan's step: D on real and generated (x, e), then G with the consistency term."""
     from cxraug.gans.opengan.embedder import load_embedder
-    from cxraug.gans.opengan.nets import Generator, ProjectionDiscriminator
+    from cxraug.gans.opengan.architectures import build_nets
     from cxraug.gans.opengan.train import gan_step, train_opengan
     from cxraug.core.training import adam
 
@@ -187,8 +187,7 @@ def opengan(prepared: Path, embedder_path: Path, params: Params, budget: Budget)
     frozen = precision.module(load_embedder(embedder_path, device))
     seed_everything(p.seed)
     size, dim = train.image_size, frozen.embed_dim
-    g = precision.module(Generator(size, p.latent_dim, dim, p.g_base_width))
-    d = precision.module(ProjectionDiscriminator(size, dim, p.d_base_width, p.spectral_norm))
+    g, d = map(precision.module, build_nets(p, size, dim))  # the configured generator
     opt_g, opt_d = (
         adam(g.parameters(), device, p.lr_g, (p.beta1, p.beta2)),
         adam(d.parameters(), device, p.lr_d, (p.beta1, p.beta2)),
@@ -205,8 +204,8 @@ def opengan(prepared: Path, embedder_path: Path, params: Params, budget: Budget)
         gan_step(g, d, frozen, opt_g, opt_d, real, e_all[idx], z, p, precision)
 
     bare, flops = _bare("opengan", step, p.batch_size, budget)
-    widths = f"widths G {p.g_base_width} D {p.d_base_width}"
-    note = f"{widths}, consistency {p.consistency_weight:g}, {precision.describe()}"
+    widths = f"{p.generator} G {p.g_base_width}, D {p.d_base_width}"
+    note = f"{widths}, consistency {p.consistency} x {p.consistency_weight:g}, {precision.describe()}"
     return LoopResult(
         "OpenGAN step (D + G)",
         p.batch_size,

@@ -122,7 +122,8 @@ def opengan_reference(
     """Median seconds of one OpenGAN step (hinge D on real and generated (x, e), G with consistency);
     e of each real image is looked up in a table computed once, as our stage does."""
     from cxraug.gans.opengan.embedder import load_embedder
-    from cxraug.gans.opengan.nets import Generator, ProjectionDiscriminator, consistency_loss
+    from cxraug.gans.opengan.architectures import build_nets
+    from cxraug.gans.opengan.losses import consistency_loss
 
     p, size = params.train_opengan, params.prepare.image_size
     frozen = load_embedder(embedder_path, device)
@@ -132,8 +133,7 @@ def opengan_reference(
             [frozen(x.to(device)) for x, *_ in torch.utils.data.DataLoader(loader.dataset, 256)]
         )
     torch.manual_seed(p.seed)
-    g = Generator(size, p.latent_dim, frozen.embed_dim, p.g_base_width).to(device)
-    d = ProjectionDiscriminator(size, frozen.embed_dim, p.d_base_width, p.spectral_norm).to(device)
+    g, d = (net.to(device) for net in build_nets(p, size, frozen.embed_dim))
     opt_g = torch.optim.Adam(g.parameters(), lr=p.lr_g, betas=(p.beta1, p.beta2))
     opt_d = torch.optim.Adam(d.parameters(), lr=p.lr_d, betas=(p.beta1, p.beta2))
 
@@ -147,7 +147,7 @@ def opengan_reference(
         err_fake.backward()
         opt_d.step()
         g.zero_grad()
-        err_g = -d(fake, e).mean() + p.consistency_weight * consistency_loss(frozen, fake, e)
+        err_g = -d(fake, e).mean() + p.consistency_weight * consistency_loss(frozen, fake, e, p.consistency)
         err_g.backward()
         opt_g.step()
         _ = (err_real.item() + err_fake.item(), err_g.item())

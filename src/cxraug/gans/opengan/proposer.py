@@ -4,7 +4,8 @@ draw candidate images of a class for `synthesize`.
 models/opengan/ holds `opengan.pt` (G, D, per-class banks of training-image embeddings, settings) and
 `embedder.pt` (a copy of the frozen embedder, so the directory is self-contained).
 
-Score of a candidate x drawn for class c with conditioning e (what `synthesize` thresholds), in [0, 1]:
+Score of a candidate x drawn for class c with conditioning e, in [0, 1] (recorded by `synthesize`, and
+thresholded only if `synthesize.filter.unfiltered` does not list opengan; by default it does):
 
     score = sigmoid(D(x, e)) * softmax_k( cos(f(x), p_k) / T )[c]
 
