@@ -19,7 +19,8 @@ from tests.fixtures_digits import (
 
 def test_digits_become_a_prepared_nih_dataset_with_the_rare_digit_cut(tmp_path, tracking_uri):
     raw = write_digits_nih(tmp_path / "raw", digits=range(5), rare=4, rare_n=40)
-    prepare(PrepareParams(classes=class_names(), image_size=64), raw, tmp_path / "p", tmp_path / "p.json")
+    params = PrepareParams(classes=class_names(), image_size=64, workers=1)  # no process pool to start
+    prepare(params, raw, tmp_path / "p", tmp_path / "p.json")
     splits = [load_split(tmp_path / "p", s) for s in ("train", "val", "test")]
     assert splits[0].classes == ("zero", "one", "two", "three", "four")
     counts = sum(np.bincount(s.labels.numpy(), minlength=5) for s in splits)
