@@ -20,6 +20,10 @@ import torch.nn.functional as F
 from cxraug.benchmarks.common import synchronize
 from cxraug.core.config import Params
 from cxraug.core.errors import CxraugError
+from cxraug.gans.bagan.nets import Architecture, BaganNets
+from cxraug.gans.bagan.steps import fakes_per_step
+from cxraug.gans.opengan.embedder import load_embedder
+from cxraug.gans.opengan.nets import Generator, ProjectionDiscriminator, consistency_loss
 
 
 def png_loader(folder: Path, image_size: int, batch_size: int, workers: int = 2, indexed: bool = False):
@@ -77,8 +81,6 @@ def bagan_reference(
     workers: int = 2,
 ) -> float:
     """Median seconds of one BAGAN GAN step (D on B real + ceil(B/K) fakes, G on B + ceil(B/K))."""
-    from cxraug.gans.bagan.nets import Architecture, BaganNets
-    from cxraug.gans.bagan.steps import fakes_per_step
 
     p = params.train_bagan
     size = params.prepare.image_size
@@ -121,8 +123,6 @@ def opengan_reference(
 ) -> float:
     """Median seconds of one OpenGAN step (hinge D on real and generated (x, e), G with consistency);
     e of each real image is looked up in a table computed once, as our stage does."""
-    from cxraug.gans.opengan.embedder import load_embedder
-    from cxraug.gans.opengan.nets import Generator, ProjectionDiscriminator, consistency_loss
 
     p, size = params.train_opengan, params.prepare.image_size
     frozen = load_embedder(embedder_path, device)
@@ -132,8 +132,8 @@ def opengan_reference(
             [frozen(x.to(device)) for x, *_ in torch.utils.data.DataLoader(loader.dataset, 256)]
         )
     torch.manual_seed(p.seed)
-    g = Generator(size, p.latent_dim, frozen.embed_dim, p.g_base_width).to(device)
-    d = ProjectionDiscriminator(size, frozen.embed_dim, p.d_base_width, p.spectral_norm).to(device)
+    g = Generator(size, p.latent_dim, frozen.embed_dim, p.g_base).to(device)
+    d = ProjectionDiscriminator(size, frozen.embed_dim, p.d_base, p.spectral_norm).to(device)
     opt_g = torch.optim.Adam(g.parameters(), lr=p.lr_g, betas=(p.beta1, p.beta2))
     opt_d = torch.optim.Adam(d.parameters(), lr=p.lr_d, betas=(p.beta1, p.beta2))
 
