@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cxraug.core import distributed
 from cxraug.core.config import TrainBaganParams, TrainEmbedderParams, TrainOpenganParams
+from cxraug.core.stage import Hooks
 
 
 class Killed(RuntimeError):
@@ -19,10 +20,10 @@ def main(job_file: str) -> None:
     job = json.loads(Path(job_file).read_text())
     stage, paths, kill_at = job["stage"], {k: Path(v) for k, v in job["paths"].items()}, job.get("kill_at")
 
-    def on_step(*args) -> None:  # bagan: (phase, step, session); the others: (step,)
-        step = args[1] if len(args) == 3 else args[0]
-        phase = args[0] if len(args) == 3 else None
-        if kill_at is not None and step == kill_at and phase in (None, job.get("kill_phase", "gan")):
+    kill_phase = job.get("kill_phase", "embedder" if stage == "train_embedder" else "gan")
+
+    def on_step(phase: str, step: int, nets) -> None:
+        if kill_at is not None and step == kill_at and phase == kill_phase:
             raise Killed(f"killed after step {step}")
 
     try:
@@ -35,7 +36,7 @@ def main(job_file: str) -> None:
                 paths["out"],
                 paths["metrics"],
                 paths["checkpoints"],
-                on_step=on_step,
+                Hooks(on_step=on_step),
             )
         elif stage == "train_opengan":
             from cxraug.gans.opengan.train import train_opengan
@@ -47,7 +48,7 @@ def main(job_file: str) -> None:
                 paths["out"],
                 paths["metrics"],
                 paths["checkpoints"],
-                on_step=on_step,
+                Hooks(on_step=on_step),
             )
         elif stage == "train_bagan":
             from cxraug.gans.bagan.train import train_bagan
@@ -58,7 +59,7 @@ def main(job_file: str) -> None:
                 paths["out"],
                 paths["metrics"],
                 paths["checkpoints"],
-                on_step=on_step,
+                Hooks(on_step=on_step),
             )
         else:
             raise SystemExit(f"unknown stage {stage}")

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from cxraug.core import distributed
+
+
 def main() -> None:
     ctx = distributed.setup(torch.device("cuda"))
     device = distributed.rank_device(torch.device("cuda"), ctx)

@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--rare-n", type=int, default=40)
     ap.add_argument("--held-out", type=int, default=None, help="digit left out of embedder and GAN")
     ap.add_argument("--exemplars", type=int, default=40)
-    ap.add_argument("--width", type=int, default=16, help="g_base_width = d_base_width")
+    ap.add_argument("--width", type=int, default=16, help="g_base = d_base")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--steps-per-epoch", type=int, default=50)
@@ -71,7 +71,7 @@ def main() -> None:
         e = TrainEmbedderParams(
             epochs=args.embedder_epochs,
             batch_size=64,
-            base_width=16,
+            d_base=16,
             embed_dim=64,
             precision="fp32",
             exclude_classes=excluded,
@@ -81,8 +81,8 @@ def main() -> None:
     defaults = load_params(Path(__file__).resolve().parents[1] / "params.yaml").train_opengan
     overrides = {
         "generator": args.generator,
-        "g_base_width": args.width,
-        "d_base_width": args.width,
+        "g_base": args.width,
+        "d_base": args.width,
         "batch_size": args.batch,
         "epochs": args.epochs,
         "steps_per_epoch": args.steps_per_epoch,

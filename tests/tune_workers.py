@@ -1,4 +1,4 @@
-"""Worker processes for tests/test_tune.py (module-level, so `multiprocessing` can spawn them).
+"""Worker processes for tests/tune/test_tune.py (module-level, so `multiprocessing` can spawn them).
 
 They run the real `run_worker` (study, sampler, pruner, MLflow) with trivial objectives: the trials are
 fast, so what is tested is the sharing of one study, not training."""

@@ -86,8 +86,8 @@ def test_scale_points_grow_with_the_data_and_memory_map_at_128_px(tmp_path, demo
 
 
 def test_load_split_memory_maps_large_images_and_reads_small_ones(tmp_path):
-    from cxraug.data.datasets import load_split
     from cxraug.core.runtime import atomic_savez
+    from cxraug.data.datasets import load_split
 
     for side in (32, 128):
         atomic_savez(

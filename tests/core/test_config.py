@@ -60,3 +60,24 @@ def test_unreadable_files_say_what_is_wrong(tmp_path):
     bad.write_text(yaml.safe_dump(["a", "list"]))
     with pytest.raises(CxraugError, match="mapping of sections"):
         load_params(bad)
+
+
+def _differences(defaults: dict, written: dict, path: str = "") -> list[str]:
+    found = []
+    for key in sorted(set(defaults) | set(written)):
+        where = f"{path}{key}"
+        if key not in written:
+            found.append(f"{where}: absent from params.yaml")
+        elif key not in defaults:
+            found.append(f"{where}: unknown to config")
+        elif isinstance(defaults[key], dict) and isinstance(written[key], dict) and where != "tune.overrides":
+            found += _differences(defaults[key], written[key], where + ".")
+        elif defaults[key] != written[key]:
+            found.append(f"{where}: config default {defaults[key]!r}, params.yaml {written[key]!r}")
+    return found
+
+
+def test_config_defaults_are_exactly_params_yaml():
+    """params.yaml spells out every setting, and says what the code would do without it."""
+    written = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert _differences(Params().model_dump(mode="json"), written) == []

@@ -16,10 +16,10 @@ import pytest
 import torch
 from torch import nn
 
-from cxraug.stages.classify import Paths, run_classify
 from cxraug.core.config import ClassifyParams, Params, PrepareParams, SynthesizeParams
 from cxraug.core.distributed import CpuSyncBatchNorm, Shard, convert_cpu_sync_batchnorm
 from cxraug.core.runtime import safe_load
+from cxraug.stages import classify
 from tests import ddp_driver
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_cpu_sync_batchnorm_in_one_process_is_batchnorm_with_the_same_state():
 
 EMBEDDER = {
     "embed_dim": 16,
-    "base_width": 8,
+    "d_base": 8,
     "epochs": 3,
     "steps_per_epoch": 3,
     "batch_size": 24,
@@ -169,7 +169,7 @@ def test_two_processes_train_the_classifier_like_one_process_with_the_same_globa
     prepared, tmp_path, tracking_uri
 ):
     params = Params(synthesize=SynthesizeParams(n_per_class=[10]), classify=CLASSIFY)
-    one = run_classify("baseline", params, replace(Paths().under(tmp_path / "one"), prepared=prepared))
+    one = classify.run(params, replace(classify.Paths("baseline").under(tmp_path / "one"), prepared=prepared))
 
     (tmp_path / "params.yaml").write_text(
         json.dumps({"synthesize": {"n_per_class": [10]}, "classify": CLASSIFY.model_dump(mode="json")})

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxraug.data.demo import NOTICE, _anatomy, make_demo_data, render
 from cxraug.core.errors import CxraugError
+from cxraug.data.demo import NOTICE, _anatomy, make_demo_data, render
 
 
 def _digest(root):

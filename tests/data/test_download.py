@@ -10,8 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from cxraug.data import download as dl
 from cxraug.core.errors import CxraugError
+from cxraug.data import download as dl
 
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):

@@ -4,10 +4,10 @@ import pytest
 from PIL import Image
 
 from cxraug.core.config import PrepareParams
+from cxraug.core.errors import CxraugError
 from cxraug.data.datasets import load_split
 from cxraug.data.images import load_gray
 from cxraug.data.prepare import prepare
-from cxraug.core.errors import CxraugError
 from tests.helpers import balanced_rows, write_nih
 
 CLASSES = ["No Finding", "Infiltration", "Atelectasis", "Effusion", "Nodule"]

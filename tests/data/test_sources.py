@@ -3,8 +3,8 @@ import gzip
 import numpy as np
 import pytest
 
-from cxraug.data.sources import MEDMNIST_LABELS, read_source
 from cxraug.core.errors import CxraugError
+from cxraug.data.sources import MEDMNIST_LABELS, read_source
 from tests.helpers import write_nih
 
 

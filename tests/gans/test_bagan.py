@@ -14,13 +14,16 @@ import torch
 import torch.nn.functional as F
 
 from cxraug.core.config import PrepareParams, TrainBaganParams
-from cxraug.data.datasets import load_split, to_model_range, to_uint8
 from cxraug.core.errors import CxraugError
-from cxraug.gans.bagan.train import fingerprint, load_proposer, train_bagan
-from cxraug.gans.bagan.latent import ClassGaussians, LatentSampler, class_probabilities, fit_class_gaussians
-from cxraug.gans.bagan.nets import Architecture, BaganNets, init_gan_from_autoencoder
-from cxraug.gans.bagan.steps import discriminator_loss, fakes_per_step, generator_loss
 from cxraug.core.runtime import safe_load
+from cxraug.core.stage import Hooks
+from cxraug.data.datasets import load_split, to_model_range, to_uint8
+from cxraug.gans.bagan.latent import ClassGaussians, LatentSampler, class_probabilities, fit_class_gaussians
+from cxraug.gans.bagan.losses import discriminator_loss, generator_loss
+from cxraug.gans.bagan.nets import Architecture, BaganNets, init_gan_from_autoencoder
+from cxraug.gans.bagan.proposer import load_proposer
+from cxraug.gans.bagan.steps import fakes_per_step
+from cxraug.gans.bagan.train import fingerprint, train_bagan
 from tests.helpers import project_env
 
 TINY = TrainBaganParams(
@@ -57,9 +60,8 @@ def prepared(demo_raw, tmp_path_factory, tracking_uri) -> Path:
 
 
 def _train(prepared: Path, root: Path, params: TrainBaganParams = TINY, on_step=None):
-    return train_bagan(
-        params, prepared, root / "models", root / "metrics.json", root / "checkpoints", on_step=on_step
-    )
+    hooks = Hooks(on_step=on_step)
+    return train_bagan(params, prepared, root / "models", root / "metrics.json", root / "checkpoints", hooks)
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +250,7 @@ class Kill:
     def __init__(self, phase: str, step: int) -> None:
         self.phase, self.step, self.seen = phase, step, []
 
-    def __call__(self, phase: str, step: int, session) -> None:
+    def __call__(self, phase: str, step: int, nets) -> None:
         self.seen.append((phase, step))
         if (phase, step) == (self.phase, self.step):
             raise KeyboardInterrupt
@@ -268,11 +270,11 @@ def test_killed_runs_resume_from_their_last_checkpoint_and_end_where_an_uninterr
 
     first_gan_step = {}
 
-    def check_gan_start(phase, step, s):
+    def check_gan_start(phase, step, nets):
         # after one Adam step (|update| <= lr) G is still the decoder, D's trunk the encoder
         if (phase, step) == ("gan", 1):
-            first_gan_step["g"] = _max_param_gap(s.nets.generator, s.nets.decoder)
-            first_gan_step["d"] = _max_param_gap(s.nets.discriminator.trunk, s.nets.encoder.trunk)
+            first_gan_step["g"] = _max_param_gap(nets["generator"], nets["decoder"])
+            first_gan_step["d"] = _max_param_gap(nets["discriminator"].trunk, nets["encoder"].trunk)
 
     kill = Kill("gan", 6)
     with pytest.raises(KeyboardInterrupt):  # resumed, then killed during the GAN
@@ -289,7 +291,7 @@ def test_killed_runs_resume_from_their_last_checkpoint_and_end_where_an_uninterr
     assert mlflow.MlflowClient().get_run(run_id).info.status == "FINISHED"
     assert not list(checkpoints.glob("*.pt"))
 
-    # the same weights as the run that was never interrupted: optimiser states and random draws resumed
+    # the same weights as the run that was never interrupted: optimizer states and random draws resumed
     for name in ("generator.pt", "discriminator.pt", "autoencoder.pt"):
         ours, theirs = safe_load(tmp_path / "models" / name), safe_load(reference_root / "models" / name)
         flat = (

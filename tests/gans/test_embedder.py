@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from cxraug.core.errors import CxraugError
+from cxraug.core.runtime import Precision, atomic_save
+from cxraug.core.training import adam, epoch_batches
 from cxraug.gans.opengan.embedder import (
     Embedder,
     augment,
@@ -15,8 +17,6 @@ from cxraug.gans.opengan.embedder import (
     save_embedder,
     supervised_contrastive_loss,
 )
-from cxraug.core.training import adam, epoch_batches
-from cxraug.core.runtime import Precision, atomic_save
 
 
 def shapes(n_per_class: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +82,7 @@ def test_training_separates_classes_far_above_chance():
     images, labels = shapes(40)
     val_images, val_labels = shapes(20, seed=1)
     device, precision = torch.device("cpu"), Precision(torch.device("cpu"), bf16=False, channels_last=False)
-    model = Embedder(32, embed_dim=16, base_width=8)
+    model = Embedder(32, embed_dim=16, d_base=8)
     before = retrieval(embed(model, images), labels, embed(model, val_images), val_labels, 5, ("a", "b", "c"))
     optimizer = adam(model.parameters(), device, 3e-3, weight_decay=1e-4, decoupled=True)
     g = torch.Generator().manual_seed(0)
@@ -110,7 +110,7 @@ def test_epoch_batches_are_reproducible_and_balanced():
 
 
 def test_saved_embedder_loads_frozen_in_eval_mode_and_embeds_the_same(tmp_path):
-    model = Embedder(32, embed_dim=16, base_width=8).eval()
+    model = Embedder(32, embed_dim=16, d_base=8).eval()
     save_embedder(model, tmp_path / "e.pt", ("a", "b"), ["a"])
     loaded = load_embedder(tmp_path / "e.pt", "cpu")
     x = torch.rand(3, 1, 32, 32) * 2 - 1

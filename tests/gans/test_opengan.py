@@ -10,26 +10,26 @@ import torch.nn.functional as F
 
 from cxraug.core.checkpoint import Checkpointer
 from cxraug.core.config import PrepareParams, TrainEmbedderParams, TrainOpenganParams, parse_params
+from cxraug.core.errors import CxraugError
+from cxraug.core.runtime import safe_load
 from cxraug.data.datasets import load_split
 from cxraug.data.prepare import prepare
-from cxraug.core.errors import CxraugError
 from cxraug.gans.opengan.conditioning import ExemplarConditioning, GaussianConditioning, prototype
 from cxraug.gans.opengan.embedder import embed, load_embedder
-from cxraug.gans.opengan.proposer import load_exemplar_proposer, load_proposer
 from cxraug.gans.opengan.nets import ConditionalBatchNorm2d, Generator, ProjectionDiscriminator
+from cxraug.gans.opengan.proposer import load_exemplar_proposer, load_proposer
 from cxraug.gans.opengan.resnet import ResidualGenerator
-from cxraug.gans.opengan.train_embedder import train_embedder
 from cxraug.gans.opengan.train import train_opengan
-from cxraug.core.runtime import safe_load
+from cxraug.gans.opengan.train_embedder import train_embedder
 from tests.helpers import dvc, make_project, project_env
 
 TINY_EMBEDDER = dict(
-    embed_dim=16, base_width=8, epochs=2, steps_per_epoch=3, batch_size=32, knn_k=3, precision="fp32"
+    embed_dim=16, d_base=8, epochs=2, steps_per_epoch=3, batch_size=32, knn_k=3, precision="fp32"
 )
 TINY_GAN = dict(
     latent_dim=16,
-    g_base_width=8,
-    d_base_width=8,
+    g_base=8,
+    d_base=8,
     epochs=2,
     steps_per_epoch=3,
     batch_size=16,
@@ -77,7 +77,7 @@ def unit(n, d, seed):
 
 def test_generator_output_follows_e_at_every_scale_and_is_deterministic_in_eval_mode():
     torch.manual_seed(0)
-    g = Generator(32, latent_dim=8, embed_dim=6, base_width=8)
+    g = Generator(32, latent_dim=8, embed_dim=6, g_base=8)
     z, e1, e2 = torch.randn(4, 8), unit(4, 6, 1), unit(4, 6, 2)
     # freshly initialised W = 0: every conditional norm is plain batch norm, e has no effect
     assert torch.allclose(g(z, e1), g(z, e2), atol=1e-6)
@@ -104,7 +104,7 @@ def test_generator_output_follows_e_at_every_scale_and_is_deterministic_in_eval_
 @pytest.mark.parametrize("spectral", [True, False])
 def test_projection_discriminator_scores_image_embedding_agreement(spectral):
     torch.manual_seed(0)
-    d = ProjectionDiscriminator(32, embed_dim=6, base_width=8, spectral=spectral).eval()
+    d = ProjectionDiscriminator(32, embed_dim=6, d_base=8, spectral=spectral).eval()
     x = torch.rand(4, 1, 32, 32) * 2 - 1
     e_own, e_other = unit(4, 6, 1), unit(4, 6, 2)
     own, other = d(x, e_own), d(x, e_other)
@@ -255,8 +255,8 @@ def test_interrupted_embedder_training_resumes_to_the_same_embedder(
 
 
 def test_gan_needs_an_embedder_of_the_same_data(trained, prepared32, tmp_path):
-    from cxraug.gans.opengan.embedder import read_embedder_file
     from cxraug.core.runtime import atomic_save
+    from cxraug.gans.opengan.embedder import read_embedder_file
 
     meta = read_embedder_file(trained["root"] / "embedder.pt")
     atomic_save({**meta, "classes": ["a", "b"]}, tmp_path / "foreign.pt")
@@ -296,7 +296,7 @@ def test_bad_settings_are_one_line_errors_naming_the_key(raw, key):
 def test_verbs_explain_themselves_and_fail_in_one_line(tmp_path):
     from typer.testing import CliRunner
 
-    from cxraug.cli import app
+    from cxraug.cli.app import app
 
     for verb in (["train-embedder"], ["train-opengan"], ["bench", "opengan"]):
         shown = CliRunner().invoke(app, [*verb, "--help"])
@@ -354,7 +354,7 @@ def test_a_class_left_out_of_training_is_drawn_from_its_exemplars(tmp_path, trac
     prepared = tmp_path / "prepared"
     prepare(PrepareParams(image_size=32), tmp_path / "raw", prepared, tmp_path / "prepare.json")
     embedder = TrainEmbedderParams(
-        embed_dim=32, base_width=16, epochs=10, batch_size=64, precision="fp32", exclude_classes=["Effusion"]
+        embed_dim=32, d_base=16, epochs=10, batch_size=64, precision="fp32", exclude_classes=["Effusion"]
     )
     train_embedder(embedder, prepared, tmp_path / "embedder.pt", tmp_path / "e.json", tmp_path / "ckpt_e")
     # The settings this was established with (the defaults before issue 14). With the published defaults
@@ -364,8 +364,8 @@ def test_a_class_left_out_of_training_is_drawn_from_its_exemplars(tmp_path, trac
     # dcgan + new optimiser + 1.0 cosine 52%, these settings 58%.
     gan = TrainOpenganParams(
         latent_dim=32,
-        g_base_width=16,
-        d_base_width=16,
+        g_base=16,
+        d_base=16,
         epochs=10,
         batch_size=32,
         precision="fp32",

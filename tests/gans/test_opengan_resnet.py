@@ -60,7 +60,7 @@ def test_conditional_norm_is_plain_batch_norm_at_init_and_follows_e_once_its_map
 
 def test_residual_generator_ignores_e_at_init_and_each_blocks_norm_alone_makes_it_follow_e():
     torch.manual_seed(0)
-    g = ResidualGenerator(32, latent_dim=8, embed_dim=6, base_width=8)
+    g = ResidualGenerator(32, latent_dim=8, embed_dim=6, g_base=8)
     z, e1, e2 = torch.randn(4, 8), unit(4, 6, 1), unit(4, 6, 2)
     g(z, e1)  # one train-mode pass: BN statistics and spectral norm's power iteration; eval mode keeps them
     g.eval()
@@ -79,7 +79,7 @@ def test_residual_generator_ignores_e_at_init_and_each_blocks_norm_alone_makes_i
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_residual_generator_draws_images_in_range_at_every_power_of_two(size):
     torch.manual_seed(0)
-    g = ResidualGenerator(size, latent_dim=8, embed_dim=6, base_width=4)
+    g = ResidualGenerator(size, latent_dim=8, embed_dim=6, g_base=4)
     images = g(torch.randn(3, 8), unit(3, 6, 0))
     assert images.shape == (3, 1, size, size) and images.abs().max() <= 1 and images.std() > 0
     assert g.config["attention_size"] == size // 4
@@ -92,7 +92,7 @@ def test_residual_generator_draws_images_in_range_at_every_power_of_two(size):
 
 
 def test_every_conv_and_linear_layer_of_g_and_d_is_spectrally_normalised():
-    g, d = build_nets(TrainOpenganParams(g_base_width=4, d_base_width=4, latent_dim=8), 32, 6)
+    g, d = build_nets(TrainOpenganParams(g_base=4, d_base=4, latent_dim=8), 32, 6)
     maps = {id(m) for n in conditional_norms(g) for m in (n.gamma, n.beta)}  # linear maps of e, not layers
     layers = [m for net in (g, d) for m in net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
     layers = [m for m in layers if id(m) not in maps]
@@ -105,7 +105,7 @@ def test_self_attention_starts_as_the_identity_and_its_gain_moves_in_training():
     block = SelfAttention(16)
     x = torch.randn(2, 16, 8, 8)
     assert block.gain.item() == 0 and torch.equal(block(x), x)
-    p = TrainOpenganParams(latent_dim=8, g_base_width=8, d_base_width=8, precision="fp32")
+    p = TrainOpenganParams(latent_dim=8, g_base=8, d_base=8, precision="fp32")
     g, d = build_nets(p, 32, PixelEmbedder.embed_dim)
     embedder, cpu = PixelEmbedder(32), torch.device("cpu")
     opt_g, opt_d = adam(g.parameters(), cpu, p.lr_g, (p.beta1, p.beta2)), adam(d.parameters(), cpu, p.lr_d)
@@ -120,7 +120,7 @@ def test_self_attention_starts_as_the_identity_and_its_gain_moves_in_training():
 @pytest.mark.parametrize("projection", [True, False])
 def test_discriminator_projection_term_is_optional(projection):
     torch.manual_seed(0)
-    d = ConvDiscriminator(32, embed_dim=6, base_width=8, projection=projection).eval()
+    d = ConvDiscriminator(32, embed_dim=6, d_base=8, projection=projection).eval()
     x = torch.rand(4, 1, 32, 32) * 2 - 1
     own, other = d(x, unit(4, 6, 1)), d(x, unit(4, 6, 2))
     assert own.shape == (4,)
@@ -155,7 +155,7 @@ def test_defaults_are_the_references_and_params_yaml_says_the_same():
 def test_a_saved_net_names_its_architecture_and_is_rebuilt_from_it_files_without_a_name_are_dcgan():
     torch.manual_seed(0)
     for generator in ("residual", "dcgan"):
-        p = TrainOpenganParams(generator=generator, latent_dim=8, g_base_width=4, d_base_width=4)
+        p = TrainOpenganParams(generator=generator, latent_dim=8, g_base=4, d_base=4)
         g, d = build_nets(p, 32, 6)
         z, e = torch.randn(2, 8), unit(2, 6, 0)
         for net, role in ((g, "generator"), (d, "discriminator")):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from cxraug.classifier.train import load_classifier, save_classifier
+from cxraug.classifier.predict import load_classifier, save_classifier
 from cxraug.core.errors import CxraugError
 from cxraug.nets.vgg import VGG16, build_vgg16, load_imagenet_features
 

@@ -14,8 +14,10 @@ import yaml
 from PIL import Image
 
 from cxraug.core.config import DEFAULT_CLASSES, ReportParams
-from cxraug.report.build import Inputs, VariantMetrics, auc_table, make_report
 from cxraug.core.runtime import atomic_savez
+from cxraug.report.inputs import Inputs, VariantMetrics
+from cxraug.report.tables import auc_table
+from cxraug.stages.report import make_report
 
 CLASSES = tuple(DEFAULT_CLASSES)
 N_TEST, SEEDS = 300, [0, 1, 2]
@@ -224,8 +226,8 @@ def test_figures_are_written_and_linked(report):
 
 def test_real_vs_synthetic_shows_the_first_accepted_images_of_each_gan(report, tmp_path):
     from cxraug.data.datasets import load_split
-    from cxraug.report.build import read_synthetic_indexes
     from cxraug.report.figures import real_vs_synthetic
+    from cxraug.report.inputs import read_synthetic_indexes
 
     root, _, _ = report
     indexes = read_synthetic_indexes(root / "data/synthetic")

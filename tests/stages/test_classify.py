@@ -14,23 +14,28 @@ import pytest
 import torch
 from PIL import Image
 
+import cxraug.classifier.seeds as seeds_module
 import cxraug.classifier.train as classifier_module
 import cxraug.stages.classify as classify_module
+from cxraug.classifier.predict import load_classifier, predict_proba
+from cxraug.classifier.train import inverse_frequency_weights, train_classifier
+from cxraug.classifier.variants import build_training_set, parse_variant, valid_variants
 from cxraug.core.checkpoint import Checkpointer
-from cxraug.classifier.train import epoch_batches, inverse_frequency_weights, predict_proba, train_classifier
-from cxraug.stages.classify import (
-    Paths,
-    build_training_set,
-    load_extra_synthetic,
-    parse_variant,
-    run_classify,
-    split_md5,
-    valid_variants,
-)
 from cxraug.core.config import ClassifyParams, Params, PrepareParams, SynthesizeParams
-from cxraug.data.datasets import load_split
 from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import slug
+from cxraug.core.training import run_epoch_batches
+from cxraug.data.datasets import load_split
+from cxraug.gans.registry import names
+from cxraug.stages.classify import Paths, load_extra_synthetic, split_md5
+
+GANS = names()
+
+
+def run_classify(variant: str, params: Params, paths: Paths):
+    """The classify stage for one variant."""
+    return classify_module.run(params, replace(paths, variant=variant))
+
 
 TINY = ClassifyParams(
     seeds=[0],
@@ -93,7 +98,7 @@ def params_with(**classify) -> Params:
 
 
 def test_variants_follow_synthesize_n_per_class():
-    assert valid_variants([100, 300]) == [
+    assert valid_variants([100, 300], GANS) == [
         "baseline",
         "weighted_loss",
         "oversample",
@@ -104,11 +109,11 @@ def test_variants_follow_synthesize_n_per_class():
         "opengan_100",
         "opengan_300",
     ]
-    v = parse_variant("opengan_300", [100, 300])
+    v = parse_variant("opengan_300", [100, 300], GANS)
     assert (v.kind, v.n, v.gan) == ("opengan", 300, "opengan")
     for bad in ("bagan_200", "standard_aug", "Baseline", "bagan_100_x"):
         with pytest.raises(CxraugError, match=r"unknown variant .*valid: baseline, weighted_loss"):
-            parse_variant(bad, [100, 300])
+            parse_variant(bad, [100, 300], GANS)
 
 
 def test_weighted_loss_weights_are_inverse_frequency():
@@ -122,30 +127,30 @@ def test_weighted_loss_weights_are_inverse_frequency():
 def test_oversample_batches_draw_classes_uniformly_and_shuffle_keeps_frequencies():
     labels = torch.tensor([0] * 800 + [1] * 150 + [2] * 50)
     g = torch.Generator().manual_seed(0)
-    balanced = torch.cat(list(epoch_batches(labels, 50, g, balanced=True)))
+    balanced = torch.cat(list(run_epoch_batches(labels, 50, g, balanced=True)))
     shares = torch.bincount(labels[balanced], minlength=3).float() / len(balanced)
     torch.testing.assert_close(shares, torch.full((3,), 1 / 3), atol=0.04, rtol=0)
-    plain = torch.cat(list(epoch_batches(labels, 50, g, balanced=False)))
+    plain = torch.cat(list(run_epoch_batches(labels, 50, g, balanced=False)))
     assert sorted(plain.tolist()) == list(range(1000))  # one pass over every image
 
 
 def test_training_sets_add_only_what_the_variant_says(project):
     train = load_split(project.prepared, "train")
     n_classes = train.n_classes
-    baseline = build_training_set(parse_variant("baseline", [4]), train, TINY, 0)
+    baseline = build_training_set(parse_variant("baseline", [4], GANS), train, TINY, 0)
     assert torch.equal(baseline.images, train.images) and baseline.class_weights is None
-    weighted = build_training_set(parse_variant("weighted_loss", [4]), train, TINY, 0)
+    weighted = build_training_set(parse_variant("weighted_loss", [4], GANS), train, TINY, 0)
     torch.testing.assert_close(weighted.class_weights, inverse_frequency_weights(train.labels, n_classes))
-    assert build_training_set(parse_variant("oversample", [4]), train, TINY, 0).balanced
+    assert build_training_set(parse_variant("oversample", [4], GANS), train, TINY, 0).balanced
 
-    aug = build_training_set(parse_variant("standard_aug_4", [4]), train, TINY, seed=0)
+    aug = build_training_set(parse_variant("standard_aug_4", [4], GANS), train, TINY, seed=0)
     assert torch.equal(aug.images[: len(train)], train.images)
     assert torch.bincount(aug.labels[len(train) :]).tolist() == [4] * n_classes
-    again = build_training_set(parse_variant("standard_aug_4", [4]), train, TINY, seed=0)
-    other_seed = build_training_set(parse_variant("standard_aug_4", [4]), train, TINY, seed=1)
+    again = build_training_set(parse_variant("standard_aug_4", [4], GANS), train, TINY, seed=0)
+    other_seed = build_training_set(parse_variant("standard_aug_4", [4], GANS), train, TINY, seed=1)
     assert torch.equal(aug.images, again.images) and not torch.equal(aug.images, other_seed.images)
 
-    variant = parse_variant("bagan_4", [4])
+    variant = parse_variant("bagan_4", [4], GANS)
     gan = build_training_set(variant, train, TINY, 0, load_extra_synthetic(variant, train, project.synthetic))
     extra = gan.images[len(train) :]
     assert len(extra) == 4 * n_classes
@@ -155,7 +160,7 @@ def test_training_sets_add_only_what_the_variant_says(project):
 def test_too_few_synthetic_images_is_a_clear_error(project):
     train = load_split(project.prepared, "train")
     with pytest.raises(CxraugError):  # interfaces.md: load_synthetic refuses fewer than n of a class
-        load_extra_synthetic(parse_variant("bagan_7", [7]), train, project.synthetic)
+        load_extra_synthetic(parse_variant("bagan_7", [7], GANS), train, project.synthetic)
 
 
 # ----------------------------------------------------------------------------------- training, early stop
@@ -259,8 +264,8 @@ def test_stage_writes_every_output_and_an_mlflow_run(project, tracking_uri, monk
     import mlflow
 
     trains, predicts = [], []
-    spy(monkeypatch, classify_module, "train_classifier", trains)
-    spy(monkeypatch, classify_module, "predict_proba", predicts)
+    spy(monkeypatch, seeds_module, "train_classifier", trains)
+    spy(monkeypatch, seeds_module, "predict_proba", predicts)
     result = run_classify("bagan_4", params_with(seeds=[0, 1]), project)
 
     val, test = load_split(project.prepared, "val"), load_split(project.prepared, "test")
@@ -298,7 +303,7 @@ def test_stage_writes_every_output_and_an_mlflow_run(project, tracking_uri, monk
     assert scores["image_index"].tolist() == test.image_index.astype(str).tolist()
     assert scores["seeds"].tolist() == [0, 1] and scores["classes"].tolist() == classes
     # ... and the saved model is seed 0's best checkpoint: it reproduces seed 0's test scores
-    model = classify_module.load_classifier(project.models / "bagan_4.pt")
+    model = load_classifier(project.models / "bagan_4.pt")
     np.testing.assert_allclose(
         predict_proba(model, test.images, predicts[0][0][2]), scores["scores"][0], atol=1e-5
     )
@@ -329,7 +334,7 @@ def test_every_variant_is_evaluated_on_the_same_real_splits(project, tracking_ur
 
 def test_stage_resumes_finished_seeds_and_the_mlflow_run(project, tracking_uri, monkeypatch):
     params = params_with(seeds=[0, 1], epochs=2)
-    real_train = classify_module.train_classifier
+    real_train = seeds_module.train_classifier
 
     class Stop(Exception):
         pass
@@ -339,7 +344,7 @@ def test_stage_resumes_finished_seeds_and_the_mlflow_run(project, tracking_uri, 
             raise Stop
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(classify_module, "train_classifier", stop_in_seed_1)
+    monkeypatch.setattr(seeds_module, "train_classifier", stop_in_seed_1)
     with pytest.raises(Stop):
         run_classify("baseline", params, project)
     first_run = json.loads((project.checkpoints / "baseline" / "run.json").read_text())["run_id"]
@@ -349,7 +354,7 @@ def test_stage_resumes_finished_seeds_and_the_mlflow_run(project, tracking_uri, 
         trained_seeds.append(args[4])
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(classify_module, "train_classifier", record)
+    monkeypatch.setattr(seeds_module, "train_classifier", record)
     result = run_classify("baseline", params, project)
     assert trained_seeds == [1]  # seed 0 was finished: its test scores are reused
     assert result.run_id == first_run
@@ -372,7 +377,7 @@ classify: {seeds: [0], epochs: 1, batch_size: 32, width: 0.0625, bootstrap: 200,
 
 
 def test_cli_rejects_an_unknown_variant_in_one_line(tmp_path):
-    from tests.test_cli import cxraug
+    from tests.cli.test_cli import cxraug
 
     (tmp_path / "params.yaml").write_text(TINY_PARAMS_YAML)
     out = cxraug("classify", "--variant", "bagan_1000", cwd=tmp_path)
@@ -383,7 +388,7 @@ def test_cli_rejects_an_unknown_variant_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("verb", ["classify", "bench classify"])
 def test_classify_verbs_explain_themselves(verb):
-    from tests.test_cli import cxraug
+    from tests.cli.test_cli import cxraug
 
     out = cxraug(*verb.split(), "--help")
     assert out.returncode == 0 and "Usage" in out.stdout and len(out.stdout) > 300

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxraug.core.config import ClassifyParams, GanMetricsParams, Params, SynthesizeParams, parse_params
-from cxraug.data.datasets import Split
 from cxraug.core.errors import CxraugError
+from cxraug.data.datasets import Split
 from cxraug.metrics import fidelity, memorisation
 from cxraug.stages.gan_metrics import fidelity_table, real_mix_indices
 
@@ -238,6 +238,7 @@ def make_copying(model_dir, device):
 
 def test_drop_near_copies_drops_the_planted_copies_and_nothing_else():
     from cxraug.synthesis import draw as synth
+
     def run(near_copy):
         proposer = CopyingProposer()
         draws = synth.synthesize(proposer, 20, 0.5, 5.0, 8, torch.Generator().manual_seed(3), near_copy)
@@ -263,10 +264,11 @@ def test_drop_near_copies_drops_the_planted_copies_and_nothing_else():
 
 @pytest.fixture
 def copying_registry(monkeypatch, tmp_path):
-    from cxraug.synthesis import draw as synth
     from cxraug.core.runtime import atomic_savez
+    from cxraug.gans import registry
 
-    monkeypatch.setitem(synth.PROPOSERS, "copier", "tests.test_gan_metrics:make_copying")
+    copier = registry.Generator("copier", "Copier", train=None, load_proposer=make_copying, searched=())
+    monkeypatch.setitem(registry.GENERATORS, "copier", copier)
     model_dir = tmp_path / "models" / "copier"
     model_dir.mkdir(parents=True)
     training = CopyingProposer.training
@@ -284,7 +286,8 @@ def copying_registry(monkeypatch, tmp_path):
 def test_synthesize_stage_counts_dropped_near_copies(tracking_uri, copying_registry, tmp_path):
     import mlflow
 
-    from cxraug.synthesis import draw as synth
+    from cxraug.stages import synthesize as synth_stage
+
     def params(drop):
         return SynthesizeParams(
             n_per_class=[10],
@@ -295,7 +298,7 @@ def test_synthesize_stage_counts_dropped_near_copies(tracking_uri, copying_regis
         )
 
     out, metrics_path = tmp_path / "out", tmp_path / "m.json"
-    result = synth.run_synthesize(
+    result = synth_stage.run_synthesize(
         params(True), "copier", copying_registry, out, metrics_path, prepared=tmp_path / "prepared"
     )
     metrics = json.loads(metrics_path.read_text())
@@ -306,10 +309,10 @@ def test_synthesize_stage_counts_dropped_near_copies(tracking_uri, copying_regis
     assert run.data.metrics["near_copies.a"] == dropped["a"]
 
     plain = tmp_path / "plain.json"
-    synth.run_synthesize(params(False), "copier", copying_registry, tmp_path / "o2", plain)
+    synth_stage.run_synthesize(params(False), "copier", copying_registry, tmp_path / "o2", plain)
     assert "near_copies" not in json.loads(plain.read_text())
     with pytest.raises(CxraugError, match="drop_near_copies needs the prepared split"):
-        synth.run_synthesize(params(True), "copier", copying_registry, tmp_path / "o3", None)
+        synth_stage.run_synthesize(params(True), "copier", copying_registry, tmp_path / "o3", None)
 
 
 # ------------------------------------------------------------------------- classification accuracy score
@@ -363,21 +366,22 @@ def test_cas_is_high_on_a_separable_toy_set_and_near_chance_with_shuffled_labels
 def project(tmp_path_factory, demo_raw):
     """A prepared 32 px split, an (untrained) embedder and classifier, a baseline's test scores, and
     synthetic images for bagan: perturbed training images, the first 3 of each class exact copies."""
-    from cxraug.classifier.train import save_classifier
+    from cxraug.classifier.predict import save_classifier
     from cxraug.core.config import PrepareParams
+    from cxraug.core.runtime import atomic_savez
     from cxraug.data.datasets import load_split
     from cxraug.data.prepare import prepare
-    from cxraug.metrics.auc import per_class_auc
     from cxraug.gans.opengan.embedder import Embedder, save_embedder
-    from cxraug.synthesis.draw import ClassDraw, write_synthetic
+    from cxraug.metrics.auc import per_class_auc
     from cxraug.nets.vgg import build_vgg16
-    from cxraug.core.runtime import atomic_savez
+    from cxraug.synthesis.draw import ClassDraw
+    from cxraug.synthesis.files import write_synthetic
 
     root = tmp_path_factory.mktemp("gan_metrics")
     prepare(PrepareParams(image_size=32), demo_raw, root / "data/prepared", root / "prepare.json")
     train, test = load_split(root / "data/prepared", "train"), load_split(root / "data/prepared", "test")
     torch.manual_seed(0)
-    save_embedder(Embedder(32, embed_dim=16, base_width=8), root / "models/embedder.pt", train.classes, [])
+    save_embedder(Embedder(32, embed_dim=16, d_base=8), root / "models/embedder.pt", train.classes, [])
     vgg = build_vgg16(len(train.classes), image_size=32, width=0.0625)
     save_classifier(vgg, root / "models/classifier/baseline.pt", train.classes)
     rng = np.random.default_rng(0)
@@ -429,10 +433,10 @@ def stage_params(**gan_metrics) -> Params:
 def test_stage_writes_the_documented_metrics_and_an_mlflow_run(project, tracking_uri, monkeypatch):
     import mlflow
 
-    from cxraug.stages.gan_metrics import run_gan_metrics
+    from cxraug.stages import gan_metrics
 
     monkeypatch.chdir(project)
-    result = run_gan_metrics(stage_params(), "bagan")
+    result = gan_metrics.run(stage_params(), gan_metrics.Paths("bagan"))
     m = json.loads((project / "metrics/gan/bagan.json").read_text())
     assert m == json.loads(json.dumps(result.metrics))
     classes = m["classes"]
@@ -466,7 +470,8 @@ def test_stage_writes_the_documented_metrics_and_an_mlflow_run(project, tracking
 
     # the report shows the section: bagan's figures by name, opengan (not run) as dashes
     from cxraug.core.config import ReportParams
-    from cxraug.report.build import Inputs, make_report
+    from cxraug.report.inputs import Inputs
+    from cxraug.stages.report import make_report
 
     inputs = Inputs(
         project / "metrics/classify", project / "data/scores", project / "data/synthetic",
@@ -486,19 +491,21 @@ def test_stage_writes_the_documented_metrics_and_an_mlflow_run(project, tracking
 
 
 def test_stage_mistakes_are_one_line_errors(project, tracking_uri, monkeypatch, tmp_path):
-    from cxraug.stages.gan_metrics import run_gan_metrics
+    from cxraug.stages import gan_metrics
 
     monkeypatch.chdir(project)
     with pytest.raises(CxraugError, match=r"synthesize@opengan"):
-        run_gan_metrics(stage_params(), "opengan")
+        gan_metrics.run(stage_params(), gan_metrics.Paths("opengan"))
     with pytest.raises(CxraugError, match="unknown GAN"):
-        run_gan_metrics(stage_params(), "stylegan")
+        gan_metrics.run(stage_params(), gan_metrics.Paths("stylegan"))
     with pytest.raises(CxraugError, match="inception_weights: .*not found"):
-        run_gan_metrics(stage_params(inception_weights=str(tmp_path / "none.pth")), "bagan")
+        gan_metrics.run(
+            stage_params(inception_weights=str(tmp_path / "none.pth")), gan_metrics.Paths("bagan")
+        )
 
 
 def test_gan_metrics_verb_explains_itself(monkeypatch, capsys):
-    from cxraug.cli import main
+    from cxraug.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["cxraug", "gan-metrics", "--help"])
     with pytest.raises(SystemExit) as exit_:

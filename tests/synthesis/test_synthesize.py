@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -14,7 +15,11 @@ from PIL import Image
 
 from cxraug.core.config import SynthesizeParams
 from cxraug.core.errors import CxraugError
+from cxraug.gans import registry
+from cxraug.stages import synthesize as synth_stage
 from cxraug.synthesis import draw as synth
+from cxraug.synthesis.files import load_synthetic, write_synthetic
+
 SIZE = 8
 
 
@@ -51,12 +56,12 @@ def draw(proposer=None, wanted=20, threshold=0.5, factor=3.0, batch=7, seed=0):
 
 
 def test_fake_proposer_satisfies_the_protocol():
-    assert isinstance(FakeProposer(), synth.Proposer)
+    assert isinstance(FakeProposer(), registry.Proposer)
 
 
 def test_every_written_image_passes_the_threshold_and_carries_its_own_score(tmp_path):
     proposer = FakeProposer()
-    index = synth.write_synthetic(draw(proposer, threshold=0.6), tmp_path / "out")
+    index = write_synthetic(draw(proposer, threshold=0.6), tmp_path / "out")
     on_disk = pd.read_csv(tmp_path / "out" / "index.csv")
     pd.testing.assert_frame_equal(on_disk, index)
     assert (on_disk["score"] >= 0.6).all()
@@ -116,27 +121,27 @@ def test_draws_are_deterministic_per_seed_and_classes_do_not_disturb_each_other(
 
 def test_load_synthetic_returns_the_first_n_per_class_in_acceptance_order(tmp_path):
     draws = draw(FakeProposer(ceilings=(1.0, 1.0, 1.0)))
-    synth.write_synthetic(draws, tmp_path / "out")
-    images, labels = synth.load_synthetic(tmp_path / "out", 5, classes=FakeProposer().classes)
+    write_synthetic(draws, tmp_path / "out")
+    images, labels = load_synthetic(tmp_path / "out", 5, classes=FakeProposer().classes)
     assert images.dtype == torch.uint8 and labels.dtype == torch.int64
     assert torch.equal(labels, torch.tensor([0] * 5 + [1] * 5 + [2] * 5))
     assert torch.equal(images, torch.cat([d.images[:5] for d in draws]))
     with pytest.raises(CxraugError, match="holds 20 images of class 'No Finding', 21 are needed"):
-        synth.load_synthetic(tmp_path / "out", 21)
+        load_synthetic(tmp_path / "out", 21)
     with pytest.raises(CxraugError, match="do not match the classes"):
-        synth.load_synthetic(tmp_path / "out", 5, classes=("No Finding", "Nodule", "Effusion"))
+        load_synthetic(tmp_path / "out", 5, classes=("No Finding", "Nodule", "Effusion"))
     with pytest.raises(CxraugError, match="synthesize@nowhere"):
-        synth.load_synthetic(tmp_path / "nowhere", 5)
+        load_synthetic(tmp_path / "nowhere", 5)
 
 
 def test_a_failure_mid_write_leaves_the_previous_output_intact(tmp_path):
     out = tmp_path / "out"
-    synth.write_synthetic(draw(seed=0), out)
+    write_synthetic(draw(seed=0), out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     broken = draw(seed=5)
     broken[1].scores = broken[1].scores[:-1]  # one image without a score: the writer fails half-way
     with pytest.raises(ValueError):
-        synth.write_synthetic(broken, out)
+        write_synthetic(broken, out)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary directory left behind
@@ -162,8 +167,8 @@ def test_a_proposer_breaking_the_protocol_is_named():
 
 @pytest.fixture
 def fake_registry(monkeypatch, tmp_path):
-    monkeypatch.setitem(synth.PROPOSERS, "fake", "tests.test_synthesize:make_fake")
-    monkeypatch.setitem(synth.TRAIN_STAGES, "fake", "train_fake")
+    fake = registry.Generator("fake", "Fake", train=None, load_proposer=make_fake, searched=())
+    monkeypatch.setitem(registry.GENERATORS, "fake", fake)
     model_dir = tmp_path / "models" / "fake"
     model_dir.mkdir(parents=True)
     (model_dir / "meta.json").write_text(json.dumps({"mlflow_run_id": "trainrun123"}))
@@ -179,7 +184,7 @@ def test_stage_writes_metrics_and_logs_acceptance_to_mlflow(tracking_uri, fake_r
     import mlflow
 
     out, metrics_path = tmp_path / "data" / "synthetic" / "fake", tmp_path / "metrics" / "fake.json"
-    result = synth.run_synthesize(stage_params(), "fake", fake_registry, out, metrics_path)
+    result = synth_stage.run_synthesize(stage_params(), "fake", fake_registry, out, metrics_path)
     metrics = json.loads(metrics_path.read_text())
     per_class = metrics["per_class"]
     assert set(per_class) == {"No Finding", "Effusion", "Nodule"}
@@ -203,7 +208,7 @@ def test_stage_writes_metrics_and_logs_acceptance_to_mlflow(tracking_uri, fake_r
 def test_stage_fails_in_one_line_when_a_class_misses_the_smallest_n(tracking_uri, fake_registry, tmp_path):
     out, metrics_path = tmp_path / "out", tmp_path / "m.json"
     with pytest.raises(CxraugError) as err:
-        synth.run_synthesize(stage_params(threshold=0.56), "fake", fake_registry, out, metrics_path)
+        synth_stage.run_synthesize(stage_params(threshold=0.56), "fake", fake_registry, out, metrics_path)
     message = str(err.value)
     assert "\n" not in message and "{'Nodule': 0}" in message and "filter.threshold" in message
     # what was accepted is still written and counted, so the shortfall can be inspected
@@ -218,7 +223,10 @@ def test_unseen_class_from_exemplars_of_any_size_and_mode(tracking_uri, monkeypa
         received.update(exemplars=exemplars, label=label)
         return FakeProposer(ceilings=(0.2,), classes=(label,))  # every score < the 0.5 threshold
 
-    monkeypatch.setattr(synth, "_import", lambda target: exemplar_proposer)
+    opengan = registry.GENERATORS["opengan"]
+    monkeypatch.setitem(
+        registry.GENERATORS, "opengan", dataclasses.replace(opengan, load_exemplar_proposer=exemplar_proposer)
+    )
     folder = tmp_path / "exemplars"
     folder.mkdir()
     Image.new("RGB", (100, 80), (200, 10, 10)).save(folder / "a.png")
@@ -227,8 +235,8 @@ def test_unseen_class_from_exemplars_of_any_size_and_mode(tracking_uri, monkeypa
     (folder / "broken.png").write_bytes(b"not a png")
     (folder / "notes.txt").write_text("ignored")
     (tmp_path / "models").mkdir()
-    result = synth.run_exemplars(
-        stage_params(), tmp_path / "models", folder, "Pneumothorax", 12, 32, tmp_path / "new", None
+    result = synth_stage.run_exemplars(
+        stage_params(), "opengan", tmp_path / "models", folder, "Pneumothorax", 12, 32, tmp_path / "new", None
     )
     assert received["label"] == "Pneumothorax"
     assert received["exemplars"].dtype == torch.uint8 and received["exemplars"].shape == (3, 32, 32)
@@ -240,7 +248,7 @@ def test_unseen_class_from_exemplars_of_any_size_and_mode(tracking_uri, monkeypa
 
 
 def cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    from cxraug.cli import main
+    from cxraug.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["cxraug", *args])
     with pytest.raises(SystemExit) as exit_:
@@ -270,7 +278,7 @@ def test_cli_mistakes_are_one_line_errors(monkeypatch, capsys, tmp_path, args, m
 
 @pytest.mark.parametrize("verb", [["synthesize"], ["report"], ["bench", "synthesize"]])
 def test_verbs_explain_themselves(monkeypatch, capsys, verb):
-    from cxraug.cli import main
+    from cxraug.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["cxraug", *verb, "--help"])
     with pytest.raises(SystemExit) as exit_:

@@ -34,9 +34,9 @@ from cxraug.core.config import (
     parse_params,
 )
 from cxraug.core.errors import CxraugError
-from cxraug.tune.worker import TrialFailed, best_overlay, dvc_command, report, run_worker, write_best
 from cxraug.tune.study import make_sampler, open_storage, open_study, storage_label
 from cxraug.tune.tracking import UID_TAG
+from cxraug.tune.worker import TrialFailed, best_overlay, dvc_command, report, run_worker, write_best
 from tests import tune_workers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -457,7 +457,7 @@ TINY = {
         "precision": "fp32",
     },
     "train_embedder": {
-        "base_width": 8,
+        "d_base": 8,
         "embed_dim": 16,
         "batch_size": 32,
         "epochs": 1,
@@ -466,8 +466,8 @@ TINY = {
         "precision": "fp32",
     },
     "train_opengan": {
-        "g_base_width": 8,
-        "d_base_width": 8,
+        "g_base": 8,
+        "d_base": 8,
         "latent_dim": 12,
         "batch_size": 32,
         "epochs": 2,

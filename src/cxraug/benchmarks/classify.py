@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from cxraug.benchmarks.common import Measurement, measure
-from cxraug.nets.vgg import build_vgg16
 from cxraug.core.runtime import Precision, pick_device
+from cxraug.nets.vgg import build_vgg16
 
 
 def _train_step(precision: Precision, head: str, width: float, batch_size: int, image_size: int):

@@ -94,7 +94,7 @@ class StepClock:
         self.times: list[float] = []
 
     def __call__(self, *args) -> None:
-        if self.phase is not None and args[0] != self.phase:  # BAGAN's hook: (phase, step, session)
+        if self.phase is not None and args[0] != self.phase:  # generators' hook: (phase, step, nets)
             return
         synchronize()
         self.times.append(time.perf_counter())

@@ -10,8 +10,8 @@ import torch
 
 from cxraug.benchmarks.common import Measurement, measure, synchronize
 from cxraug.benchmarks.reference import png_loader
-from cxraug.data.datasets import load_split, to_model_range
 from cxraug.core.runtime import Precision
+from cxraug.data.datasets import load_split, to_model_range
 
 
 def in_memory(prepared: Path, batch: int, precision: Precision, mmap: bool | None = None) -> Measurement:

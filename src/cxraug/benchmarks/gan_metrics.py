@@ -11,7 +11,10 @@ from pathlib import Path
 import torch
 
 from cxraug.benchmarks.common import Measurement, measure
+from cxraug.classifier.predict import save_classifier
+from cxraug.gans.opengan.embedder import Embedder, save_embedder
 from cxraug.metrics import fidelity, memorisation
+from cxraug.nets.vgg import build_vgg16
 
 
 def _images(n: int, size: int, seed: int) -> torch.Tensor:
@@ -21,9 +24,6 @@ def _images(n: int, size: int, seed: int) -> torch.Tensor:
 
 
 def bench_gan_metrics(n_synthetic: int, n_real: int, size: int, vgg_width: float) -> list[Measurement]:
-    from cxraug.classifier.train import save_classifier
-    from cxraug.gans.opengan.embedder import Embedder, save_embedder
-    from cxraug.nets.vgg import build_vgg16
 
     synthetic, real = _images(n_synthetic, size, 0), _images(n_real, size, 1)
     rows = []

@@ -17,9 +17,24 @@ import numpy as np
 import torch
 
 from cxraug.benchmarks.common import LoopResult, StepClock, count_flops, measure
+from cxraug.classifier.train import classifier_optimizer, train_classifier, train_step
+from cxraug.core.checkpoint import Checkpointer
 from cxraug.core.config import Params
-from cxraug.data.datasets import Split, load_split, to_model_range
 from cxraug.core.runtime import Precision, pick_device, pick_precision, seed_everything
+from cxraug.core.stage import Hooks
+from cxraug.core.training import adam
+from cxraug.data.datasets import Split, load_split, to_model_range
+from cxraug.gans.bagan.latent import ClassGaussians, LatentSampler, class_probabilities
+from cxraug.gans.bagan.nets import BaganNets
+from cxraug.gans.bagan.steps import autoencoder_step, fakes_per_step
+from cxraug.gans.bagan.steps import gan_step as bagan_gan_step
+from cxraug.gans.bagan.train import architecture, train_bagan
+from cxraug.gans.opengan.architectures import build_nets
+from cxraug.gans.opengan.embedder import Embedder, embedder_step, load_embedder
+from cxraug.gans.opengan.train import gan_step as opengan_gan_step
+from cxraug.gans.opengan.train import train_opengan
+from cxraug.gans.opengan.train_embedder import train_embedder
+from cxraug.nets.vgg import build_vgg16
 
 
 @dataclass(frozen=True)
@@ -50,10 +65,6 @@ def _batches(split: Split, batch: int, device: torch.device):
 
 def bagan(prepared: Path, params: Params, budget: Budget) -> list[LoopResult]:
     """The autoencoder step and the GAN step (D + G) of train_bagan."""
-    from cxraug.gans.bagan.train import architecture, train_bagan
-    from cxraug.gans.bagan.latent import ClassGaussians, LatentSampler, class_probabilities
-    from cxraug.gans.bagan.nets import BaganNets
-    from cxraug.gans.bagan.steps import adam, autoencoder_step, fakes_per_step, gan_step
 
     p = params.train_bagan.model_copy(update={"ae_epochs": budget.epochs, "epochs": budget.epochs})
     train = load_split(prepared, "train")
@@ -67,7 +78,7 @@ def bagan(prepared: Path, params: Params, budget: Budget) -> list[LoopResult]:
             out / "models",
             out / "metrics.json",
             out / "ckpt",
-            on_step=lambda *a: [clock(*a) for clock in clocks.values()],
+            Hooks(on_step=lambda *a: [clock(*a) for clock in clocks.values()]),
         )
 
     device = pick_device(p.device)
@@ -75,10 +86,10 @@ def bagan(prepared: Path, params: Params, budget: Budget) -> list[LoopResult]:
     seed_everything(p.seed)
     nets = BaganNets.build(architecture(p, train)).apply(precision.module)
     betas = (p.beta1, p.beta2)
-    opt_ae = adam([*nets.encoder.parameters(), *nets.decoder.parameters()], p.lr_ae, betas)
+    opt_ae = adam([*nets.encoder.parameters(), *nets.decoder.parameters()], device, p.lr_ae, betas)
     opt_g, opt_d = (
-        adam(nets.generator.parameters(), p.lr_g, betas),
-        adam(nets.discriminator.parameters(), p.lr_d, betas),
+        adam(nets.generator.parameters(), device, p.lr_g, betas),
+        adam(nets.discriminator.parameters(), device, p.lr_d, betas),
     )
     on_device = train.to(device)
     batches = _batches(on_device, p.batch_size, device)
@@ -107,7 +118,7 @@ def bagan(prepared: Path, params: Params, budget: Budget) -> list[LoopResult]:
 
     def gan():
         x, y = real()
-        gan_step(nets.generator, nets.discriminator, opt_g, opt_d, x, y, draw, n_fake, precision)
+        bagan_gan_step(nets.generator, nets.discriminator, opt_g, opt_d, x, y, draw, n_fake, precision)
 
     results = []
     for name, phase, step in (
@@ -128,20 +139,19 @@ def bagan(prepared: Path, params: Params, budget: Budget) -> list[LoopResult]:
 def embedder(prepared: Path, params: Params, budget: Budget, work: Path) -> tuple[LoopResult, Path]:
     """train_embedder's step (two augmented views, supervised contrastive loss). Returns the trained
     embedder's path too (the OpenGAN loop needs one), under `work`."""
-    from cxraug.gans.opengan.embedder import Embedder, embedder_step
-    from cxraug.gans.opengan.train_embedder import train_embedder
-    from cxraug.core.training import adam
 
     p = params.train_embedder.model_copy(update={"epochs": budget.epochs, "steps_per_epoch": budget.steps})
     clock = StepClock()
     keep = work / "embedder"
-    train_embedder(p, prepared, keep / "embedder.pt", keep / "metrics.json", keep / "ckpt", on_step=clock)
+    train_embedder(
+        p, prepared, keep / "embedder.pt", keep / "metrics.json", keep / "ckpt", Hooks(on_step=clock)
+    )
 
     train = load_split(prepared, "train")
     device = pick_device(p.device)
     precision = pick_precision(device, p.precision)
     seed_everything(p.seed)
-    model = precision.module(Embedder(train.image_size, p.embed_dim, p.base_width))
+    model = precision.module(Embedder(train.image_size, p.embed_dim, p.d_base))
     opt = adam(model.parameters(), device, p.lr, weight_decay=p.weight_decay, decoupled=True)
     on_device, g = train.to(device), torch.Generator().manual_seed(0)
     batches = _batches(on_device, p.batch_size, device)
@@ -153,7 +163,7 @@ def embedder(prepared: Path, params: Params, budget: Budget, work: Path) -> tupl
         )
 
     bare, flops = _bare("embedder", step, p.batch_size, budget)
-    note = f"base width {p.base_width}, 2 views per image, {precision.describe()}"
+    note = f"base width {p.d_base}, 2 views per image, {precision.describe()}"
     result = LoopResult(
         "embedder step",
         p.batch_size,
@@ -168,17 +178,19 @@ def embedder(prepared: Path, params: Params, budget: Budget, work: Path) -> tupl
 
 def opengan(prepared: Path, embedder_path: Path, params: Params, budget: Budget) -> LoopResult:
     """train_opengan's step: D on real and generated (x, e), then G with the consistency term."""
-    from cxraug.gans.opengan.embedder import load_embedder
-    from cxraug.gans.opengan.architectures import build_nets
-    from cxraug.gans.opengan.train import gan_step, train_opengan
-    from cxraug.core.training import adam
 
     p = params.train_opengan.model_copy(update={"epochs": budget.epochs, "steps_per_epoch": budget.steps})
     clock = StepClock()
     with tempfile.TemporaryDirectory(prefix="cxraug-bench-opengan-") as tmp:
         out = Path(tmp)
         train_opengan(
-            p, prepared, embedder_path, out / "model", out / "metrics.json", out / "ckpt", on_step=clock
+            p,
+            prepared,
+            embedder_path,
+            out / "model",
+            out / "metrics.json",
+            out / "ckpt",
+            Hooks(on_step=clock),
         )
 
     train = load_split(prepared, "train")
@@ -201,10 +213,10 @@ def opengan(prepared: Path, embedder_path: Path, params: Params, budget: Budget)
         idx = next(batches)
         z = torch.randn(len(idx), p.latent_dim, generator=rng).to(device)
         real = precision.batch(to_model_range(on_device.images[idx]))
-        gan_step(g, d, frozen, opt_g, opt_d, real, e_all[idx], z, p, precision)
+        opengan_gan_step(g, d, frozen, opt_g, opt_d, real, e_all[idx], z, p, precision)
 
     bare, flops = _bare("opengan", step, p.batch_size, budget)
-    widths = f"{p.generator} G {p.g_base_width}, D {p.d_base_width}"
+    widths = f"{p.generator} G {p.g_base}, D {p.d_base}"
     note = f"{widths}, consistency {p.consistency} x {p.consistency_weight:g}, {precision.describe()}"
     return LoopResult(
         "OpenGAN step (D + G)",
@@ -222,9 +234,6 @@ def opengan(prepared: Path, embedder_path: Path, params: Params, budget: Budget)
 
 def classifier(prepared: Path, params: Params, budget: Budget) -> LoopResult:
     """train_classifier's step (VGG16, cross-entropy, fused AdamW); the epoch ends score the val split."""
-    from cxraug.core.checkpoint import Checkpointer
-    from cxraug.classifier.train import _optimizer, train_classifier, train_step
-    from cxraug.nets.vgg import build_vgg16
 
     p = params.classify.model_copy(update={"epochs": budget.epochs, "patience": budget.epochs})
     train, val = load_split(prepared, "train"), load_split(prepared, "val")
@@ -246,7 +255,7 @@ def classifier(prepared: Path, params: Params, budget: Budget) -> LoopResult:
             dropout=p.dropout,
         )
     )
-    opt = _optimizer(model, p, device)
+    opt = classifier_optimizer(model, p, device)
     on_device = train.to(device)
     batches = _batches(on_device, p.batch_size, device)
 

@@ -15,8 +15,15 @@ from pathlib import Path
 import torch
 
 from cxraug.benchmarks.common import synchronize, table
-from cxraug.core.config import Params
+from cxraug.core.config import Params, PrepareParams
 from cxraug.core.runtime import Precision, pick_device, pick_precision
+from cxraug.core.training import adam
+from cxraug.data.datasets import load_split, to_model_range
+from cxraug.data.demo import make_demo_data
+from cxraug.data.prepare import prepare
+from cxraug.gans.bagan.nets import BaganNets
+from cxraug.gans.bagan.steps import fakes_per_step, gan_step
+from cxraug.gans.bagan.train import architecture
 
 
 @dataclass(frozen=True)
@@ -29,12 +36,11 @@ class PrecisionRun:
 
 
 def _train(nets, batches, latents, precision: Precision, p) -> PrecisionRun:
-    from cxraug.gans.bagan.steps import adam, fakes_per_step, gan_step
 
     g, d = (precision.module(copy.deepcopy(m)) for m in (nets.generator, nets.discriminator))
     opt_g, opt_d = (
-        adam(g.parameters(), p.lr_g, (p.beta1, p.beta2)),
-        adam(d.parameters(), p.lr_d, (p.beta1, p.beta2)),
+        adam(g.parameters(), precision.device, p.lr_g, (p.beta1, p.beta2)),
+        adam(d.parameters(), precision.device, p.lr_d, (p.beta1, p.beta2)),
     )
     d_losses, g_losses, times = [], [], []
     for (x, y), draws in zip(batches, latents, strict=True):
@@ -63,13 +69,6 @@ def _train(nets, batches, latents, precision: Precision, p) -> PrecisionRun:
 
 def run(params: Params, steps: int = 20, n_images: int = 300) -> tuple[PrecisionRun, PrecisionRun]:
     """fp32 and bf16 runs of `steps` BAGAN GAN steps with params' nets at params' image size."""
-    from cxraug.core.config import PrepareParams
-    from cxraug.data.datasets import load_split, to_model_range
-    from cxraug.data.demo import make_demo_data
-    from cxraug.data.prepare import prepare
-    from cxraug.gans.bagan.train import architecture
-    from cxraug.gans.bagan.nets import BaganNets
-    from cxraug.gans.bagan.steps import fakes_per_step
 
     p = params.train_bagan
     device = pick_device(p.device)

@@ -20,6 +20,11 @@ import torch.nn.functional as F
 from cxraug.benchmarks.common import synchronize
 from cxraug.core.config import Params
 from cxraug.core.errors import CxraugError
+from cxraug.gans.bagan.nets import Architecture, BaganNets
+from cxraug.gans.bagan.steps import fakes_per_step
+from cxraug.gans.opengan.architectures import build_nets
+from cxraug.gans.opengan.embedder import load_embedder
+from cxraug.gans.opengan.losses import consistency_loss
 
 
 def png_loader(folder: Path, image_size: int, batch_size: int, workers: int = 2, indexed: bool = False):
@@ -77,8 +82,6 @@ def bagan_reference(
     workers: int = 2,
 ) -> float:
     """Median seconds of one BAGAN GAN step (D on B real + ceil(B/K) fakes, G on B + ceil(B/K))."""
-    from cxraug.gans.bagan.nets import Architecture, BaganNets
-    from cxraug.gans.bagan.steps import fakes_per_step
 
     p = params.train_bagan
     size = params.prepare.image_size
@@ -121,9 +124,6 @@ def opengan_reference(
 ) -> float:
     """Median seconds of one OpenGAN step (hinge D on real and generated (x, e), G with consistency);
     e of each real image is looked up in a table computed once, as our stage does."""
-    from cxraug.gans.opengan.embedder import load_embedder
-    from cxraug.gans.opengan.architectures import build_nets
-    from cxraug.gans.opengan.losses import consistency_loss
 
     p, size = params.train_opengan, params.prepare.image_size
     frozen = load_embedder(embedder_path, device)

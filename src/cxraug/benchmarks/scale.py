@@ -21,6 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cxraug.benchmarks.common import table
+from cxraug.benchmarks.workspace import temporary_tracking
+from cxraug.core.config import PrepareParams
+from cxraug.data.datasets import load_split, to_model_range
+from cxraug.data.demo import make_demo_data
+from cxraug.data.prepare import prepare
 
 
 @dataclass(frozen=True)
@@ -73,11 +78,6 @@ def measure_point(
     """One data set size, measured in the calling process (run it in a fresh one)."""
     import torch
 
-    from cxraug.benchmarks.workspace import temporary_tracking
-    from cxraug.core.config import PrepareParams
-    from cxraug.data.datasets import load_split, to_model_range
-    from cxraug.data.prepare import prepare
-
     os.environ.setdefault("CXRAUG_NO_PROGRESS", "1")
     out = work / f"prepared-{n}-{image_size}"
     started = time.perf_counter()
@@ -114,7 +114,6 @@ def measure_point(
 
 def run(counts: tuple[int, ...], image_size: int = 64, mmap_size: int | None = 128) -> list[ScalePoint]:
     """Generate max(counts) demo phantoms, then measure every count (and the largest at `mmap_size`)."""
-    from cxraug.data.demo import make_demo_data
 
     points = []
     context = multiprocessing.get_context("spawn")

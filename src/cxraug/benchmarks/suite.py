@@ -21,8 +21,9 @@ import torch
 from cxraug.benchmarks import data, loops, reference
 from cxraug.benchmarks.common import LoopResult, Measurement, load_average, machine, matmul_peak, table
 from cxraug.benchmarks.workspace import make_workspace, temporary_tracking
-from cxraug.core.config import Params
-from cxraug.core.runtime import pick_device, pick_precision
+from cxraug.core.config import Params, PrepareParams
+from cxraug.core.runtime import atomic_write_json, atomic_write_text, pick_device, pick_precision
+from cxraug.data.prepare import prepare
 
 OVERHEAD_TARGET = 0.05
 REFERENCE_TARGET = 1.75
@@ -47,8 +48,8 @@ SMOKE = Settings(300, loops.Budget(steps=2, epochs=2, timed=2), (0, 128), 32, 2,
 SMOKE_PARAMS = {  # tiny nets at 32 px: the whole suite in well under a minute
     "prepare": {"image_size": 32},
     "train_bagan": {"latent_dim": 16, "g_base": 8, "d_base": 8, "batch_size": 16},
-    "train_embedder": {"embed_dim": 16, "base_width": 8, "batch_size": 16},
-    "train_opengan": {"latent_dim": 16, "g_base_width": 8, "d_base_width": 8, "batch_size": 16},
+    "train_embedder": {"embed_dim": 16, "d_base": 8, "batch_size": 16},
+    "train_opengan": {"latent_dim": 16, "g_base": 8, "d_base": 8, "batch_size": 16},
     "classify": {"width": 0.0625, "batch_size": 16, "eval_batch_size": 256},
 }
 
@@ -152,8 +153,6 @@ def run(
 
 def _prepare_large(root: Path, out: Path, size: int) -> None:
     """The demo phantoms prepared again at a side where load_split memory-maps the images."""
-    from cxraug.core.config import PrepareParams
-    from cxraug.data.prepare import prepare
 
     prepare(PrepareParams(image_size=size), root / "raw", out, out.parent / "prepare-large.json")
 
@@ -311,7 +310,6 @@ def as_json(report: Report) -> dict:
 
 def write(report: Report, path: Path) -> Path:
     """The markdown report at `path` and its figures next to it as JSON (both written atomically)."""
-    from cxraug.core.runtime import atomic_write_json, atomic_write_text
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
     header = f"# cxraug benchmarks ({commit.strip() or 'no git'})\n\n"

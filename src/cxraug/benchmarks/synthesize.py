@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from cxraug.benchmarks.common import Measurement, measure
-from cxraug.synthesis.draw import load_synthetic, synthesize, write_synthetic
+from cxraug.synthesis.draw import synthesize
+from cxraug.synthesis.files import load_synthetic, write_synthetic
 
 
 class PoolProposer:

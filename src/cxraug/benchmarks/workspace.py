@@ -15,6 +15,9 @@ import numpy as np
 from PIL import Image
 
 from cxraug.core.config import PrepareParams
+from cxraug.data.datasets import load_split
+from cxraug.data.demo import make_demo_data
+from cxraug.data.prepare import prepare
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,6 @@ def make_workspace(
 ) -> Workspace:
     """Demo phantoms -> prepare (into root/prepared, tracked into the current MLflow store) -> folders of
     the first `folder_limit` training images at each side in `folder_sizes`."""
-    from cxraug.data.datasets import load_split
-    from cxraug.data.demo import make_demo_data
-    from cxraug.data.prepare import prepare
 
     make_demo_data(root / "raw", n_images=n_images, size=max(64, image_size), seed=0)
     prepare(PrepareParams(image_size=image_size), root / "raw", root / "prepared", root / "prepare.json")

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cxraug.classifier.train import EpochLog, predict_proba, train_classifier
+from cxraug.classifier.predict import predict_proba
+from cxraug.classifier.train import EpochLog, train_classifier
 from cxraug.core.config import ClassifyParams
 from cxraug.data.datasets import Split
 from cxraug.metrics.auc import bootstrap_ci, paired_bootstrap, per_class_auc

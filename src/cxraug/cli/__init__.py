@@ -1,5 +1,1 @@
-"""The `cxraug` command line."""
-
-from cxraug.cli.app import app, main
-
-__all__ = ["app", "main"]
+"""The `cxraug` command line (entry point: cxraug.cli.app:main)."""

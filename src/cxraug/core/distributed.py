@@ -269,7 +269,7 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 def convert_cpu_sync_batchnorm(module: nn.Module) -> nn.Module:
     """Every batch norm inside `module` as CpuSyncBatchNorm, sharing its parameters and buffers (an
-    optimiser built on the old parameters keeps working)."""
+    optimizer built on the old parameters keeps working)."""
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, CpuSyncBatchNorm):
         out = CpuSyncBatchNorm(
             module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from cxraug.core import distributed
 from cxraug.core.errors import CxraugError
 
 PrecisionMode = Literal["auto", "bf16", "fp32"]
@@ -220,7 +221,6 @@ def progress(iterable=None, **kwargs):
     under torchrun only rank 0 shows one."""
     from tqdm.auto import tqdm
 
-    from cxraug.core import distributed
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("mininterval", 0.5)
     quiet = os.environ.get("CXRAUG_NO_PROGRESS") == "1" or not distributed.current().is_main

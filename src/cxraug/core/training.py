@@ -1,15 +1,80 @@
-"""Pieces every GAN/embedder training loop here shares: a resumable batch order, fused optimisers and
-step metrics that do not stall the accelerator."""
+"""Pieces every training loop here shares: resumable batch orders, fused optimizers, step metrics that do
+not stall the accelerator, eval-mode passes and the fingerprint a checkpoint is resumed by.
+
+Each batch order is its own named recipe (`epoch_batches`, `phase_epoch_batches`, `run_epoch_batches`):
+they draw differently, and a run's batches must stay what its recipe gave, so they are not merged.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
+from pydantic import BaseModel
 
-from cxraug.data.datasets import balanced_indices, batch_indices
 from cxraug.core.distributed import Context
-from cxraug.core.tracking import MetricBuffer
+from cxraug.core.tracking import MetricBuffer, input_md5s, params_hash
+
+
+def batch_indices(
+    n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True, drop_last: bool = True
+) -> Iterator[torch.Tensor]:
+    """One epoch of index batches drawn with an explicit generator (so a resumed run replays the same)."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]
+
+
+def balanced_indices(labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n indices with every class equally likely (uniform within a class): oversampling rare findings."""
+    counts = torch.bincount(labels).clamp(min=1).float()
+    weights = (1.0 / counts)[labels]
+    return torch.multinomial(weights, n, replacement=True, generator=generator)
+
+
+@contextlib.contextmanager
+def evaluating(*modules: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout, batch-norm running statistics) and no gradients, then back as they were."""
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in zip(modules, modes, strict=True):
+            m.train(mode)
+
+
+def slices(n: int, batch: int = 256) -> list[slice]:
+    return [slice(i, i + batch) for i in range(0, n, batch)]
+
+
+def run_epoch_batches(
+    labels: torch.Tensor, batch_size: int, generator: torch.Generator, balanced: bool = False
+) -> Iterator[torch.Tensor]:
+    """The classifier's recipe: one epoch of index batches drawn from the run's own generator, a shuffle of
+    all images or (balanced) as many draws with every class equally likely (oversampling the rare
+    findings). Full batches only."""
+    n = len(labels)
+    order = balanced_indices(labels.cpu(), n, generator) if balanced else None
+    for idx in batch_indices(n, batch_size, generator):
+        yield order[idx] if order is not None else idx
+
+
+def phase_epoch_batches(
+    n: int, batch_size: int, seed: int, phase: int, epoch: int, device: torch.device
+) -> list[torch.Tensor]:
+    """BAGAN's recipe: full shuffled batches from a generator seeded by (seed, phase, epoch), so a run
+    resumed mid-epoch rebuilds the same order."""
+    state = np.random.SeedSequence([seed, phase, epoch]).generate_state(1)[0]
+    order = torch.Generator().manual_seed(int(state))
+    return [i.to(device) for i in batch_indices(n, batch_size, order)]
 
 
 def steps_per_epoch(n_images: int, batch_size: int, configured: int | None) -> int:
@@ -40,7 +105,8 @@ def adam(
     weight_decay: float = 0.0,
     decoupled: bool = False,
 ) -> torch.optim.Optimizer:
-    """Adam(W) with the fused kernel where the device has one (on CPU: ~20x faster optimiser steps)."""
+    """Adam(W) with the fused kernel where the device has one (measured on CPU: optimizer steps 10-20x
+    faster; VGG16's from 0.78 s to 0.04 s)."""
     fused = device.type in ("cpu", "cuda", "mps")
     kind = torch.optim.AdamW if decoupled else torch.optim.Adam
     return kind(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
@@ -73,3 +139,32 @@ class StepLog:
             self.buffer.flush()
         self.last = dict(zip(keys, rows[-1], strict=True))
         self._pending.clear()
+
+
+class StepWindow:
+    """Step metrics as means over windows of `every` steps (BAGAN's logging): the device tensors of a
+    window are averaged on the device (and over ranks: one collective per window) and logged at its last
+    step; only rank 0 logs."""
+
+    def __init__(self, ctx: Context, buffer: MetricBuffer, every: int) -> None:
+        self.ctx, self.buffer, self.every = ctx, buffer, every
+        self._window: dict[str, list[torch.Tensor]] = defaultdict(list)
+
+    def add(self, metrics: dict[str, torch.Tensor], step: int) -> dict[str, float] | None:
+        """Collect one step's metrics; at the end of a window log their means and return them."""
+        for key, value in metrics.items():
+            self._window[key].append(value)
+        if step % self.every:
+            return None
+        keys = list(self._window)
+        means = self.ctx.mean(torch.stack([torch.stack(self._window[k]).float().mean() for k in keys]))
+        self._window.clear()
+        means = dict(zip(keys, means.tolist(), strict=True))
+        if self.ctx.is_main:
+            self.buffer.log(means, step)
+        return means
+
+
+def fingerprint(params: BaseModel, inputs: Sequence[str | Path]) -> str:
+    """The settings + data a checkpoint belongs to; one made under others is set aside, never resumed."""
+    return params_hash(params) + ":" + ",".join(input_md5s(inputs).values())

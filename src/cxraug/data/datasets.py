@@ -12,7 +12,6 @@ from __future__ import annotations
 import struct
 import warnings
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -139,20 +138,3 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """float [B, 1, H, W] in [-1, 1] -> uint8 [B, H, W] (what is stored and shown)."""
     return images.detach().float().squeeze(1).add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-def batch_indices(
-    n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True, drop_last: bool = True
-) -> Iterator[torch.Tensor]:
-    """One epoch of index batches drawn with an explicit generator (so a resumed run replays the same)."""
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    for start in range(0, stop, batch_size):
-        yield order[start : start + batch_size]
-
-
-def balanced_indices(labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n indices with every class equally likely (uniform within a class): oversampling rare findings."""
-    counts = torch.bincount(labels).clamp(min=1).float()
-    weights = (1.0 / counts)[labels]
-    return torch.multinomial(weights, n, replacement=True, generator=generator)

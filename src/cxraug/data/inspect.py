@@ -8,8 +8,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from cxraug.data.sources import Source, read_source
 from cxraug.core.runtime import progress
+from cxraug.data.sources import Source, read_source
 
 
 @dataclass

@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from cxraug.core import tracking
 from cxraug.core.config import PrepareParams
+from cxraug.core.errors import CxraugError
+from cxraug.core.runtime import atomic_savez, atomic_write, atomic_write_json, progress, slug
 from cxraug.data.images import BadImage, load_gray, resize_square
 from cxraug.data.sources import Source, read_source
 from cxraug.data.splits import split_by_patient
-from cxraug.core.errors import CxraugError
-from cxraug.core.runtime import atomic_savez, atomic_write, atomic_write_json, progress
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -258,9 +259,6 @@ def log_to_mlflow(
     result: PrepareResult, kept: pd.DataFrame, params: PrepareParams, raw_dir: Path, source: Source
 ) -> str:
     import mlflow
-
-    from cxraug.core import tracking
-    from cxraug.core.runtime import slug
 
     with tracking.stage_run(
         experiment="prepare", stage="prepare", params=params, inputs=[source.metadata]

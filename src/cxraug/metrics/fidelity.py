@@ -3,8 +3,9 @@
 Our own networks become torch-fidelity feature extractors (subclasses of its `FeatureExtractorBase`,
 registered by name), so every figure is computed by torch-fidelity's code and works offline:
 
-- ``embedder``:   models/embedder.pt (the frozen metric-learning embedder, unit vectors);
-- ``classifier``: the penultimate layer of models/classifier/baseline.pt (VGG16 trained on real images);
+- ours, named by `define(name, load)`: the gan_metrics stage defines ``embedder`` (models/embedder.pt,
+  the frozen metric-learning embedder, unit vectors) and ``classifier`` (the penultimate layer of
+  models/classifier/baseline.pt, VGG16 trained on real images); models are loaded by the caller's `load`;
 - ``inception``:  torch-fidelity's own Inception-v3, only from a local weights file (nothing is downloaded).
 
 torch-fidelity builds an extractor from the keyword arguments of its call; the file to load travels in its
@@ -20,6 +21,7 @@ of those features (`fidelity_scores`), which is what `calculate_metrics` does af
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -99,17 +101,9 @@ def _model_file(path) -> Path:
     return Path(path)
 
 
-class EmbedderFeatures(DomainFeatures):
-    """The frozen embedder's L2-normalised embeddings."""
-
-    @staticmethod
-    def load(path) -> nn.Module:
-        from cxraug.gans.opengan.embedder import load_embedder
-
-        return load_embedder(_model_file(path), "cpu")
-
-
 class Penultimate(nn.Module):
+    """A classifier's penultimate activations (its `features_of`) as a feature net."""
+
     def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
         self.classifier = classifier
@@ -118,21 +112,21 @@ class Penultimate(nn.Module):
         return self.classifier.features_of(x)
 
 
-class ClassifierFeatures(DomainFeatures):
-    """The real-data classifier's penultimate activations (VGG16.features_of)."""
-
-    @staticmethod
-    def load(path) -> nn.Module:
-        from cxraug.classifier.train import load_classifier
-
-        return Penultimate(load_classifier(_model_file(path), "cpu"))
+# our name -> (torch-fidelity registry name, class); filled by `define` (the gan_metrics stage defines
+# "embedder" and "classifier"), so this module loads no model of its own
+DOMAIN_EXTRACTORS: dict[str, tuple[str, type[DomainFeatures]]] = {}
 
 
-# our name -> (torch-fidelity registry name, class)
-DOMAIN_EXTRACTORS: dict[str, tuple[str, type[DomainFeatures]]] = {
-    "embedder": ("cxraug-embedder", EmbedderFeatures),
-    "classifier": ("cxraug-classifier", ClassifierFeatures),
-}
+def define(name: str, load: Callable[[Path], nn.Module]) -> None:
+    """A feature space `name` whose net `load(model file)` builds (a module taking [-1, 1] floats)."""
+
+    class Features(DomainFeatures):
+        @staticmethod
+        def load(path) -> nn.Module:
+            return load(_model_file(path))
+
+    Features.__name__ = Features.__qualname__ = f"{name.title()}Features"
+    DOMAIN_EXTRACTORS[name] = (f"cxraug-{name}", Features)
 
 
 def register(name: str, cls: type[FeatureExtractorBase]) -> None:

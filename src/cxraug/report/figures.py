@@ -15,10 +15,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from cxraug.core.config import ReportParams
-from cxraug.data.datasets import Split
-from cxraug.report.paper import paper_auc
-from cxraug.report.build import TestScores, VariantMetrics, family, label, table_variants
 from cxraug.core.tracking import to_uint8_grid
+from cxraug.data.datasets import Split
+from cxraug.report.gan import precision_recall_figure
+from cxraug.report.inputs import TestScores, VariantMetrics, family, label, table_variants
+from cxraug.report.paper import paper_auc
+from cxraug.synthesis.files import read_png
 
 COLORS = {
     "baseline": "0.45",
@@ -104,7 +106,6 @@ def real_vs_synthetic(
 ) -> Figure:
     """Rows = classes; columns = a random sample of real training images, then the first accepted images
     of each GAN (the ones a variant trains on first)."""
-    from cxraug.synthesis.files import read_png
 
     sources = ["real (train)", *indexes]
     rng = np.random.default_rng(seed)
@@ -180,8 +181,6 @@ def write_figures(
     )
     figures["class_distribution"] = class_distribution(train, metrics)
     if gan_metrics:
-        from cxraug.report.gan import precision_recall_figure
-
         pr = precision_recall_figure(gan_metrics, train.classes)
         if pr is not None:
             figures["gan_precision_recall"] = pr

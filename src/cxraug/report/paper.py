@@ -2,7 +2,7 @@
 
 Source: "Data augmentation for chest X-ray classification using GAN" (short paper draft; VGG16 on NIH
 ChestX-ray14, single-label images of five classes at 64x64), its two tables of per-class AUC when
-augmenting 1000 and 3000 images per class (summarised in ../shared/paper.md). Its "NewGAN" is our
+augmenting 1000 and 3000 images per class (summarized in ../shared/paper.md). Its "NewGAN" is our
 `opengan`. The paper gives no confidence intervals, seeds, split rule or training schedule, so these are
 single numbers; its 3000-image table has no plain VGG16 column (the baseline does not depend on n).
 """

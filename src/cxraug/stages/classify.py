@@ -1,15 +1,9 @@
-"""`classify` stage: one variant = build its training set, train a VGG16 per seed, evaluate on test once.
+"""`classify_*` stages: one variant = build its training set, train a VGG16 per seed, evaluate on test once.
 
-Variants (n in synthesize.n_per_class):
-  baseline           the real training split as is
-  weighted_loss      cross-entropy weighted by inverse class frequency
-  oversample         every epoch draws class-balanced batches (datasets.balanced_indices)
-  standard_aug_<n>   + n classic-transform copies of real TRAIN images per class (data/augment.py)
-  bagan_<n>          + the first n accepted synthetic images per class from data/synthetic/bagan
-  opengan_<n>        + the same from data/synthetic/opengan
-Only the TRAINING set differs between variants: validation (early stopping) and test (reported once per
-seed, with the best-val checkpoint) are the real prepared splits, loaded by `evaluation_splits` for every
-variant; their md5s are written into the metrics file so any two variants can be checked to share them.
+The variants are listed in classifier/variants.py. Only the TRAINING set differs between variants:
+validation (early stopping) and test (reported once per seed, with the best-val checkpoint) are the real
+prepared splits, loaded by `evaluation_splits` for every variant; their md5s are written into the metrics
+file so any two variants can be checked to share them.
 
 Outputs: models/classifier/<V>.pt (best checkpoint of the FIRST seed in classify.seeds),
 data/scores/<V>.npz (test softmax of every seed), metrics/classify/<V>.json, plots/roc/<V>.csv.
@@ -22,97 +16,38 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cxraug.core import distributed
-from cxraug.core.checkpoint import Checkpointer
-from cxraug.classifier.train import (
-    EpochLog,
-    TrainedClassifier,
-    inverse_frequency_weights,
-    load_classifier,
-    predict_proba,
-    save_classifier,
-    train_classifier,
-)
+from cxraug.classifier.predict import save_classifier
+from cxraug.classifier.seeds import SeedResult, SeedStore, train_seed
+from cxraug.classifier.variants import Variant, parse_variant
+from cxraug.core import distributed, layout
 from cxraug.core.config import ClassifyParams, Params
-from cxraug.data.augment import augmented_copies
-from cxraug.data.datasets import Split, load_split
 from cxraug.core.errors import CxraugError
-from cxraug.metrics.auc import bootstrap_ci, per_class_auc
 from cxraug.core.runtime import (
     atomic_savez,
     atomic_write,
     atomic_write_json,
     file_md5,
     pick_device,
-    safe_load,
     slug,
 )
-
-__all__ = ["load_classifier", "train_classifier", "run_classify", "parse_variant", "valid_variants"]
+from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
+from cxraug.core.tracking import stage_run
+from cxraug.core.training import fingerprint
+from cxraug.data.datasets import Split, load_split
+from cxraug.gans import registry
+from cxraug.metrics.auc import bootstrap_ci, per_class_auc
+from cxraug.metrics.figures import confusion_figure, roc_figure, roc_points
+from cxraug.nets.vgg import VGG16
+from cxraug.synthesis.files import load_synthetic
 
 log = logging.getLogger(__name__)
-REBALANCING = ("baseline", "weighted_loss", "oversample")
-ADDITIVE = ("standard_aug", "bagan", "opengan")
-GANS = ("bagan", "opengan")
-
-
-# ------------------------------------------------------------------------------------------------ variants
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    kind: str  # one of REBALANCING + ADDITIVE
-    n: int = 0  # extra images per class
-
-    @property
-    def gan(self) -> str | None:
-        return self.kind if self.kind in GANS else None
-
-
-def valid_variants(n_per_class: list[int]) -> list[str]:
-    return [*REBALANCING, *(f"{kind}_{n}" for kind in ADDITIVE for n in n_per_class)]
-
-
-def parse_variant(name: str, n_per_class: list[int]) -> Variant:
-    """'bagan_1000' -> Variant('bagan_1000', 'bagan', 1000); anything not allowed is a one-line error."""
-    if name in REBALANCING:
-        return Variant(name, name)
-    match = re.fullmatch(r"({})_(\d+)".format("|".join(ADDITIVE)), name)
-    if match and int(match[2]) in n_per_class:
-        return Variant(name, match[1], int(match[2]))
-    raise CxraugError(
-        f"unknown variant '{name}'; valid: {', '.join(valid_variants(n_per_class))} "
-        "(n comes from synthesize.n_per_class)"
-    )
-
-
-# ------------------------------------------------------------------------------------------ training set
-
-
-@dataclass(frozen=True)
-class TrainingSet:
-    images: torch.Tensor  # uint8 [N, H, W]: real train first, then the extra images
-    labels: torch.Tensor
-    n_real: int  # images[:n_real] is the real training split
-    class_weights: torch.Tensor | None = None
-    balanced: bool = False
-
-    def counts(self, classes: tuple[str, ...]) -> dict[str, int]:
-        return dict(zip(classes, torch.bincount(self.labels, minlength=len(classes)).tolist(), strict=True))
-
-
-def _augment_generator(seed: int) -> torch.Generator:
-    """A stream of its own (not the training generator's), so the extra images depend only on the seed."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0xA06]).generate_state(1)[0]))
 
 
 def _check_synthetic(directory: Path, images: torch.Tensor, train: Split) -> None:
@@ -140,7 +75,6 @@ def load_extra_synthetic(
     variant: Variant, train: Split, synthetic_root: Path
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A GAN variant's synthetic images (first n per class), decoded once when the stage starts."""
-    from cxraug.synthesis.draw import load_synthetic
 
     directory = Path(synthetic_root) / variant.kind
     images, labels = load_synthetic(directory, variant.n)
@@ -153,33 +87,6 @@ def load_extra_synthetic(
             f"{', '.join(short)}; rerun synthesize@{variant.kind}"
         )
     return images, labels
-
-
-def build_training_set(
-    variant: Variant,
-    train: Split,
-    params: ClassifyParams,
-    seed: int,
-    synthetic: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> TrainingSet:
-    """The real training split plus whatever the variant adds, made from TRAIN images (standard_aug) or
-    the given synthetic images (GAN variants, from `load_extra_synthetic`); nothing else can enter."""
-    if variant.kind == "weighted_loss":
-        weights = inverse_frequency_weights(train.labels, train.n_classes)
-        return TrainingSet(train.images, train.labels, len(train), class_weights=weights)
-    if variant.kind == "oversample":
-        return TrainingSet(train.images, train.labels, len(train), balanced=True)
-    if variant.kind == "baseline":
-        return TrainingSet(train.images, train.labels, len(train))
-    if variant.kind == "standard_aug":
-        extra, extra_labels = augmented_copies(
-            train.images, train.labels, variant.n, params.augment, _augment_generator(seed), train.n_classes
-        )
-    elif synthetic is None:
-        raise ValueError(f"variant {variant.name} needs its synthetic images (load_extra_synthetic)")
-    else:
-        extra, extra_labels = synthetic
-    return TrainingSet(torch.cat([train.images, extra]), torch.cat([train.labels, extra_labels]), len(train))
 
 
 # ------------------------------------------------------------------------------------------ evaluation sets
@@ -210,49 +117,20 @@ def evaluation_splits(prepared: Path) -> tuple[Split, Split, Split]:
 class Paths:
     """Where the stage reads and writes, relative to the project root (DVC runs it there)."""
 
-    prepared: Path = Path("data/prepared")
-    synthetic: Path = Path("data/synthetic")
-    synthesize_metrics: Path = Path("metrics/synthesize")
-    models: Path = Path("models/classifier")
-    scores: Path = Path("data/scores")
-    metrics: Path = Path("metrics/classify")
-    roc: Path = Path("plots/roc")
-    checkpoints: Path = Path("checkpoints/classify")
+    variant: str = "baseline"  # which classify_* stage instance
+    prepared: Path = layout.PREPARED
+    synthetic: Path = layout.SYNTHETIC
+    synthesize_metrics: Path = layout.SYNTHESIZE_METRICS
+    models: Path = layout.CLASSIFIERS
+    scores: Path = layout.SCORES
+    metrics: Path = layout.CLASSIFY_METRICS
+    roc: Path = layout.ROC_PLOTS
+    checkpoints: Path = layout.checkpoints("classify")
 
     def under(self, root: Path) -> Paths:
-        return Paths(**{k: root / v for k, v in self.__dict__.items()})
-
-
-@dataclass
-class SeedResult:
-    seed: int
-    test_scores: np.ndarray  # float32 [N_test, K]
-    best_epoch: int
-    best_val_macro_auc: float
-    history: list[dict]
-    train_counts: dict[str, int]  # images per class in the training set actually used
-    state_dict: dict[str, torch.Tensor] | None = None  # kept for the first seed (the saved model)
-
-
-@dataclass
-class ClassifyResult:
-    variant: str
-    metrics: dict
-    run_id: str
-    seconds: float
-    outputs: list[Path] = field(default_factory=list)
-
-
-def _fingerprint(variant: Variant, params: ClassifyParams, inputs: list[Path]) -> str:
-    payload = json.dumps(
-        {
-            "variant": variant.name,
-            "params": params.model_dump(mode="json"),
-            "inputs": {str(p): file_md5(p) for p in inputs if p.is_file()},
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+        """The same layout below `root`."""
+        moved = {k: root / v for k, v in self.__dict__.items() if isinstance(v, Path)}
+        return replace(self, **moved)
 
 
 def _gan_tags(variant: Variant, paths: Paths) -> dict[str, str]:
@@ -275,148 +153,18 @@ def _gan_tags(variant: Variant, paths: Paths) -> dict[str, str]:
     return tags
 
 
-class _SeedStore:
-    """Finished seeds on disk (checkpoints/classify/<V>/seed<N>.result.pt), so a rerun skips them."""
-
-    def __init__(self, directory: Path, fingerprint: str) -> None:
-        self.directory, self.fingerprint = directory, fingerprint
-
-    def checkpointer(self, seed: int) -> Checkpointer:
-        return Checkpointer(self.directory / f"seed{seed}.ckpt.pt", f"{self.fingerprint}-seed{seed}")
-
-    def load(self, seed: int) -> SeedResult | None:
-        path = self.directory / f"seed{seed}.result.pt"
-        if not path.is_file():
-            return None
-        saved = safe_load(path)
-        if saved.get("fingerprint") != self.fingerprint:
-            return None
-        return SeedResult(
-            seed,
-            saved["test_scores"].numpy(),
-            saved["best_epoch"],
-            saved["best_val_macro_auc"],
-            saved["history"],
-            saved["train_counts"],
-            saved.get("state_dict"),
-        )
-
-    def save(self, result: SeedResult) -> None:
-        from cxraug.core.runtime import atomic_save
-
-        payload = {
-            **result.__dict__,
-            "test_scores": torch.from_numpy(result.test_scores),
-            "fingerprint": self.fingerprint,
-        }
-        if payload["state_dict"] is None:
-            payload.pop("state_dict")
-        atomic_save(payload, self.directory / f"seed{result.seed}.result.pt")
-
-    def run_id(self) -> str | None:
-        path = self.directory / "run.json"
-        if path.is_file():
-            info = json.loads(path.read_text())
-            if info.get("fingerprint") == self.fingerprint:
-                return info["run_id"]
-        return None
-
-    def remember_run(self, run_id: str) -> None:
-        atomic_write_json(self.directory / "run.json", {"fingerprint": self.fingerprint, "run_id": run_id})
-
-    def clear(self) -> None:
-        for path in self.directory.glob("seed*.pt"):
-            path.unlink()
-        (self.directory / "run.json").unlink(missing_ok=True)
-        if not any(self.directory.iterdir()):  # set-aside (stale) checkpoints stay for inspection
-            self.directory.rmdir()
-
-
-def _mlflow_epoch_logger(seed: int, classes: tuple[str, ...]):
-    import mlflow
-
-    def log_epoch(entry: EpochLog) -> None:
-        metrics = {
-            f"s{seed}/train_loss": entry.train_loss,
-            f"s{seed}/val_auc_macro": entry.val_macro_auc,
-            f"s{seed}/train_img_per_s": entry.images_per_second,
-        }
-        metrics.update({f"s{seed}/val_auc/{slug(c)}": a for c, a in zip(classes, entry.val_auc, strict=True)})
-        mlflow.log_metrics(metrics, step=entry.epoch)
-        log.info(
-            "seed %d epoch %d: loss %.4f, val macro AUC %.4f (%.0f img/s)",
-            seed,
-            entry.epoch,
-            entry.train_loss,
-            entry.val_macro_auc,
-            entry.images_per_second,
-        )
-
-    return log_epoch
-
-
-def _train_seed(
-    variant: Variant,
-    splits: tuple[Split, Split, Split],
-    params: ClassifyParams,
-    seed: int,
-    store: _SeedStore,
-    run_id: str,
-    synthetic: tuple[torch.Tensor, torch.Tensor] | None,
-    keep_state: bool,
-) -> SeedResult:
-    train, val, test = splits
-    done = store.load(seed)
-    if done is not None:
-        log.info("seed %d: finished earlier (best epoch %d), reusing its test scores", seed, done.best_epoch)
-        return done
-    training = build_training_set(variant, train, params, seed, synthetic)
-    checkpointer = store.checkpointer(seed)
-    trained: TrainedClassifier = train_classifier(
-        training.images,
-        training.labels,
-        val,
-        params,
-        seed,
-        class_weights=training.class_weights,
-        balanced=training.balanced,
-        checkpoint=checkpointer,
-        on_epoch=_mlflow_epoch_logger(seed, train.classes),
-        run_id=run_id,
-    )
-    # the test split is scored exactly once per seed, with the best-val weights (shared out over ranks)
-    ctx = distributed.current()
-    scores = predict_proba(trained.model, test.images, trained.precision, params.eval_batch_size, ctx)
-    result = SeedResult(
-        seed,
-        scores,
-        trained.best_epoch,
-        trained.best_val_macro_auc,
-        [h.__dict__ for h in trained.history],
-        training.counts(train.classes),
-        {k: v.cpu() for k, v in trained.model.state_dict().items()} if keep_state else None,
-    )
-    if ctx.is_main:
-        store.save(result)
-    checkpointer.remove()
-    ctx.barrier()  # every rank sees this seed finished before looking at the next
-    return result
-
-
-def run_classify(variant_name: str, params: Params, paths: Paths = Paths()) -> ClassifyResult:
+def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     """Train and evaluate one variant for every seed; write its four outputs and one MLflow run."""
-    from cxraug.core.tracking import stage_run
-
     started = time.perf_counter()
     settings = params.classify
-    variant = parse_variant(variant_name, params.synthesize.n_per_class)
+    variant = parse_variant(paths.variant, params.synthesize.n_per_class, registry.names())
     train, val, test = evaluation_splits(paths.prepared)
     inputs = [paths.prepared / f"{s}.npz" for s in ("train", "val", "test")]
     if variant.gan:
         inputs.append(paths.synthetic / variant.gan / "index.csv")
         if not inputs[-1].is_file():
             raise CxraugError(f"{inputs[-1]}: not found; run `dvc repro synthesize@{variant.gan}` first")
-    store = _SeedStore(paths.checkpoints / variant.name, _fingerprint(variant, settings, inputs))
+    store = SeedStore(paths.checkpoints / variant.name, f"{variant.name}:{fingerprint(settings, inputs)}")
     ctx = distributed.setup(pick_device(settings.device))
     with ctx.main_first():  # rank 0 alone tracks, writes and clears; the others train their shards
         store.directory.mkdir(parents=True, exist_ok=True)
@@ -424,7 +172,7 @@ def run_classify(variant_name: str, params: Params, paths: Paths = Paths()) -> C
 
     run = stage_run(
         experiment="classify",
-        stage=f"classify@{variant.name}",
+        stage=stage_name(variant),
         params=settings,
         inputs=inputs,
         run_name=variant.name,
@@ -437,26 +185,49 @@ def run_classify(variant_name: str, params: Params, paths: Paths = Paths()) -> C
             store.remember_run(run_id)
         synthetic = load_extra_synthetic(variant, train, paths.synthetic) if variant.gan else None
         seeds = [
-            _train_seed(
+            train_seed(
                 variant, (train, val, test), settings, seed, store, run_id, synthetic, keep_state=i == 0
             )
             for i, seed in enumerate(settings.seeds)
         ]
         if ctx.is_main:
-            metrics = summarise(variant, settings, seeds, test, run_id)
+            metrics = summarize(variant, settings, seeds, test, run_id)
             metrics["eval_sets"] = {"val": split_md5(val), "test": split_md5(test)}
             outputs = write_outputs(variant, train.classes, settings, seeds, test, metrics, paths)
             log_run(variant, seeds, test, metrics, outputs[0])
     ctx.barrier()
     if ctx.is_main:
         store.clear()
-    return ClassifyResult(variant.name, metrics, run_id, time.perf_counter() - started, outputs)
+    seconds = time.perf_counter() - started
+    return StageResult(
+        stage_name(variant), _summary(variant, metrics, seconds), tuple(outputs), run_id, metrics
+    )
+
+
+def stage_name(variant: Variant) -> str:
+    """The DVC stage that trains `variant` (dvc.yaml's classify_real / classify_aug / classify_gan)."""
+    if variant.gan is not None:
+        return f"classify_gan@{variant.gan}-{variant.n}"
+    if variant.n:
+        return f"classify_aug@{variant.n}"
+    return f"classify_real@{variant.name}"
+
+
+def _summary(variant: Variant, m: dict, seconds: float) -> str:
+    if not m:  # torchrun ranks > 0 report nothing
+        return ""
+    per_class = ", ".join(f"{c} {a:.3f}" for c, a in m["per_class_auc"].items())
+    return (
+        f"{variant.name}: test macro AUC {m['macro_auc']:.3f} "
+        f"[{m['macro_auc_ci'][0]:.3f}, {m['macro_auc_ci'][1]:.3f}] over seeds {m['seeds']} "
+        f"(best epochs {list(m['best_epoch'].values())}) in {seconds:.0f}s; {per_class}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ outputs
 
 
-def summarise(
+def summarize(
     variant: Variant, settings: ClassifyParams, seeds: list[SeedResult], test: Split, run_id: str
 ) -> dict:
     """The metrics file: seed means, std over seeds and patient-bootstrap CIs of the test AUCs."""
@@ -505,8 +276,6 @@ def write_outputs(
     metrics: dict,
     paths: Paths,
 ) -> list[Path]:
-    from cxraug.metrics.figures import roc_points
-    from cxraug.nets.vgg import VGG16
 
     first = seeds[0]
     model = VGG16(
@@ -546,8 +315,6 @@ def log_run(variant: Variant, seeds: list[SeedResult], test: Split, metrics: dic
     """Final test metrics, ROC and confusion figures and the saved model: what MLflow shows of a variant."""
     import matplotlib.pyplot as plt
     import mlflow
-
-    from cxraug.metrics.figures import confusion_figure, roc_figure, roc_points
 
     final = {
         "test_auc_macro": metrics["macro_auc"],

@@ -31,36 +31,40 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cxraug.classifier import cas
+from cxraug.classifier.predict import load_classifier
+from cxraug.core import layout, tracking
 from cxraug.core.config import ClassifyParams, GanMetricsParams, Params
-from cxraug.data.datasets import Split, load_split
 from cxraug.core.errors import CxraugError
-from cxraug.metrics import fidelity
 from cxraug.core.runtime import atomic_write_json, file_md5, pick_device, progress, slug
+from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
+from cxraug.core.tracking import stage_run
+from cxraug.data.datasets import Split, load_split
+from cxraug.gans import registry
+from cxraug.gans.opengan.embedder import load_embedder
+from cxraug.metrics import fidelity, memorisation
+from cxraug.synthesis.files import read_index, read_png
 
 log = logging.getLogger(__name__)
-GANS = ("bagan", "opengan")
 FIDELITY_METRICS = ("fd", "kid", "precision", "recall")
 
 
+# the two feature spaces of our own nets (metrics/fidelity.py loads no model itself)
+fidelity.define("embedder", lambda path: load_embedder(path, "cpu"))
+fidelity.define("classifier", lambda path: fidelity.Penultimate(load_classifier(path, "cpu")))
+
+
 @dataclass(frozen=True)
-class GanMetricsPaths:
-    prepared: Path = Path("data/prepared")
-    synthetic: Path = Path("data/synthetic")  # <synthetic>/<gan>/index.csv
-    embedder: Path = Path("models/embedder.pt")
-    classifier: Path = Path("models/classifier/baseline.pt")
-    baseline_metrics: Path = Path("metrics/classify/baseline.json")
-    baseline_scores: Path = Path("data/scores/baseline.npz")
-    synthesize_metrics: Path = Path("metrics/synthesize")  # <...>/<gan>.json (its MLflow run id)
-    out: Path = Path("metrics/gan")  # <out>/<gan>.json
-
-
-@dataclass
-class GanMetricsResult:
-    gan: str
-    metrics: dict
-    path: Path
-    seconds: float
-    run_id: str | None = None
+class Paths:
+    gan: str = "bagan"  # which gan_metrics@<gan> stage instance
+    prepared: Path = layout.PREPARED
+    synthetic: Path = layout.SYNTHETIC  # <synthetic>/<gan>/index.csv
+    embedder: Path = layout.EMBEDDER
+    classifier: Path = layout.CLASSIFIERS / "baseline.pt"
+    baseline_metrics: Path = layout.CLASSIFY_METRICS / "baseline.json"
+    baseline_scores: Path = layout.SCORES / "baseline.npz"
+    synthesize_metrics: Path = layout.SYNTHESIZE_METRICS  # <...>/<gan>.json (its MLflow run id)
+    out: Path = layout.GAN_METRICS  # <out>/<gan>.json
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -71,7 +75,6 @@ def load_evaluated_synthetic(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `per_class` accepted images of each class (all of them when None) as uint8 [N, H, W] and
     labels, class by class. Unlike `load_synthetic`, a class short of `per_class` gives what it has."""
-    from cxraug.synthesis.files import read_index, read_png
 
     index = read_index(directory)
     pairs = index[["class", "label"]].drop_duplicates().itertuples(index=False)
@@ -98,7 +101,7 @@ def load_evaluated_synthetic(
     return torch.from_numpy(images), torch.tensor(labels, dtype=torch.int64)
 
 
-def extractor_files(settings: GanMetricsParams, paths: GanMetricsPaths) -> dict[str, Path]:
+def extractor_files(settings: GanMetricsParams, paths: Paths) -> dict[str, Path]:
     """Feature space -> the file torch-fidelity's extractor loads; a missing file is a one-line error."""
     files = {"embedder": paths.embedder, "classifier": paths.classifier}
     stages = {"embedder": "train_embedder", "classifier": "classify_real@baseline"}
@@ -199,7 +202,7 @@ def cas_settings(params: Params) -> ClassifyParams:
     )
 
 
-def baseline_reference(paths: GanMetricsPaths, test: Split) -> tuple[dict | None, np.ndarray | None]:
+def baseline_reference(paths: Paths, test: Split) -> tuple[dict | None, np.ndarray | None]:
     """The real-data baseline's test AUCs (metrics/classify/baseline.json) and its test softmax
     (data/scores/baseline.npz) when they exist; scores of other test images are an error."""
     metrics = None
@@ -220,15 +223,12 @@ def baseline_reference(paths: GanMetricsPaths, test: Split) -> tuple[dict | None
     return metrics, scores
 
 
-def run_gan_metrics(params: Params, gan: str, paths: GanMetricsPaths = GanMetricsPaths()) -> GanMetricsResult:
-    from cxraug.classifier import cas
-    from cxraug.metrics import memorisation
-    from cxraug.core.tracking import stage_run
+def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
+    """FD/KID/precision/recall per feature space, CAS and the memorisation audit of one generator's images."""
 
     started = time.perf_counter()
     settings = params.gan_metrics
-    if gan not in GANS:
-        raise CxraugError(f"unknown GAN '{gan}'; choose one of {', '.join(GANS)}")
+    gan = registry.get(paths.gan).name
     synthetic_dir = paths.synthetic / gan
     if not (synthetic_dir / "index.csv").is_file():
         raise CxraugError(f"{synthetic_dir}/index.csv: not found; run `dvc repro synthesize@{gan}` first")
@@ -306,7 +306,25 @@ def run_gan_metrics(params: Params, gan: str, paths: GanMetricsPaths = GanMetric
         }
         _log_to_mlflow(metrics, audits, images, train.images, settings.audit_pairs)
     path = atomic_write_json(paths.out / f"{gan}.json", metrics)
-    return GanMetricsResult(gan, metrics, path, time.perf_counter() - started, run_id)
+    return StageResult(
+        f"gan_metrics@{gan}", _summary(gan, metrics, time.perf_counter() - started), (path,), run_id, metrics
+    )
+
+
+def _summary(gan: str, m: dict, seconds: float) -> str:
+    overall = m["fidelity"]["overall"]
+    figures = ", ".join(
+        f"{k} {v:.4g}" for k, v in overall.items() if k.split("_")[0] in ("fd", "fid", "precision", "recall")
+    )
+    pixel, feature = m["memorisation"]["pixel"], m["memorisation"]["feature"]
+    return (
+        f"{gan}: overall {figures or 'no fidelity figure (too few images)'}; near-copies: "
+        f"{pixel['copy_fraction']:.1%} in pixels, {feature['copy_fraction']:.1%} in {feature['space']} "
+        f"features (threshold {m['memorisation']['copy_threshold']:g} x real NN median)"
+        + (f"; CAS macro AUC {m['cas']['macro_auc']:.3f}" if m["cas"] else "")
+        + (f"; {m['skipped']['count']} metric(s) skipped (too few images)" if m["skipped"]["count"] else "")
+        + f"; {seconds:.0f}s"
+    )
 
 
 def _counts(labels: torch.Tensor, classes: tuple[str, ...]) -> dict[str, int]:
@@ -361,8 +379,6 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
 def _log_to_mlflow(metrics: dict, audits, synthetic: torch.Tensor, real: torch.Tensor, n_pairs: int) -> None:
     import mlflow
 
-    from cxraug.core import tracking
-    from cxraug.metrics import memorisation
     mlflow.log_metrics(flat_metrics(metrics))
     mlflow.log_figure(memorisation.distance_histograms(audits), "memorisation/distances.png")
     for audit in audits:

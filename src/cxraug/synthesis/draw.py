@@ -1,73 +1,36 @@
-"""`synthesize` stage: draw class-conditional candidates from a trained GAN and keep only those the model
-itself accepts as the intended class (BAGAN: its discriminator's K+1 softmax; OpenGAN: realness and the
-embedder's nearest class), then write them as PNGs with an index.
+"""The filter loop of synthesis: draw class-conditional candidates from a `Proposer` in batches and keep
+those whose score passes the threshold.
 
 Policy, per class:
-- the threshold is `filter.threshold`, or 0 (every candidate passes, scores still recorded) for a GAN in
-  `filter.unfiltered` (by default OpenGAN, sampled unfiltered as published);
-- candidates are drawn in batches of `batch_size` until max(n_per_class) pass the threshold or
+- candidates are drawn in batches of `batch_size` until `wanted` pass the threshold or
   ceil(max_tries_factor x wanted) candidates have been drawn (the last batch is shortened to the cap);
 - accepted images keep their draw order, so the first n of a class are what a variant with n synthetic
-  images per class trains on (`load_synthetic`), and the n=1000 set is a prefix of the n=3000 set;
-- a class that falls short of max(n_per_class) is written anyway and its shortfall recorded; the stage
-  fails, after writing and logging (so the score histograms show why), only when some class has fewer
-  than min(n_per_class) images, i.e. when not even the smallest variant could be trained;
-- each class draws from its own generator, seeded from `seed`: a class's images do not change when
-  another class needs more or fewer tries.
-- with `filter.drop_near_copies`, a passing candidate whose nearest real training image is closer (pixel
-  RMSE) than `filter.copy_threshold` x the median real-to-real nearest-neighbour RMSE is dropped and counted
-  (metrics/memorisation.py); off, nothing about the draws changes.
-
-Layout (the contract with `classify`, in synthetic_files.py): <out>/<class_slug>/<00000>.png (8-bit gray)
-and <out>/index.csv with columns file (relative to <out>), class, label, score, in acceptance order.
-MLflow logging is in synthesize_tracking.py.
+  images per class trains on (`synthesis.files.load_synthetic`), and the n=1000 set is a prefix of the
+  n=3000 set;
+- each class draws from its own generator, seeded from the caller's: a class's images do not change when
+  another class needs more or fewer tries;
+- a `near_copy` test (metrics/memorisation.NearCopyFilter) drops passing candidates that nearly copy a
+  real training image, and counts them; without one nothing about the draws changes.
+The stage around it (files, metrics, MLflow, shortfalls) is stages/synthesize.py.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import torch
 
 from cxraug.core.config import SynthesizeParams
 from cxraug.core.errors import CxraugError
-from cxraug.synthesis.tracking import log_to_mlflow, training_run_id
-from cxraug.synthesis.files import (  # noqa: F401  (load_synthetic, read_index: the readers' API)
-    load_synthetic,
-    read_exemplars,
-    read_index,
-    write_synthetic,
-)
-from cxraug.core.runtime import Precision, atomic_write_json, pick_device, pick_precision, progress
+from cxraug.core.runtime import progress
+from cxraug.data.datasets import load_split
+from cxraug.gans.registry import Proposer
+from cxraug.metrics.memorisation import NearCopyFilter
 
-# Imported only when used, so each GAN's module (and its dependencies) loads only for its own stage.
-PROPOSERS = {
-    "bagan": "cxraug.gans.bagan.train:load_proposer",
-    "opengan": "cxraug.gans.opengan.proposer:load_proposer",
-}
-EXEMPLAR_PROPOSER = "cxraug.gans.opengan.proposer:load_exemplar_proposer"
-TRAIN_STAGES = {"bagan": "train_bagan", "opengan": "train_opengan"}
 KEEP_REJECTED = 32  # rejected candidates kept per class, only to show them beside the accepted ones
-
-
-@runtime_checkable
-class Proposer(Protocol):
-    """What a trained GAN offers the synthesis stage."""
-
-    classes: tuple[str, ...]  # class names, index = label
-
-    def propose(
-        self, class_index: int, n: int, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """n fresh candidates of the class: uint8 images [n, H, W] (CPU) and, per image, a score in [0, 1]:
-        the model's confidence that the image shows `class_index` (what the filter thresholds)."""
-        ...
 
 
 @dataclass
@@ -231,28 +194,6 @@ def synthesize(
     ]
 
 
-# ----------------------------------------------------------------------------------------------- stage
-
-
-def _import(target: str):
-    module_name, attr = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name != module_name:
-            raise
-        raise CxraugError(f"{module_name} is missing from this installation of cxraug") from None
-    return getattr(module, attr)
-
-
-def load_proposer(gan: str, model_dir: Path, device: torch.device) -> Proposer:
-    if gan not in PROPOSERS:
-        raise CxraugError(f"unknown GAN '{gan}'; choose one of {', '.join(PROPOSERS)}")
-    if not Path(model_dir).is_dir():
-        raise CxraugError(f"{model_dir}: no trained {gan} model; run `dvc repro {TRAIN_STAGES[gan]}` first")
-    return _import(PROPOSERS[gan])(Path(model_dir), device)
-
-
 @dataclass
 class SynthesizeResult:
     draws: list[ClassDraw]
@@ -273,40 +214,8 @@ class SynthesizeResult:
         return self.tried / self.seconds if self.seconds else float("nan")
 
 
-def run_synthesize(
-    params: SynthesizeParams,
-    gan: str,
-    model_dir: Path,
-    out_dir: Path,
-    metrics_path: Path | None,
-    train_metrics: Path | None = None,
-    prepared: Path | None = None,
-) -> SynthesizeResult:
-    """The DVC stage synthesize@<gan>: max(n_per_class) filtered images per class of the trained GAN.
-    `prepared` (data/prepared) holds the real training images that `filter.drop_near_copies` compares with."""
-    device = pick_device(params.device)
-    proposer = load_proposer(gan, model_dir, device)
-    near_copy = near_copy_filter(params, prepared, device) if params.filter.drop_near_copies else None
-    return _run(
-        proposer,
-        params,
-        pick_precision(device, params.precision),
-        stage=f"synthesize@{gan}",
-        gan=gan,
-        model_dir=model_dir,
-        gan_run=training_run_id(model_dir, train_metrics),
-        out_dir=out_dir,
-        metrics_path=metrics_path,
-        wanted=max(params.n_per_class),
-        required=min(params.n_per_class),
-        near_copy=near_copy,
-    )
-
-
 def near_copy_filter(params: SynthesizeParams, prepared: Path | None, device: torch.device):
-    """The near-copy test against data/prepared/train.npz (evaluate/memorisation.NearCopyFilter)."""
-    from cxraug.data.datasets import load_split
-    from cxraug.metrics.memorisation import NearCopyFilter
+    """The near-copy test against data/prepared/train.npz (metrics/memorisation.NearCopyFilter)."""
 
     if prepared is None:
         raise CxraugError(
@@ -316,107 +225,3 @@ def near_copy_filter(params: SynthesizeParams, prepared: Path | None, device: to
     if len(train) < 2:
         raise CxraugError(f"{prepared}/train.npz: the near-copy filter needs at least two training images")
     return NearCopyFilter(train.images, params.filter.copy_threshold, device)
-
-
-def run_exemplars(
-    params: SynthesizeParams,
-    model_dir: Path,
-    exemplars_dir: Path,
-    label: str,
-    n: int,
-    image_size: int,
-    out_dir: Path,
-    metrics_path: Path | None = None,
-) -> SynthesizeResult:
-    """An unseen class: OpenGAN conditioned on the embeddings of a few exemplar images; n filtered images."""
-    if not Path(model_dir).is_dir():
-        raise CxraugError(f"{model_dir}: no trained opengan model; run `dvc repro train_opengan` first")
-    exemplars = read_exemplars(Path(exemplars_dir), image_size)
-    device = pick_device(params.device)
-    proposer = _import(EXEMPLAR_PROPOSER)(Path(model_dir), exemplars, label, device)
-    return _run(
-        proposer,
-        params,
-        pick_precision(device, params.precision),
-        stage="synthesize-exemplars",
-        gan="opengan",
-        model_dir=model_dir,
-        gan_run=training_run_id(model_dir),
-        out_dir=out_dir,
-        metrics_path=metrics_path,
-        wanted=n,
-        required=n,
-        extra_tags={"exemplars.dir": str(exemplars_dir), "exemplars.count": str(len(exemplars))},
-    )
-
-
-def _run(
-    proposer: Proposer,
-    params: SynthesizeParams,
-    precision: Precision,
-    *,
-    stage: str,
-    gan: str,
-    model_dir: Path,
-    gan_run: str | None,
-    out_dir: Path,
-    metrics_path: Path | None,
-    wanted: int,
-    required: int,
-    extra_tags: dict[str, str] | None = None,
-    near_copy=None,
-) -> SynthesizeResult:
-    generator = torch.Generator().manual_seed(params.seed)
-    threshold = params.filter.threshold_for(gan)  # 0 for an unfiltered GAN: every candidate passes
-    start = time.perf_counter()
-    with torch.inference_mode(), precision.autocast():
-        draws = synthesize(
-            proposer,
-            wanted,
-            threshold,
-            params.filter.max_tries_factor,
-            params.batch_size,
-            generator,
-            near_copy,
-        )
-    result = SynthesizeResult(draws, time.perf_counter() - start, Path(out_dir))
-    write_synthetic(draws, Path(out_dir))
-    result.run_id = log_to_mlflow(result, params, stage, gan, model_dir, gan_run, precision, extra_tags or {})
-    if metrics_path is not None:
-        atomic_write_json(
-            metrics_path,
-            {
-                "gan": gan,
-                "threshold": threshold,
-                "filtered": gan not in params.filter.unfiltered,
-                "wanted_per_class": wanted,
-                "accepted": result.accepted,
-                "tried": result.tried,
-                "acceptance_rate": round(sum(d.passed for d in draws) / max(result.tried, 1), 6),
-                "per_class": {d.name: d.summary() for d in draws},
-                "shortfall": {d.name: d.shortfall for d in draws if d.shortfall},
-                "candidates_per_second": round(result.candidates_per_second, 1),
-                "mlflow_run_id": result.run_id,
-                "gan_run_id": gan_run,
-            }
-            | ({} if near_copy is None else {"near_copies": _near_copy_summary(draws, near_copy)}),
-        )
-    short = {d.name: d.accepted for d in draws if d.accepted < required}
-    if short:
-        raise CxraugError(
-            f"{gan}: too few candidates passed threshold {threshold} within "
-            f"{params.filter.max_tries_factor:g}x tries: accepted {short}, need {required} per class "
-            f"(wrote them to {out_dir}; see the score histograms in MLflow run {result.run_id}); lower "
-            "synthesize.filter.threshold or raise synthesize.filter.max_tries_factor"
-        )
-    return result
-
-
-def _near_copy_summary(draws: list[ClassDraw], near_copy) -> dict:
-    return {
-        "dropped": sum(d.near_copies or 0 for d in draws),
-        "per_class": {d.name: d.near_copies for d in draws},
-        "copy_threshold": near_copy.copy_threshold,
-        "threshold_rmse": round(near_copy.threshold, 6),
-        "real_nn_median_rmse": round(near_copy.reference, 6),
-    }

@@ -10,19 +10,16 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
 
-from cxraug.data.images import BadImage, load_gray
 from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import atomic_dir, progress, slug
-
-if TYPE_CHECKING:
-    from cxraug.synthesis.draw import ClassDraw
+from cxraug.data.images import BadImage, load_gray
+from cxraug.synthesis.draw import ClassDraw
 
 log = logging.getLogger(__name__)
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cxraug.core import tracking
 from cxraug.core.config import SynthesizeParams
 from cxraug.core.runtime import Precision, slug
-
-if TYPE_CHECKING:
-    from cxraug.synthesis.draw import ClassDraw, SynthesizeResult
+from cxraug.synthesis.draw import ClassDraw, SynthesizeResult
 
 
 def training_run_id(model_dir: Path, train_metrics: Path | None = None) -> str | None:
@@ -60,7 +58,6 @@ def log_to_mlflow(
 ) -> str:
     import mlflow
 
-    from cxraug.core import tracking
     tags = {"gan": gan, "gan.run_id": gan_run or "unknown", "precision": precision.describe(), **extra_tags}
     with tracking.stage_run(
         experiment="synthesize", stage=stage, params=params, inputs=[model_dir], extra_tags=tags

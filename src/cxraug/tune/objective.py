@@ -3,11 +3,12 @@ schedule (`tune.overrides`), n_per_class filtered synthetic images per class dra
 a short classifier trained on the real training images plus those; the value is that classifier's best
 validation macro AUC.
 
-- The stage functions are reused as they are (`train_bagan`, `train_opengan`, `synthesize`'s filter,
-  `train_classifier`), writing into a temporary directory per trial; their MLflow runs nest under the
-  trial's.
-- OpenGAN's embedder does not depend on the tuned learning rates: it is trained once (per settings and
-  data, cached in <work_dir>/cache/) and every trial conditions on that same frozen embedder.
+- The training functions are reused as they are (the generator's `train` from gans/registry.py,
+  synthesis's filter, `train_classifier`), writing into a temporary directory per trial; their MLflow
+  runs nest under the trial's. Every generator is watched through the same hooks (core/stage.py), so no
+  generator needs an adapter here.
+- An embedder (OpenGAN's) does not depend on the tuned learning rates: it is trained once (per settings
+  and data, cached in <work_dir>/cache/) and every trial conditions on that same frozen embedder.
 - n_per_class = 0 trains no GAN: the trial is the real-only classifier under the same schedule (its
   learning rates are recorded but unused), the reference every GAN trial must beat.
 - Intermediate values for the pruner, by step: GAN epoch e (1..E) -> the probe's val macro AUC (a
@@ -33,21 +34,27 @@ import optuna
 import torch
 import torch.nn.functional as F
 
+from cxraug.classifier.train import EpochLog, train_classifier
 from cxraug.core.config import Params, TuneSearchSpace
-from cxraug.data.datasets import Split, load_split
 from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import file_md5, pick_device, slug
+from cxraug.core.stage import EpochEnd, Hooks
+from cxraug.core.tracking import log_grid, params_hash
+from cxraug.data.datasets import Split, load_split
+from cxraug.gans import registry
+from cxraug.gans.opengan.train_embedder import train_embedder
+from cxraug.metrics.auc import per_class_auc
+from cxraug.synthesis.draw import near_copy_filter, synthesize
 from cxraug.tune.tracking import TrialFailed, log_trial_params, report, trial_run_id
 
 log = logging.getLogger(__name__)
-SEARCHED = {"bagan": ("lr_g", "lr_d", "lr_ae"), "opengan": ("lr_g", "lr_d")}
 SPLITS = ("train", "val")  # the only splits a trial may see
 
 
 def suggest(trial: optuna.Trial, space: TuneSearchSpace, gan: str) -> dict[str, Any]:
     """The trial's choices: log-uniform learning rates, then the ordinal number of images per class."""
     chosen: dict[str, Any] = {}
-    for name in SEARCHED[gan]:
+    for name in registry.get(gan).searched:
         bounds = getattr(space, name)
         chosen[name] = trial.suggest_float(name, bounds.low, bounds.high, log=True)
     n = space.n_per_class
@@ -84,8 +91,6 @@ def probe_auc(proposer, val: Split, per_class: int, seed: int) -> float:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from cxraug.metrics.auc import per_class_auc
-
     generator = torch.Generator().manual_seed(seed)
     images, labels = [], []
     with torch.inference_mode():
@@ -116,8 +121,7 @@ class GanObjective:
     """The objective of a study over one GAN; `setup()` once per worker, then one call per trial."""
 
     def __init__(self, gan: str, params: Params, prepared: Path, work_dir: Path) -> None:
-        if gan not in SEARCHED:
-            raise CxraugError(f"unknown GAN '{gan}'; choose one of {', '.join(SEARCHED)}")
+        self.generator = registry.get(gan)
         self.gan, self.params, self.work_dir = gan, params, Path(work_dir)
         self._tmp = tempfile.TemporaryDirectory(prefix="cxraug-tune-")
         self.data_dir = train_val_only(Path(prepared), Path(self._tmp.name) / "data")
@@ -133,7 +137,7 @@ class GanObjective:
 
     @property
     def gan_epochs(self) -> int:
-        return getattr(self.params, f"train_{self.gan}").epochs
+        return getattr(self.params, self.generator.section).epochs
 
     def close(self) -> None:
         self._tmp.cleanup()
@@ -147,8 +151,8 @@ class GanObjective:
     # ------------------------------------------------------------------------------------------ the trial
 
     def setup(self) -> None:
-        """Once per worker, inside the study's MLflow run: OpenGAN's frozen embedder."""
-        if self.gan == "opengan":
+        """Once per worker, inside the study's MLflow run: a needed frozen embedder."""
+        if self.generator.needs_embedder:
             self.embedder_path = self._embedder()
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -163,34 +167,23 @@ class GanObjective:
         return self._classify(trial, synthetic)
 
     def _train_gan(self, trial: optuna.Trial, chosen: dict[str, Any], tmp: Path):
-        lrs = {k: chosen[k] for k in SEARCHED[self.gan]}
-        device = pick_device(self.params.synthesize.device)
-        if self.gan == "bagan":
-            from cxraug.gans.bagan.train import load_proposer, train_bagan
-
-            params = with_values(self.params.train_bagan, **lrs)
-            watch = BaganWatch(self, trial, tmp / "model")
-            train_bagan(
-                params, self.data_dir, tmp / "model", tmp / "metrics.json", tmp / "checkpoints", watch
-            )
-            return load_proposer(tmp / "model", device)
-        from cxraug.gans.opengan.proposer import load_proposer
-        from cxraug.gans.opengan.train import train_opengan
-
-        if self.embedder_path is None:
+        lrs = {k: chosen[k] for k in self.generator.searched}
+        if self.generator.needs_embedder and self.embedder_path is None:
             self.setup()
-        params = with_values(self.params.train_opengan, **lrs)
-        watch = OpenganWatch(self, trial)
-        train_opengan(
-            params,
-            self.data_dir,
-            self.embedder_path,
-            tmp / "model",
-            tmp / "metrics.json",
-            tmp / "ckpt",
-            watch,
+        params = with_values(getattr(self.params, self.generator.section), **lrs)
+        hooks = Hooks(on_epoch=lambda end: self.epoch_done(trial, end))
+        model = tmp / "model"
+        self.generator.train(
+            params, self.data_dir, model, tmp / "metrics.json", tmp / "checkpoints", hooks, self.embedder_path
         )
-        return load_proposer(tmp / "model", device)
+        return self.generator.load_proposer(model, pick_device(self.params.synthesize.device))
+
+    def epoch_done(self, trial: optuna.Trial, end: EpochEnd) -> None:
+        """Every epoch of every phase: the nets must be finite; after a GAN epoch the probe runs on the
+        live generator (the pruner may stop the trial here)."""
+        check_finite(dict(end.nets), f"{end.phase} epoch {end.epoch}")
+        if end.proposer is not None:
+            self.gan_epoch_done(trial, end.epoch, end.proposer)
 
     def gan_epoch_done(self, trial: optuna.Trial, epoch: int, proposer) -> None:
         """Report the probe of a finished GAN epoch (the pruner may stop the trial here)."""
@@ -203,8 +196,6 @@ class GanObjective:
     def _synthesize(self, proposer, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """n images per class through synthesize's own filter, in memory; a GAN that cannot supply them
         within the cap on tries is pruned (no classifier could use it)."""
-        from cxraug.synthesis.draw import synthesize
-        from cxraug.core.tracking import log_grid
 
         s = self.params.synthesize
         threshold = s.filter.threshold_for(self.gan)  # 0: an unfiltered GAN keeps every candidate
@@ -237,14 +228,11 @@ class GanObjective:
         if not self.params.synthesize.filter.drop_near_copies:
             return None
         if self._near_copy_filter is None:
-            from cxraug.synthesis.draw import near_copy_filter
-
             s = self.params.synthesize
             self._near_copy_filter = near_copy_filter(s, self.data_dir, pick_device(s.device))
         return self._near_copy_filter
 
     def _classify(self, trial: optuna.Trial, synthetic: tuple[torch.Tensor, torch.Tensor] | None) -> float:
-        from cxraug.classifier.train import EpochLog, train_classifier
 
         params = self.params.classify
         images, labels = self.train.images, self.train.labels
@@ -274,8 +262,6 @@ class GanObjective:
 
     def _embedder(self) -> Path:
         """train_embedder once for these settings and data; later workers and resumed studies reuse it."""
-        from cxraug.gans.opengan.train_embedder import train_embedder
-        from cxraug.core.tracking import params_hash
 
         p = self.params.train_embedder
         key = hashlib.sha256(
@@ -300,44 +286,3 @@ def _log_metrics(metrics: dict[str, float], step: int) -> None:
 
     now = int(time.time() * 1000)
     MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
-
-
-class BaganWatch:
-    """train_bagan's step hook: at every epoch end the nets must be finite; after each GAN epoch the
-    probe runs on the live G and D (in eval mode, switched back to training afterwards)."""
-
-    def __init__(self, objective: GanObjective, trial: optuna.Trial, model_dir: Path) -> None:
-        self.objective, self.trial, self.model_dir = objective, trial, model_dir
-        self._gaussians = None
-
-    def __call__(self, phase: str, step: int, s) -> None:
-        from cxraug.gans.bagan.train import BaganProposer
-        from cxraug.gans.bagan.latent import ClassGaussians
-        from cxraug.gans.bagan.phases import evaluating
-
-        if step % s.steps_per_epoch:
-            return
-        epoch = step // s.steps_per_epoch
-        if phase == "autoencoder":
-            check_finite({"encoder": s.nets.encoder, "decoder": s.nets.decoder}, f"autoencoder epoch {epoch}")
-            return
-        g, d = s.nets.generator, s.nets.discriminator
-        check_finite({"generator": g, "discriminator": d}, f"GAN epoch {epoch}")
-        if self._gaussians is None:  # written by train_bagan before its GAN phase starts
-            self._gaussians = ClassGaussians.load(self.model_dir / "class_gaussians.npz")
-        with evaluating(g, d):
-            proposer = BaganProposer(g, d, self._gaussians, s.precision)
-            self.objective.gan_epoch_done(self.trial, epoch, proposer)
-
-
-class OpenganWatch:
-    """train_opengan's epoch hook (G and D are in eval mode there): finite weights, then the probe."""
-
-    def __init__(self, objective: GanObjective, trial: optuna.Trial) -> None:
-        self.objective, self.trial = objective, trial
-
-    def __call__(self, epoch: int, proposer) -> None:
-        check_finite(
-            {"generator": proposer.generator, "discriminator": proposer.discriminator}, f"GAN epoch {epoch}"
-        )
-        self.objective.gan_epoch_done(self.trial, epoch, proposer)

@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 
 from cxraug.core import tracking
 from cxraug.core.config import TuneParams
+from cxraug.tune.study import sqlite_init_lock
 
 EXPERIMENT = "tune"
 UID_TAG = "optuna.study_uid"
@@ -67,8 +68,6 @@ def find_or_create_study_run(
 ) -> str:
     """The id of the study's parent run in the current tracking store."""
     from mlflow.entities import Param
-
-    from cxraug.tune.study import sqlite_init_lock
 
     with sqlite_init_lock(tracking.configure()):  # a fresh local store is created by one worker at a time
         experiment_id = _set_experiment(EXPERIMENT)

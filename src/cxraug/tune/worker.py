@@ -33,8 +33,9 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from cxraug.core.config import Params, TuneParams, trial_params
-from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import atomic_write_text
+from cxraug.gans import registry
+from cxraug.tune.objective import GanObjective
 from cxraug.tune.study import DEFAULT_STORAGE, open_storage, open_study, storage_label
 from cxraug.tune.tracking import (  # noqa: F401  (report, TrialFailed: what objectives use)
     TrialFailed,
@@ -48,7 +49,6 @@ from cxraug.tune.tracking import (  # noqa: F401  (report, TrialFailed: what obj
 __all__ = ["DEFAULT_STORAGE", "TrialFailed", "report", "run_worker", "tune"]
 
 log = logging.getLogger(__name__)
-GANS = ("bagan", "opengan")
 Objective = Callable[[optuna.Trial], float]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -302,10 +302,8 @@ def tune(
     out_dir: Path = Path("tuning"),
 ) -> WorkerResult:
     """`cxraug tune`: one worker of a study over `gan`, with the real objective."""
-    from cxraug.tune.objective import GanObjective
 
-    if gan not in GANS:
-        raise CxraugError(f"unknown GAN '{gan}'; choose one of {', '.join(GANS)}")
+    registry.get(gan)  # an unknown generator is a one-line error before anything starts
     with GanObjective(gan, trial_params(params), prepared, out_dir) as objective:
         return run_worker(
             objective,

@@ -102,6 +102,14 @@ class BaganNets:
     def build(cls, arch: Architecture) -> BaganNets:
         return cls(encoder(arch), Generator(arch), Generator(arch), discriminator(arch))
 
+    def modules(self) -> dict[str, nn.Module]:
+        return {
+            "encoder": self.encoder,
+            "decoder": self.decoder,
+            "generator": self.generator,
+            "discriminator": self.discriminator,
+        }
+
     def apply(self, fn) -> BaganNets:
         """The same nets after fn (e.g. Precision.module: device and memory layout)."""
         return BaganNets(*(fn(m) for m in (self.encoder, self.decoder, self.generator, self.discriminator)))

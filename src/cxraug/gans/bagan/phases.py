@@ -7,31 +7,32 @@ replays exactly what an uninterrupted run does. Checkpoint writing is the caller
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from cxraug.core.config import TrainBaganParams
-from cxraug.data.datasets import Split, batch_indices, to_model_range, to_uint8
 from cxraug.core.distributed import SINGLE, Context
-from cxraug.gans.bagan.latent import ClassGaussians, LatentSampler, class_probabilities
-from cxraug.gans.bagan.nets import BaganNets
-from cxraug.gans.bagan.steps import autoencoder_step, fakes_per_step, gan_step, reconstruction_loss
-from cxraug.gans.bagan.tracking import BaganTracker
 from cxraug.core.runtime import Precision, progress
+from cxraug.core.stage import NO_HOOKS, EpochEnd, Hooks
+from cxraug.core.training import evaluating, phase_epoch_batches, slices
+from cxraug.data.datasets import Split, to_model_range, to_uint8
+from cxraug.gans.bagan.latent import ClassGaussians, LatentSampler, class_probabilities
+from cxraug.gans.bagan.losses import reconstruction_loss
+from cxraug.gans.bagan.nets import BaganNets
+from cxraug.gans.bagan.proposer import BaganProposer
+from cxraug.gans.bagan.steps import autoencoder_step, fakes_per_step, gan_step
+from cxraug.gans.bagan.tracking import BaganTracker
 
 PHASES = ("autoencoder", "gan")
 SaveFn = Callable[[int, int], None]  # (step, epoch) -> None
-# (phase, step, session) -> None, called after each step: tests inspect the nets or interrupt here
-StepHook = Callable[[str, int, "Session"], None]
 
 
 @dataclass
 class Session:
-    """What both phases share: settings, nets, optimisers, data on the device, randomness, tracking."""
+    """What both phases share: settings, nets, optimizers, data on the device, randomness, tracking."""
 
     params: TrainBaganParams
     nets: BaganNets
@@ -41,7 +42,7 @@ class Session:
     precision: Precision
     rng: torch.Generator
     tracker: BaganTracker
-    on_step: StepHook | None = None
+    hooks: Hooks = NO_HOOKS
     ctx: Context = SINGLE
     wrapped: BaganNets | None = None  # the DDP-wrapped nets for training passes under torchrun
 
@@ -55,12 +56,10 @@ class Session:
         return n // b if n >= b else 1
 
     def epoch_batches(self, phase: str, epoch: int) -> list[torch.Tensor]:
-        seed = np.random.SeedSequence([self.params.seed, PHASES.index(phase), epoch]).generate_state(1)[0]
-        order = torch.Generator().manual_seed(int(seed))
-        return [
-            i.to(self.train.images.device)
-            for i in batch_indices(len(self.train), self.params.batch_size, order)
-        ]
+        p = self.params
+        return phase_epoch_batches(
+            len(self.train), p.batch_size, p.seed, PHASES.index(phase), epoch, self.train.images.device
+        )
 
     def images(self, uint8: torch.Tensor) -> torch.Tensor:
         return self.precision.batch(to_model_range(uint8))
@@ -81,7 +80,17 @@ def per_class_examples(split: Split, n: int) -> torch.Tensor:
     return split.images[torch.cat(picks)]
 
 
-def _run_phase(s: Session, phase: str, epochs: int, start_step: int, step_fn, end_of_epoch, save: SaveFn):
+def _run_phase(
+    s: Session,
+    phase: str,
+    epochs: int,
+    start_step: int,
+    step_fn,
+    end_of_epoch,
+    nets: dict[str, torch.nn.Module],
+    save: SaveFn,
+    proposer: Callable[[], BaganProposer] | None = None,
+):
     """The loop both phases share: epochs of batches from start_step on, step metrics, epoch-end work,
     a checkpoint every checkpoint_every steps, the progress bar."""
     per_epoch = s.steps_per_epoch
@@ -91,16 +100,20 @@ def _run_phase(s: Session, phase: str, epochs: int, start_step: int, step_fn, en
         for idx in s.epoch_batches(phase, epoch)[step - epoch * per_epoch :]:
             shown = s.tracker.step(step_fn(idx), step + 1)
             step += 1
-            if step % per_epoch == 0 and s.ctx.is_main:  # held-out checks and grids: logging only
-                end_of_epoch(epoch + 1, step)
+            if step % per_epoch == 0:
+                if s.ctx.is_main:  # held-out checks and grids: logging only
+                    end_of_epoch(epoch + 1, step)
+                if s.hooks.on_epoch is not None:  # the nets in eval mode, as when sampling
+                    with evaluating(*nets.values()):
+                        s.hooks.on_epoch(EpochEnd(phase, epoch + 1, nets, proposer() if proposer else None))
             if step % s.params.checkpoint_every == 0:
                 s.tracker.flush()
                 save(step, step // per_epoch)
             bar.update()
             if shown:
                 bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
-            if s.on_step is not None:
-                s.on_step(phase, step, s)
+            if s.hooks.on_step is not None:
+                s.hooks.on_step(phase, step, s.nets.modules())
     bar.close()
     s.tracker.flush()
 
@@ -120,25 +133,8 @@ def train_autoencoder(s: Session, start_step: int, save: SaveFn) -> None:
         s.tracker.scalars({"ae/val_loss": reconstruction_error(s, s.val.images), "ae/epoch": epoch}, step)
         s.tracker.reconstructions(examples, reconstruct(s, examples), epoch)
 
-    _run_phase(s, "autoencoder", s.params.ae_epochs, start_step, step_fn, end_of_epoch, save)
-
-
-@contextlib.contextmanager
-def evaluating(*modules: torch.nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout, batch-norm running statistics) and no gradients, then back as they were."""
-    modes = [m.training for m in modules]
-    for m in modules:
-        m.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, mode in zip(modules, modes, strict=True):
-            m.train(mode)
-
-
-def slices(n: int, batch: int = 256) -> list[slice]:
-    return [slice(i, i + batch) for i in range(0, n, batch)]
+    nets = {"encoder": s.nets.encoder, "decoder": s.nets.decoder}
+    _run_phase(s, "autoencoder", s.params.ae_epochs, start_step, step_fn, end_of_epoch, nets, save)
 
 
 def reconstruct(s: Session, images: torch.Tensor) -> torch.Tensor:
@@ -191,7 +187,11 @@ def train_gan(s: Session, gaussians: ClassGaussians, start_step: int, save: Save
         s.tracker.scalars({**discriminator_on(s, s.val), "gan/epoch": epoch}, step)
         s.tracker.samples(generate(s, fixed), epoch)
 
-    _run_phase(s, "gan", s.params.epochs, start_step, step_fn, end_of_epoch, save)
+    def proposer() -> BaganProposer:  # built in eval mode: it puts the nets there itself
+        return BaganProposer(s.nets.generator, s.nets.discriminator, gaussians, s.precision)
+
+    nets = {"generator": s.nets.generator, "discriminator": s.nets.discriminator}
+    _run_phase(s, "gan", s.params.epochs, start_step, step_fn, end_of_epoch, nets, save, proposer)
 
 
 def fixed_latents(sampler: LatentSampler, n_classes: int, per_class: int, seed: int) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""What one BAGAN training step computes: the losses as small pure functions, and the autoencoder and GAN
-steps that apply them (pytorch/examples dcgan style: explicit zero_grad / backward / step)."""
+"""BAGAN's autoencoder and GAN steps, applying the losses of losses.py (pytorch/examples dcgan style:
+explicit zero_grad / backward / step)."""
 
 from __future__ import annotations
 
@@ -7,45 +7,21 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cxraug.core import distributed
 from cxraug.core.distributed import WHOLE, Shard
 from cxraug.core.runtime import Precision
+from cxraug.gans.bagan.losses import (
+    accuracy,
+    discriminator_loss,
+    fake_class,
+    generator_loss,
+    reconstruction_loss,
+)
 
 # draw(n) -> (latents [n, d] on the device, the class each latent was drawn from [n] on the device)
 LatentDraw = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
-
-
-def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error in the [-1, 1] pixel range (BAGAN's autoencoder loss)."""
-    return F.mse_loss(reconstruction.float(), target.float())
-
-
-def fake_class(logits: torch.Tensor) -> int:
-    """Index of the discriminator's "generated" output: the last of its K+1 logits."""
-    return logits.shape[1] - 1
-
-
-def discriminator_loss(
-    logits_real: torch.Tensor, labels: torch.Tensor, logits_fake: torch.Tensor
-) -> torch.Tensor:
-    """Cross-entropy over the K+1 outputs of one batch of real and generated images together: each real
-    image against its class, each generated image against class K ("generated")."""
-    targets_fake = torch.full((len(logits_fake),), fake_class(logits_fake), device=labels.device)
-    logits = torch.cat([logits_real, logits_fake]).float()
-    return F.cross_entropy(logits, torch.cat([labels, targets_fake]))
-
-
-def generator_loss(logits_fake: torch.Tensor, sampled_classes: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of D's K+1 outputs on generated images against the class each latent was drawn
-    from: G must make images that D takes for real images of that class."""
-    return F.cross_entropy(logits_fake.float(), sampled_classes)
-
-
-def accuracy(logits: torch.Tensor, targets: torch.Tensor | int) -> torch.Tensor:
-    return (logits.argmax(1) == targets).float().mean()
 
 
 def fakes_per_step(batch_size: int, n_classes: int) -> int:
@@ -123,13 +99,3 @@ def gan_step(
         "d_acc_real": shard.scale(accuracy(logits_real.detach(), labels), len(real), batch),
         "d_acc_fake": shard.scale(accuracy(logits_fake.detach(), fake_class(logits_fake)), len(fake), n_fake),
     }
-
-
-def adam(params, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
-    """Adam with the fused kernel where this build has it for the parameters' device (measured on CPU:
-    an optimiser step 10-20x faster than the default for-loop implementation)."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, betas=betas)

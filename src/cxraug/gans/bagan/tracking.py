@@ -6,7 +6,6 @@ logged with the epoch as their step, so MLflow's image slider shows progress epo
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,9 @@ import torch
 
 from cxraug.core import tracking
 from cxraug.core.distributed import SINGLE, Context
-from cxraug.gans.bagan.latent import ClassGaussians
 from cxraug.core.runtime import slug
+from cxraug.core.training import StepWindow
+from cxraug.gans.bagan.latent import ClassGaussians
 
 
 class BaganTracker:
@@ -26,22 +26,12 @@ class BaganTracker:
         self.log_every = log_every
         self.ctx = ctx
         self.buffer = tracking.MetricBuffer()
-        self._window: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self.window = StepWindow(ctx, self.buffer, log_every)
 
     def step(self, metrics: dict[str, torch.Tensor], step: int) -> dict[str, float] | None:
         """Collect one step's metrics (device tensors: no sync); every log_every steps log their means
         (over steps and ranks) and return them (for the progress bar)."""
-        for key, value in metrics.items():
-            self._window[key].append(value)
-        if step % self.log_every:
-            return None
-        keys = list(self._window)
-        means = self.ctx.mean(torch.stack([torch.stack(self._window[k]).float().mean() for k in keys]))
-        self._window.clear()
-        means = dict(zip(keys, means.tolist(), strict=True))
-        if self.ctx.is_main:
-            self.buffer.log(means, step)
-        return means
+        return self.window.add(metrics, step)
 
     def scalars(self, metrics: dict[str, float], step: int) -> None:
         self.buffer.log(metrics, step)

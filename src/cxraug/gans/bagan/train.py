@@ -11,7 +11,6 @@ autoencoder.pt (kept until the stage ends) and gan.pt; a rerun resumes from them
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -19,44 +18,40 @@ from pathlib import Path
 
 import torch
 
-from cxraug.core import distributed
+from cxraug.core import distributed, tracking
 from cxraug.core.checkpoint import Checkpointer, Resumed
 from cxraug.core.config import TrainBaganParams
-from cxraug.data.datasets import Split, load_split, to_model_range, to_uint8
 from cxraug.core.errors import CxraugError
-from cxraug.gans.bagan.latent import ClassGaussians, LatentSampler, fit_class_gaussians
-from cxraug.gans.bagan.nets import (
-    Architecture,
-    BaganNets,
-    Generator,
-    discriminator,
-    init_gan_from_autoencoder,
-)
-from cxraug.gans.bagan.steps import adam, fakes_per_step
-from cxraug.gans.bagan.tracking import BaganTracker
-from cxraug.gans.bagan.phases import (
-    Session,
-    StepHook,
-    discriminator_on,
-    encode,
-    evaluating,
-    fixed_latents,
-    generate,
-    reconstruction_error,
-    slices,
-    train_autoencoder,
-)
-from cxraug.gans.bagan.phases import train_gan as run_gan
 from cxraug.core.runtime import (
-    Precision,
     atomic_save,
     atomic_write,
     atomic_write_json,
     pick_device,
     pick_precision,
-    safe_load,
     seed_everything,
 )
+from cxraug.core.stage import NO_HOOKS, Hooks
+from cxraug.core.tracking import to_uint8_grid
+from cxraug.core.training import adam, fingerprint
+from cxraug.data.datasets import Split, load_split
+from cxraug.gans.bagan.latent import ClassGaussians, LatentSampler, fit_class_gaussians
+from cxraug.gans.bagan.nets import (
+    Architecture,
+    BaganNets,
+    init_gan_from_autoencoder,
+)
+from cxraug.gans.bagan.phases import (
+    Session,
+    discriminator_on,
+    encode,
+    fixed_latents,
+    generate,
+    reconstruction_error,
+    train_autoencoder,
+)
+from cxraug.gans.bagan.phases import train_gan as run_gan
+from cxraug.gans.bagan.steps import fakes_per_step
+from cxraug.gans.bagan.tracking import BaganTracker
 
 EXPERIMENT = "bagan"
 STAGE = "train_bagan"
@@ -79,22 +74,14 @@ def architecture(params: TrainBaganParams, train: Split) -> Architecture:
     )
 
 
-def fingerprint(params: TrainBaganParams, inputs: list[Path]) -> str:
-    """Settings + data a checkpoint belongs to; one from other settings is set aside, never resumed."""
-    from cxraug.core.tracking import input_md5s, params_hash
-
-    return params_hash(params) + ":" + ",".join(input_md5s(inputs).values())
-
-
 def train_bagan(
     params: TrainBaganParams,
     prepared_dir: Path,
     out_dir: Path,
     metrics_path: Path,
     checkpoint_dir: Path,
-    on_step: StepHook | None = None,
+    hooks: Hooks = NO_HOOKS,
 ) -> BaganResult:
-    from cxraug.core import tracking
     start = time.perf_counter()
     inputs = [Path(prepared_dir) / "train.npz", Path(prepared_dir) / "val.npz"]
     train, val = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
@@ -109,9 +96,11 @@ def train_bagan(
     nets = BaganNets.build(arch).apply(precision.module).apply(ctx.sync_batchnorm)
     betas = (params.beta1, params.beta2)
     optimizers = {
-        "autoencoder": adam([*nets.encoder.parameters(), *nets.decoder.parameters()], params.lr_ae, betas),
-        "generator": adam(nets.generator.parameters(), params.lr_g, betas),
-        "discriminator": adam(nets.discriminator.parameters(), params.lr_d, betas),
+        "autoencoder": adam(
+            [*nets.encoder.parameters(), *nets.decoder.parameters()], device, params.lr_ae, betas
+        ),
+        "generator": adam(nets.generator.parameters(), device, params.lr_g, betas),
+        "discriminator": adam(nets.discriminator.parameters(), device, params.lr_d, betas),
     }
     checkpoints = PhaseCheckpoints(Path(checkpoint_dir), fingerprint(params, inputs), nets, optimizers, rng)
     resumed_ae, resumed_gan = checkpoints.restore()
@@ -135,7 +124,7 @@ def train_bagan(
     with ctx.main_only(run) as run_id:
         tracker = BaganTracker(train.classes, params.log_every, ctx)
         s = Session(
-            params, nets, optimizers, train.to(device), val.to(device), precision, rng, tracker, on_step, ctx
+            params, nets, optimizers, train.to(device), val.to(device), precision, rng, tracker, hooks, ctx
         )
         s.wrapped = nets.apply(ctx.wrap) if ctx.distributed else None
 
@@ -173,7 +162,7 @@ def train_bagan(
 
 
 class PhaseCheckpoints:
-    """One checkpoint per phase: the autoencoder's (nets, optimiser; `done` once finished, then kept until
+    """One checkpoint per phase: the autoencoder's (nets, optimizer; `done` once finished, then kept until
     the stage ends) and the GAN's. Both carry the run's random generator and MLflow run id."""
 
     def __init__(
@@ -277,67 +266,5 @@ def sample_grid(s: Session, gaussians: ClassGaussians) -> torch.Tensor:
 def save_png(path: Path, images: torch.Tensor, nrow: int) -> None:
     from PIL import Image
 
-    from cxraug.core.tracking import to_uint8_grid
-
     grid = to_uint8_grid(images, nrow=nrow)
     atomic_write(path, lambda tmp: Image.fromarray(grid, mode="L").save(tmp, format="PNG"))
-
-
-# ------------------------------------------------------------------------------------------- proposer
-
-
-class BaganProposer:
-    """Draws n images of a class: z ~ N(mu_c, Sigma_c), x = G(z) stored as uint8, score = D's softmax
-    probability of class c over its K+1 outputs, computed on the uint8 image that is kept."""
-
-    def __init__(
-        self,
-        generator: Generator,
-        disc: torch.nn.Module,
-        gaussians: ClassGaussians,
-        precision: Precision,
-        batch_size: int = 256,
-    ) -> None:
-        self.classes = gaussians.classes
-        self.generator = generator.eval()
-        self.discriminator = disc.eval()
-        self.sampler = LatentSampler(gaussians, precision.device)
-        self.precision = precision
-        self.batch_size = batch_size
-
-    def propose(
-        self, class_index: int, n: int, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= class_index < len(self.classes):
-            raise CxraugError(
-                f"class index {class_index} out of range: BAGAN knows {len(self.classes)} classes"
-            )
-        z = self.sampler(torch.full((n,), class_index), generator)
-        images, scores = [], []
-        with evaluating(self.generator, self.discriminator), self.precision.autocast():
-            for sl in slices(n, self.batch_size):
-                kept = to_uint8(self.generator(z[sl]))
-                logits = self.discriminator(self.precision.batch(to_model_range(kept))).float()
-                images.append(kept.cpu())
-                scores.append(logits.softmax(1)[:, class_index].cpu())
-        return torch.cat(images), torch.cat(scores)
-
-
-def load_proposer(model_dir: Path, device: torch.device) -> BaganProposer:
-    """The trained BAGAN of `model_dir` (the stage's output directory) as a Proposer."""
-    model_dir = Path(model_dir)
-    meta_path = model_dir / "bagan.json"
-    if not meta_path.is_file():
-        raise CxraugError(
-            f"{model_dir}: no bagan.json; run `cxraug train-bagan` (dvc repro train_bagan) first"
-        )
-    meta = json.loads(meta_path.read_text())
-    arch = Architecture(**meta["architecture"])
-    precision = pick_precision(device, "auto")
-    g, d = Generator(arch), discriminator(arch)
-    g.load_state_dict(safe_load(model_dir / "generator.pt"))
-    d.load_state_dict(safe_load(model_dir / "discriminator.pt"))
-    gaussians = ClassGaussians.load(model_dir / "class_gaussians.npz")
-    if list(gaussians.classes) != meta["classes"]:
-        raise CxraugError(f"{model_dir}: class_gaussians.npz and bagan.json disagree; rerun train_bagan")
-    return BaganProposer(precision.module(g), precision.module(d), gaussians, precision)

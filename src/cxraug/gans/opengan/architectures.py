@@ -28,9 +28,9 @@ LEGACY = {"generator": "dcgan", "discriminator": "projection"}  # files without 
 
 def build_nets(params: TrainOpenganParams, image_size: int, embed_dim: int) -> tuple[nn.Module, nn.Module]:
     """G and D for these settings, freshly initialised (from the global torch seed)."""
-    generator = GENERATORS[params.generator](image_size, params.latent_dim, embed_dim, params.g_base_width)
+    generator = GENERATORS[params.generator](image_size, params.latent_dim, embed_dim, params.g_base)
     discriminator = ConvDiscriminator(
-        image_size, embed_dim, params.d_base_width, params.spectral_norm, params.projection
+        image_size, embed_dim, params.d_base, params.spectral_norm, params.projection
     )
     return generator, discriminator
 

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxraug.data.datasets import to_model_range
 from cxraug.core.distributed import SINGLE, Context, GatherRows, Shard
 from cxraug.core.errors import CxraugError
-from cxraug.nets.blocks import discriminator_widths
 from cxraug.core.runtime import Precision, atomic_save, safe_load
+from cxraug.data.datasets import to_model_range
+from cxraug.nets.blocks import discriminator_widths
 
 FORMAT = "cxraug.embedder/1"
 
@@ -34,10 +34,10 @@ class Embedder(nn.Module):
     VGG-like: per stage a stride-2 3x3 conv then a 3x3 conv (full size down to 4x4), global average
     pool, a two-layer head. The output is normalised because the loss compares cosine similarities."""
 
-    def __init__(self, image_size: int, embed_dim: int = 128, base_width: int = 32) -> None:
+    def __init__(self, image_size: int, embed_dim: int = 128, d_base: int = 32) -> None:
         super().__init__()
-        self.config = {"image_size": image_size, "embed_dim": embed_dim, "base_width": base_width}
-        widths = discriminator_widths(image_size, base_width)
+        self.config = {"image_size": image_size, "embed_dim": embed_dim, "d_base": d_base}
+        widths = discriminator_widths(image_size, d_base)
         layers: list[nn.Module] = []
         for cin, cout in zip([1, *widths[:-1]], widths, strict=True):
             layers += _conv_bn_relu(cin, cout, 2) + _conv_bn_relu(cout, cout, 1)
@@ -128,7 +128,7 @@ def embedder_step(
     precision: Precision,
     ctx: Context = SINGLE,
 ) -> torch.Tensor:
-    """One optimiser step on a global batch of uint8 images: two views each, supervised contrastive loss.
+    """One optimizer step on a global batch of uint8 images: two views each, supervised contrastive loss.
     Under torchrun each rank embeds its shard of the views (augmentations drawn for the whole batch), the
     embeddings are gathered (with gradients) so that every anchor meets every sample of the global batch."""
     rows = ctx.shard.rows(len(images))

@@ -51,15 +51,15 @@ class Generator(nn.Module):
     1 + W_g e, beta = W_b e), so the class information shapes the features at every scale, and a new e
     (a class never trained on) needs no new parameters."""
 
-    def __init__(self, image_size: int, latent_dim: int, embed_dim: int, base_width: int) -> None:
+    def __init__(self, image_size: int, latent_dim: int, embed_dim: int, g_base: int) -> None:
         super().__init__()
         self.config = {
             "image_size": image_size,
             "latent_dim": latent_dim,
             "embed_dim": embed_dim,
-            "base_width": base_width,
+            "g_base": g_base,
         }
-        widths = generator_widths(image_size, base_width)
+        widths = generator_widths(image_size, g_base)
         self.blocks = nn.ModuleList(
             [ConditionalUpBlock(latent_dim, widths[0], embed_dim, first=True)]
             + [ConditionalUpBlock(cin, cout, embed_dim) for cin, cout in pairwise(widths)]
@@ -85,15 +85,15 @@ class ProjectionDiscriminator(nn.Module):
     the projection term judges whether image and embedding agree, so a real image paired with another
     class's embedding scores differently. Spectral norm (optional) replaces batch norm."""
 
-    def __init__(self, image_size: int, embed_dim: int, base_width: int, spectral: bool = True) -> None:
+    def __init__(self, image_size: int, embed_dim: int, d_base: int, spectral: bool = True) -> None:
         super().__init__()
         self.config = {
             "image_size": image_size,
             "embed_dim": embed_dim,
-            "base_width": base_width,
+            "d_base": d_base,
             "spectral": spectral,
         }
-        widths = discriminator_widths(image_size, base_width)
+        widths = discriminator_widths(image_size, d_base)
         self.features = nn.Sequential(
             down_block(1, widths[0], norm=False, spectral=spectral),
             *(down_block(cin, cout, norm=not spectral, spectral=spectral) for cin, cout in pairwise(widths)),

@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cxraug.data.datasets import to_uint8
 from cxraug.core.errors import CxraugError
+from cxraug.core.runtime import atomic_save, safe_load
+from cxraug.data.datasets import to_uint8
+from cxraug.gans.opengan.architectures import rebuild, saved_state
 from cxraug.gans.opengan.conditioning import Conditioning, make_conditioning, prototype
 from cxraug.gans.opengan.embedder import Embedder, embed, load_embedder
-from cxraug.gans.opengan.architectures import rebuild, saved_state
-from cxraug.core.runtime import atomic_save, safe_load
 
 __all__ = ["OpenganProposer", "load_embedder", "load_exemplar_proposer", "load_proposer", "save_model"]
 

@@ -78,7 +78,7 @@ class SelfAttention(nn.Module):
 
 class ResidualGenerator(nn.Module):
     """G(z, e): z [B, latent_dim], unit e [B, embed_dim] -> images [B, 1, S, S] in [-1, 1], S a power of
-    two >= 32. Channels: DCGAN's widths at 4x4 .. S/2 (`base_width` at S/2), `base_width` at S too.
+    two >= 32. Channels: DCGAN's widths at 4x4 .. S/2 (`g_base` at S/2), `g_base` at S too.
     Self-attention after the block that reaches `attention_size` (default S/4, at least 8: 16 at 64 px,
     where an N^2 attention map is still cheap)."""
 
@@ -87,7 +87,7 @@ class ResidualGenerator(nn.Module):
         image_size: int,
         latent_dim: int,
         embed_dim: int,
-        base_width: int,
+        g_base: int,
         attention_size: int | None = None,
     ) -> None:
         super().__init__()
@@ -100,10 +100,10 @@ class ResidualGenerator(nn.Module):
             "image_size": image_size,
             "latent_dim": latent_dim,
             "embed_dim": embed_dim,
-            "base_width": base_width,
+            "g_base": g_base,
             "attention_size": attention_size,
         }
-        widths = [*generator_widths(image_size, base_width), base_width]  # maps at 4, 8, .., S
+        widths = [*generator_widths(image_size, g_base), g_base]  # maps at 4, 8, .., S
         self.stem = spectral_norm(nn.Linear(latent_dim, widths[0] * 16))
         self.blocks = nn.ModuleList(ResidualUpBlock(cin, cout, embed_dim) for cin, cout in pairwise(widths))
         self.attention_after = sides.index(attention_size)
@@ -133,9 +133,9 @@ class ConvDiscriminator(ProjectionDiscriminator):
     With projection it is exactly nets.ProjectionDiscriminator (same layers, same init)."""
 
     def __init__(
-        self, image_size: int, embed_dim: int, base_width: int, spectral: bool = True, projection: bool = True
+        self, image_size: int, embed_dim: int, d_base: int, spectral: bool = True, projection: bool = True
     ) -> None:
-        super().__init__(image_size, embed_dim, base_width, spectral)
+        super().__init__(image_size, embed_dim, d_base, spectral)
         self.config["projection"] = projection
         if not projection:
             del self.projection

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,15 +20,8 @@ from torch import nn
 from cxraug.core import distributed
 from cxraug.core.checkpoint import Checkpointer
 from cxraug.core.config import TrainOpenganParams
-from cxraug.data.datasets import Split, load_split, to_model_range
 from cxraug.core.distributed import WHOLE, Shard
 from cxraug.core.errors import CxraugError
-from cxraug.gans.opengan.conditioning import make_conditioning, prototype
-from cxraug.gans.opengan.embedder import Embedder, embed, load_embedder, read_embedder_file
-from cxraug.gans.opengan.proposer import EMBEDDER_FILE, OpenganProposer, save_model
-from cxraug.gans.opengan.architectures import build_nets
-from cxraug.gans.opengan.losses import consistency_loss, discriminator_loss, generator_loss
-from cxraug.core.training import StepLog, adam, epoch_batches, steps_per_epoch
 from cxraug.core.runtime import (
     Precision,
     atomic_write,
@@ -41,7 +33,15 @@ from cxraug.core.runtime import (
     seed_everything,
     slug,
 )
+from cxraug.core.stage import NO_HOOKS, EpochEnd, Hooks
 from cxraug.core.tracking import MetricBuffer, log_grid, params_hash, stage_run
+from cxraug.core.training import StepLog, adam, epoch_batches, steps_per_epoch
+from cxraug.data.datasets import Split, load_split, to_model_range
+from cxraug.gans.opengan.architectures import build_nets
+from cxraug.gans.opengan.conditioning import make_conditioning, prototype
+from cxraug.gans.opengan.embedder import Embedder, embed, load_embedder, read_embedder_file
+from cxraug.gans.opengan.losses import consistency_loss, discriminator_loss, generator_loss
+from cxraug.gans.opengan.proposer import EMBEDDER_FILE, OpenganProposer, save_model
 
 log = logging.getLogger(__name__)
 STAGE = "train_opengan"
@@ -235,12 +235,11 @@ def train_opengan(
     out_dir: Path,
     metrics_path: Path,
     checkpoint_dir: Path = Path("checkpoints") / STAGE,
-    on_epoch: Callable[[int, OpenganProposer], None] | None = None,
-    on_step: Callable[[int], None] | None = None,
+    hooks: Hooks = NO_HOOKS,
 ) -> OpenganResult:
     """Train, evaluate and write the GAN. Under torchrun every rank trains its shard of each global batch
-    (G and D in DDP, batch norm synchronised) and rank 0 alone tracks and writes. `on_step(step)` is called
-    after every step (benchmarks time the loop with it); `on_epoch(epoch, proposer)` after each epoch's
+    (G and D in DDP, batch norm synchronised) and rank 0 alone tracks and writes. `hooks.on_step` is called
+    after every step (benchmarks time the loop with it); `hooks.on_epoch` after each epoch's
     samples, with G and D in eval mode (Optuna's pruning probe; single process), and may raise to stop."""
     ctx = distributed.setup(pick_device(params.device))
     device = distributed.rank_device(pick_device(params.device), ctx)
@@ -353,8 +352,8 @@ def train_opengan(
                         generator=rng,
                         run_id=run_id,
                     )
-                if on_step is not None:
-                    on_step(step)
+                if hooks.on_step is not None:
+                    hooks.on_step("gan", step, modules)
             steps.flush()
             last_epoch = ctx.mean_dict({k: v / max(1, count) for k, v in sums.items()})
             generator.eval()
@@ -363,8 +362,8 @@ def train_opengan(
                 samples = log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, step)
                 metrics.log({**samples, "epoch": epoch + 1}, step)
                 metrics.flush()
-            if on_epoch is not None:
-                on_epoch(epoch + 1, proposer)
+            if hooks.on_epoch is not None:
+                hooks.on_epoch(EpochEnd("gan", epoch + 1, modules, proposer))
         bar.close()
         seconds = time.perf_counter() - start
         rate = (step - start_step) / seconds if step > start_step else float("nan")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +18,7 @@ import torch
 from cxraug.core import distributed
 from cxraug.core.checkpoint import Checkpointer
 from cxraug.core.config import TrainEmbedderParams
-from cxraug.data.datasets import Split, load_split
 from cxraug.core.errors import CxraugError
-from cxraug.gans.opengan.embedder import Embedder, Retrieval, embed, embedder_step, retrieval, save_embedder
-from cxraug.core.training import StepLog, adam, epoch_batches, steps_per_epoch
 from cxraug.core.runtime import (
     atomic_write_json,
     file_md5,
@@ -32,7 +28,11 @@ from cxraug.core.runtime import (
     seed_everything,
     slug,
 )
+from cxraug.core.stage import NO_HOOKS, Hooks
 from cxraug.core.tracking import MetricBuffer, params_hash, stage_run
+from cxraug.core.training import StepLog, adam, epoch_batches, steps_per_epoch
+from cxraug.data.datasets import Split, load_split
+from cxraug.gans.opengan.embedder import Embedder, Retrieval, embed, embedder_step, retrieval, save_embedder
 
 log = logging.getLogger(__name__)
 STAGE = "train_embedder"
@@ -168,11 +168,11 @@ def train_embedder(
     out_path: Path,
     metrics_path: Path,
     checkpoint_dir: Path = Path("checkpoints") / STAGE,
-    on_step: Callable[[int], None] | None = None,
+    hooks: Hooks = NO_HOOKS,
 ) -> EmbedderResult:
     """Train, evaluate and write the embedder. Under torchrun every rank trains its shard of each global
     batch (the embeddings of all ranks meet in the loss) and rank 0 alone tracks and writes.
-    `on_step(step)` is called after every optimiser step (benchmarks time the loop with it)."""
+    `hooks.on_step` is called after every optimizer step (benchmarks time the loop with it)."""
     ctx = distributed.setup(pick_device(params.device))
     device = distributed.rank_device(pick_device(params.device), ctx)
     distributed.check_batch(params.batch_size, ctx, "train_embedder.batch_size")
@@ -184,9 +184,7 @@ def train_embedder(
     images = train.images[seen] if excluded else train.images  # no copy of a memory-mapped split
     images, labels = images.to(device), train.labels[seen].to(device)  # uint8 on the device
 
-    model = ctx.sync_batchnorm(
-        precision.module(Embedder(train.image_size, params.embed_dim, params.base_width))
-    )
+    model = ctx.sync_batchnorm(precision.module(Embedder(train.image_size, params.embed_dim, params.d_base)))
     optimizer = adam(model.parameters(), device, params.lr, weight_decay=params.weight_decay, decoupled=True)
     modules, optimizers = {"embedder": model}, {"adamw": optimizer}
     per_epoch = steps_per_epoch(len(labels), params.batch_size, params.steps_per_epoch)
@@ -248,8 +246,8 @@ def train_embedder(
                         generator=generator,
                         run_id=run_id,
                     )
-                if on_step is not None:
-                    on_step(step)
+                if hooks.on_step is not None:
+                    hooks.on_step("embedder", step, modules)
             steps.flush()
             if ctx.is_main:
                 ev = evaluate(model, train, val, excluded, params.knn_k)

@@ -1,0 +1,130 @@
+"""Typed settings: one pydantic model per `params.yaml` section, grouped by stage family in this package.
+
+Each field declares its allowed range where it is defined, so `params.yaml`, the error message and the
+code agree. `load_params` validates the whole file and turns any problem into one line naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError
+
+from cxraug.core.config.data import DEFAULT_CLASSES, AugmentParams, PrepareParams
+from cxraug.core.config.evaluation import (
+    GAN_EXTRACTORS,
+    CasParams,
+    ClassifyParams,
+    GanMetricsParams,
+    ReportParams,
+)
+from cxraug.core.config.generators import (
+    SynthesisFilterParams,
+    SynthesizeParams,
+    TrainBaganParams,
+    TrainEmbedderParams,
+    TrainOpenganParams,
+)
+from cxraug.core.config.section import Section, describe_error
+from cxraug.core.config.tune import (
+    TRIAL_SECTIONS,
+    IntStepRange,
+    LogUniformRange,
+    TuneParams,
+    TunePrunerParams,
+    TuneSearchSpace,
+)
+from cxraug.core.errors import CxraugError
+
+__all__ = [
+    "DEFAULT_CLASSES",
+    "GAN_EXTRACTORS",
+    "TRIAL_SECTIONS",
+    "AugmentParams",
+    "CasParams",
+    "ClassifyParams",
+    "GanMetricsParams",
+    "IntStepRange",
+    "LogUniformRange",
+    "Params",
+    "PrepareParams",
+    "ReportParams",
+    "Section",
+    "SynthesisFilterParams",
+    "SynthesizeParams",
+    "TrainBaganParams",
+    "TrainEmbedderParams",
+    "TrainOpenganParams",
+    "TuneParams",
+    "TunePrunerParams",
+    "TuneSearchSpace",
+    "dump_params",
+    "load_params",
+    "merge",
+    "parse_params",
+    "trial_params",
+]
+
+
+class Params(Section):
+    """The whole params.yaml; a missing section takes its defaults."""
+
+    prepare: PrepareParams = Field(default_factory=PrepareParams)
+    train_bagan: TrainBaganParams = Field(default_factory=TrainBaganParams)
+    train_embedder: TrainEmbedderParams = Field(default_factory=TrainEmbedderParams)
+    train_opengan: TrainOpenganParams = Field(default_factory=TrainOpenganParams)
+    synthesize: SynthesizeParams = Field(default_factory=SynthesizeParams)
+    report: ReportParams = Field(default_factory=ReportParams)
+    classify: ClassifyParams = Field(default_factory=ClassifyParams)
+    gan_metrics: GanMetricsParams = Field(default_factory=GanMetricsParams)
+    tune: TuneParams = Field(default_factory=TuneParams)
+
+
+def parse_params(raw: dict, source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise CxraugError(f"{source}: " + "; ".join(describe_error(err) for err in e.errors())) from None
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise CxraugError(f"{path}: no such params file (run from the repository root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise CxraugError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise CxraugError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    """Nested update: keys of `overlay` replace those of `base`, sections are merged key by key."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        merged[key] = (
+            merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
+    return merged
+
+
+def load_params(path: str | Path = "params.yaml", *overlays: str | Path) -> Params:
+    """Read and validate params.yaml (then each overlay file on top); every problem is a one-line
+    CxraugError naming the key."""
+    raw = _read_yaml(Path(path))
+    for overlay in overlays:
+        raw = merge(raw, _read_yaml(Path(overlay)))
+    return parse_params(raw, " + ".join(map(str, [path, *overlays])))
+
+
+def trial_params(params: Params) -> Params:
+    """The settings an Optuna trial trains with: params.yaml with `tune.overrides` on top."""
+    return parse_params(merge(params.model_dump(mode="json"), params.tune.overrides), "tune.overrides")
+
+
+def dump_params(params: Params) -> str:
+    return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,190 @@
+"""Settings of the generators' training stages and of `synthesize`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from cxraug.core.config.section import Section
+
+
+class TrainBaganParams(Section):
+    """BAGAN (Mariani et al. 2018): autoencoder, class-conditional latent Gaussians, then a K+1-way GAN."""
+
+    latent_dim: int = Field(
+        100, ge=2, le=1024, description="size of the latent code (encoder output, G input)"
+    )
+    g_base: int = Field(64, ge=4, le=512, description="generator width: channels of its last up block")
+    d_base: int = Field(
+        64, ge=4, le=512, description="encoder/discriminator width: channels of its first conv"
+    )
+    d_dropout: float = Field(
+        0.3, ge=0, lt=1, description="dropout after every encoder/discriminator conv (BAGAN's code: 0.3)"
+    )
+    ae_epochs: int = Field(30, ge=1, description="autoencoder epochs over the training split")
+    lr_ae: float = Field(1e-3, gt=0, le=1, description="Adam learning rate of the autoencoder")
+    epochs: int = Field(100, ge=1, description="GAN epochs over the training split")
+    lr_g: float = Field(5e-5, gt=0, le=1, description="Adam learning rate of the generator (BAGAN: 5e-5)")
+    lr_d: float = Field(5e-5, gt=0, le=1, description="Adam learning rate of the discriminator (BAGAN: 5e-5)")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1 of all three optimizers (BAGAN: 0.5)")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 of all three optimizers")
+    batch_size: int = Field(64, ge=2, le=4096, description="real images per step")
+    class_sampling: Literal["uniform", "rebalance"] = Field(
+        "uniform",
+        description="classes of generated images: uniform, or rebalance (p_c = max(2/K - share_c, 0), "
+        "renormalised: rare classes more often, so real + generated are balanced)",
+    )
+    init_discriminator_from_encoder: bool = Field(
+        True, description="start D's conv trunk from the trained encoder's (BAGAN) instead of at random"
+    )
+    cov_ridge: float = Field(
+        1e-3,
+        gt=0,
+        le=1,
+        description="added to each class covariance's diagonal, times its mean variance: keeps it "
+        "positive definite when a class has fewer images than latent_dim",
+    )
+    grid_per_class: int = Field(8, ge=1, le=64, description="fixed latents per class in the sample grids")
+    log_every: int = Field(10, ge=1, description="log step metrics (means over the window) every N steps")
+    checkpoint_every: int = Field(1000, ge=1, description="save a resumable checkpoint every N steps")
+    seed: int = Field(0, ge=0, description="seed of initialisation, batch order and latent draws")
+    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, the faster of fp32/bf16 layouts on CPU"
+    )
+
+
+class TrainEmbedderParams(Section):
+    """The metric-learning network whose embeddings condition the OpenGAN-style generator."""
+
+    device: str = Field("auto", description="auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="see runtime.pick_precision")
+    embed_dim: int = Field(128, ge=8, le=1024, description="size of the L2-normalised embedding")
+    d_base: int = Field(32, ge=4, le=256, description="channels of the first conv stage (doubled per stage)")
+    epochs: int = Field(30, ge=1, le=10_000, description="passes of `steps_per_epoch` batches")
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="batches per epoch; null = training images // batch_size"
+    )
+    batch_size: int = Field(128, ge=8, le=4096, description="images per batch (two augmented views each)")
+    lr: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate")
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="AdamW decoupled weight decay")
+    temperature: float = Field(0.1, gt=0, le=1, description="supervised-contrastive softmax temperature")
+    balanced: bool = Field(True, description="class-balanced batches (every class equally likely)")
+    augment: bool = Field(True, description="random shift + contrast/brightness jitter on both views")
+    knn_k: int = Field(5, ge=1, le=100, description="neighbours of the val k-NN vote against train")
+    exclude_classes: list[str] = Field(
+        default_factory=list,
+        description="classes left out of embedder AND GAN training (the open-set experiment)",
+    )
+    checkpoint_every: int = Field(200, ge=1, description="steps between resumable checkpoints")
+    seed: int = Field(0, ge=0, description="seed of init, batches and augmentation")
+
+
+class TrainOpenganParams(Section):
+    """Generator conditioned on frozen embeddings through conditional batch norm; projection D."""
+
+    device: str = Field("auto", description="auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="see runtime.pick_precision")
+    latent_dim: int = Field(100, ge=1, le=1024, description="size of the noise vector z")
+    g_base: int = Field(64, ge=4, le=512, description="generator channels at the last up stage")
+    d_base: int = Field(64, ge=4, le=512, description="discriminator channels at the first stage")
+    epochs: int = Field(50, ge=1, le=10_000, description="passes of `steps_per_epoch` batches")
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="batches per epoch; null = training images // batch_size"
+    )
+    batch_size: int = Field(64, ge=2, le=4096, description="real (and fake) images per step")
+    generator: Literal["residual", "dcgan"] = Field(
+        "residual",
+        description="residual: the published NewGAN generator (residual up-blocks, conditional BN, spectral "
+        "norm, self-attention); dcgan: the transposed-conv stack with conditional BN (gans/opengan/nets.py)",
+    )
+    lr_g: float = Field(1e-4, gt=0, le=1, description="generator Adam learning rate (reference: 1e-4)")
+    lr_d: float = Field(1e-4, gt=0, le=1, description="discriminator Adam learning rate (reference: 1e-4)")
+    beta1: float = Field(0.0, ge=0, lt=1, description="Adam beta1 (reference: 0; DCGAN: 0.5)")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
+    loss: Literal["hinge", "nonsaturating"] = Field("hinge", description="adversarial loss")
+    spectral_norm: bool = Field(True, description="spectral norm in D (replaces D's batch norm)")
+    projection: bool = Field(
+        True,
+        description="D adds the projection term <V e, phi(x)> (image-embedding agreement); false: D is "
+        "unconditional and only the consistency term ties G(z, e) to e",
+    )
+    consistency: Literal["mse", "cosine"] = Field(
+        "mse",
+        description="G's consistency term: mse = mean (f(G(z, e)) - e)^2 (reference) | cosine = 1 - cos",
+    )
+    consistency_weight: float = Field(
+        0.01,
+        ge=0,
+        le=100,
+        description="weight of the consistency term in G's loss (reference: 0.01); 0 = off",
+    )
+    balanced: bool = Field(True, description="class-balanced real batches (rare classes seen as often)")
+    conditioning: Literal["exemplars", "gaussian"] = Field(
+        "exemplars",
+        description="at sampling, e = embedding of a random real training image of the class, or a draw "
+        "from a Gaussian fitted to the class's embeddings (projected back onto the unit sphere)",
+    )
+    score_temperature: float = Field(
+        0.1, gt=0, le=10, description="softmax temperature of the nearest-prototype agreement in the score"
+    )
+    grid_per_class: int = Field(8, ge=1, le=64, description="samples per class in the per-epoch grids")
+    checkpoint_every: int = Field(200, ge=1, description="steps between resumable checkpoints")
+    seed: int = Field(0, ge=0, description="seed of init, batches and noise")
+
+
+class SynthesisFilterParams(Section):
+    threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="keep a candidate only if its score (the model's confidence that it "
+        "shows the intended class) is >= this",
+    )
+    unfiltered: list[Literal["bagan", "opengan"]] = Field(
+        default_factory=lambda: ["opengan"],
+        description="GANs whose candidates are all kept (scores recorded, not thresholded): the published "
+        "OpenGAN samples unfiltered, and its score, calibrated on trained classes, cannot vouch for an "
+        "unseen class drawn from exemplars",
+    )
+    max_tries_factor: float = Field(
+        20.0, ge=1, description="cap on candidates drawn per class, as a multiple of the images wanted"
+    )
+    drop_near_copies: bool = Field(
+        False,
+        description="reject candidates that nearly copy a real training image (pixels; see copy_threshold)",
+    )
+    copy_threshold: float = Field(
+        0.5,
+        gt=0,
+        le=2,
+        description="near-copy: the candidate's nearest real training image is closer (pixel RMSE) than this "
+        "x the median distance of a real training image to its nearest other real training image",
+    )
+
+    def threshold_for(self, gan: str) -> float:
+        """The score a candidate of this GAN must reach: 0 (every candidate) if the GAN is unfiltered."""
+        return 0.0 if gan in self.unfiltered else self.threshold
+
+
+class SynthesizeParams(Section):
+    n_per_class: list[int] = Field(
+        default_factory=lambda: [1000, 3000],
+        min_length=1,
+        description="synthetic images per class of each augmented variant; the largest is generated",
+    )
+    filter: SynthesisFilterParams = Field(default_factory=SynthesisFilterParams)
+    batch_size: int = Field(256, ge=1, le=65536, description="candidates drawn per generator call")
+    seed: int = Field(0, ge=0, description="seed of the candidate draws (per class streams derive from it)")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="see runtime.pick_precision")
+
+    @field_validator("n_per_class")
+    @classmethod
+    def _sorted_distinct_positive(cls, v: list[int]) -> list[int]:
+        if any(n < 1 for n in v):
+            raise ValueError(f"every count must be a positive integer (got {v})")
+        if v != sorted(set(v)):
+            raise ValueError(f"counts must be distinct and in increasing order (got {v})")
+        return v

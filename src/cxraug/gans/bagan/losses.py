@@ -1,0 +1,38 @@
+"""BAGAN's losses as small pure functions: the autoencoder's reconstruction error and the K+1-way
+cross-entropies of D (real images -> their class, generated -> K) and G (generated -> the class its latent
+was drawn from)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error in the [-1, 1] pixel range (BAGAN's autoencoder loss)."""
+    return F.mse_loss(reconstruction.float(), target.float())
+
+
+def fake_class(logits: torch.Tensor) -> int:
+    """Index of the discriminator's "generated" output: the last of its K+1 logits."""
+    return logits.shape[1] - 1
+
+
+def discriminator_loss(
+    logits_real: torch.Tensor, labels: torch.Tensor, logits_fake: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy over the K+1 outputs of one batch of real and generated images together: each real
+    image against its class, each generated image against class K ("generated")."""
+    targets_fake = torch.full((len(logits_fake),), fake_class(logits_fake), device=labels.device)
+    logits = torch.cat([logits_real, logits_fake]).float()
+    return F.cross_entropy(logits, torch.cat([labels, targets_fake]))
+
+
+def generator_loss(logits_fake: torch.Tensor, sampled_classes: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of D's K+1 outputs on generated images against the class each latent was drawn
+    from: G must make images that D takes for real images of that class."""
+    return F.cross_entropy(logits_fake.float(), sampled_classes)
+
+
+def accuracy(logits: torch.Tensor, targets: torch.Tensor | int) -> torch.Tensor:
+    return (logits.argmax(1) == targets).float().mean()

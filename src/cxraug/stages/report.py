@@ -1,0 +1,139 @@
+"""`report` stage: the study's tables with our numbers (and the published ones beside them), a paired
+comparison of every variant against the baseline, and figures.
+
+Reads only finished outputs: metrics/classify/<V>.json (AUC mean/std over seeds and 95% CI), data/scores/
+<V>.npz (test softmax per seed, for the paired bootstrap and ROC curves), data/synthetic/<gan>/ and
+data/prepared/train.npz (image grids, class counts). A variant that has not been run is shown as "—" and
+listed under "Missing", never silently dropped. Writes <out>/results.md, <out>/figures/*.png and a JSON
+of the paired comparison (metrics/compare.json).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxraug.core import layout, tracking
+from cxraug.core.config import Params, ReportParams
+from cxraug.core.errors import CxraugError
+from cxraug.core.runtime import atomic_dir, atomic_write_json, atomic_write_text
+from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
+from cxraug.data.datasets import load_split
+from cxraug.report.compare import compare_to_baseline
+from cxraug.report.figures import write_figures
+from cxraug.report.gan import gan_section, read_gan_metrics
+from cxraug.report.inputs import (
+    BASELINE,
+    Inputs,
+    VariantMetrics,
+    all_variants,
+    read_metrics,
+    read_scores,
+    read_synthetic_indexes,
+)
+from cxraug.report.tables import missing_notes, render_markdown
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportResult:
+    markdown: Path
+    figures: list[Path]
+    present: list[str]
+    missing: list[str]
+    compare: dict
+    run_id: str | None = None
+
+
+def make_report(
+    params: ReportParams, n_per_class: list[int], inputs: Inputs, out_dir: Path, compare_path: Path
+) -> ReportResult:
+
+    train = load_split(inputs.prepared, "train")
+    classes = train.classes
+    variants = all_variants(n_per_class)
+    metrics = read_metrics(inputs, variants, classes)
+    scores = read_scores(inputs, variants)
+    for v, s in scores.items():
+        if s.classes != classes:
+            raise CxraugError(
+                f"{inputs.scores}/{v}.npz is for classes {list(s.classes)}, not {list(classes)}"
+            )
+    comparisons = compare_to_baseline(scores, variants, params)
+    synthetic = read_synthetic_indexes(inputs.synthetic)
+    missing = [v for v in variants if v not in metrics]
+    notes = missing_notes(variants, metrics, scores, inputs)
+    gan_found, gan_parts = read_gan_metrics(inputs.gan_metrics), []
+    if inputs.gan_metrics is not None:
+        gan_parts, gan_notes = gan_section(gan_found, inputs.gan_metrics, classes)
+        notes += gan_notes
+
+    with atomic_dir(out_dir / "figures") as fig_dir:
+        figures = write_figures(
+            fig_dir, n_per_class, metrics, scores, train, inputs.synthetic, synthetic, params, gan_found
+        )
+    figures = [out_dir / "figures" / f.name for f in figures]
+    test = next(iter(scores.values()), None)
+    markdown = render_markdown(
+        n_per_class, metrics, comparisons, classes, synthetic, notes, figures, test, out_dir, gan_parts
+    )
+    atomic_write_text(out_dir / "results.md", markdown)
+    compare = {
+        "baseline": BASELINE,
+        "n_bootstrap": params.n_bootstrap,
+        "level": 0.95,
+        "variants": comparisons,
+        "missing": missing,
+    }
+    result = ReportResult(
+        out_dir / "results.md", figures, [v for v in variants if v in metrics], missing, compare
+    )
+    result.run_id = log_to_mlflow(result, params, metrics, inputs)
+    atomic_write_json(compare_path, {**compare, "mlflow_run_id": result.run_id})
+    return result
+
+
+def log_to_mlflow(
+    result: ReportResult, params: ReportParams, metrics: dict[str, VariantMetrics], inputs: Inputs
+) -> str:
+    import mlflow
+
+    tags = {f"variant.{v}.run_id": m.run_id for v, m in metrics.items() if m.run_id}
+    read = [p for p in (inputs.classify_metrics, inputs.scores) if p.exists()]
+    with tracking.stage_run(
+        experiment="report", stage="report", params=params, inputs=read, extra_tags=tags
+    ) as run_id:
+        mlflow.log_metrics(
+            {f"macro_difference.{v}": c["macro"]["difference"] for v, c in result.compare["variants"].items()}
+            | {f"macro_auc.{v}": m.mean[VariantMetrics.MACRO] for v, m in metrics.items()}
+        )
+        mlflow.log_artifact(str(result.markdown))
+        for f in result.figures:
+            mlflow.log_artifact(str(f), artifact_path="figures")
+    return run_id
+
+
+# ------------------------------------------------------------------------------------------ the stage
+
+
+@dataclass(frozen=True)
+class Paths:
+    classify_metrics: Path = layout.CLASSIFY_METRICS
+    scores: Path = layout.SCORES
+    synthetic: Path = layout.SYNTHETIC
+    prepared: Path = layout.PREPARED
+    gan_metrics: Path = layout.GAN_METRICS
+    out: Path = layout.REPORTS  # results.md and figures/
+    compare: Path = layout.COMPARE
+
+
+def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> StageResult:
+    inputs = Inputs(paths.classify_metrics, paths.scores, paths.synthetic, paths.prepared, paths.gan_metrics)
+    result = make_report(params.report, params.synthesize.n_per_class, inputs, paths.out, paths.compare)
+    summary = f"{len(result.present)} variants reported" + (
+        f", missing: {', '.join(result.missing)}" if result.missing else ""
+    )
+    outputs = (result.markdown, paths.out / "figures", paths.compare)
+    return StageResult("report", summary, outputs, result.run_id, result.compare, result)

@@ -1,0 +1,244 @@
+"""`synthesize@<gan>` stage: draw class-conditional candidates from a trained GAN and keep only those
+the model itself accepts as the intended class (BAGAN: its discriminator's K+1 softmax; OpenGAN:
+realness and the embedder's nearest class), then write them as PNGs with an index.
+
+Policy, per class:
+- the threshold is `filter.threshold`, or 0 (every candidate passes, scores still recorded) for a GAN in
+  `filter.unfiltered` (by default OpenGAN, sampled unfiltered as published);
+- candidates are drawn in batches of `batch_size` until max(n_per_class) pass the threshold or
+  ceil(max_tries_factor x wanted) candidates have been drawn (the last batch is shortened to the cap);
+- accepted images keep their draw order, so the first n of a class are what a variant with n synthetic
+  images per class trains on (`load_synthetic`), and the n=1000 set is a prefix of the n=3000 set;
+- a class that falls short of max(n_per_class) is written anyway and its shortfall recorded; the stage
+  fails, after writing and logging (so the score histograms show why), only when some class has fewer
+  than min(n_per_class) images, i.e. when not even the smallest variant could be trained;
+- each class draws from its own generator, seeded from `seed`: a class's images do not change when
+  another class needs more or fewer tries.
+- with `filter.drop_near_copies`, a passing candidate whose nearest real training image is closer (pixel
+  RMSE) than `filter.copy_threshold` x the median real-to-real nearest-neighbour RMSE is dropped and counted
+  (metrics/memorisation.py); off, nothing about the draws changes.
+
+Layout (the contract with `classify`, in synthetic_files.py): <out>/<class_slug>/<00000>.png (8-bit gray)
+and <out>/index.csv with columns file (relative to <out>), class, label, score, in acceptance order.
+MLflow logging is in synthesize_tracking.py.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cxraug.core import layout
+from cxraug.core.config import Params, SynthesizeParams
+from cxraug.core.errors import CxraugError
+from cxraug.core.runtime import Precision, atomic_write_json, pick_device, pick_precision
+from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
+from cxraug.gans import registry
+from cxraug.gans.registry import Proposer
+from cxraug.synthesis.draw import ClassDraw, SynthesizeResult, near_copy_filter, synthesize
+from cxraug.synthesis.files import read_exemplars, write_synthetic
+from cxraug.synthesis.tracking import log_to_mlflow, training_run_id
+
+
+def run_synthesize(
+    params: SynthesizeParams,
+    gan: str,
+    model_dir: Path,
+    out_dir: Path,
+    metrics_path: Path | None,
+    train_metrics: Path | None = None,
+    prepared: Path | None = None,
+) -> SynthesizeResult:
+    """The DVC stage synthesize@<gan>: max(n_per_class) filtered images per class of the trained GAN.
+    `prepared` (data/prepared) holds the real training images that `filter.drop_near_copies` compares with."""
+    device = pick_device(params.device)
+    proposer = registry.load_proposer(gan, model_dir, device)
+    near_copy = near_copy_filter(params, prepared, device) if params.filter.drop_near_copies else None
+    return _run(
+        proposer,
+        params,
+        pick_precision(device, params.precision),
+        stage=f"synthesize@{gan}",
+        gan=gan,
+        model_dir=model_dir,
+        gan_run=training_run_id(model_dir, train_metrics),
+        out_dir=out_dir,
+        metrics_path=metrics_path,
+        wanted=max(params.n_per_class),
+        required=min(params.n_per_class),
+        near_copy=near_copy,
+    )
+
+
+def run_exemplars(
+    params: SynthesizeParams,
+    gan: str,
+    model_dir: Path,
+    exemplars_dir: Path,
+    label: str,
+    n: int,
+    image_size: int,
+    out_dir: Path,
+    metrics_path: Path | None = None,
+) -> SynthesizeResult:
+    """An unseen class: OpenGAN conditioned on the embeddings of a few exemplar images; n filtered images."""
+    generator = registry.get(gan)
+    if generator.load_exemplar_proposer is None:
+        able = " or ".join(g.name for g in registry.GENERATORS.values() if g.load_exemplar_proposer)
+        raise CxraugError(f"--exemplars needs --gan {able}: {gan} cannot draw a class it was not trained on")
+    if not Path(model_dir).is_dir():
+        raise CxraugError(
+            f"{model_dir}: no trained {gan} model; run `dvc repro {generator.train_stage}` first"
+        )
+    exemplars = read_exemplars(Path(exemplars_dir), image_size)
+    device = pick_device(params.device)
+    proposer = generator.load_exemplar_proposer(Path(model_dir), exemplars, label, device)
+    return _run(
+        proposer,
+        params,
+        pick_precision(device, params.precision),
+        stage="synthesize-exemplars",
+        gan=gan,
+        model_dir=model_dir,
+        gan_run=training_run_id(model_dir),
+        out_dir=out_dir,
+        metrics_path=metrics_path,
+        wanted=n,
+        required=n,
+        extra_tags={"exemplars.dir": str(exemplars_dir), "exemplars.count": str(len(exemplars))},
+    )
+
+
+def _run(
+    proposer: Proposer,
+    params: SynthesizeParams,
+    precision: Precision,
+    *,
+    stage: str,
+    gan: str,
+    model_dir: Path,
+    gan_run: str | None,
+    out_dir: Path,
+    metrics_path: Path | None,
+    wanted: int,
+    required: int,
+    extra_tags: dict[str, str] | None = None,
+    near_copy=None,
+) -> SynthesizeResult:
+    generator = torch.Generator().manual_seed(params.seed)
+    threshold = params.filter.threshold_for(gan)  # 0 for an unfiltered GAN: every candidate passes
+    start = time.perf_counter()
+    with torch.inference_mode(), precision.autocast():
+        draws = synthesize(
+            proposer,
+            wanted,
+            threshold,
+            params.filter.max_tries_factor,
+            params.batch_size,
+            generator,
+            near_copy,
+        )
+    result = SynthesizeResult(draws, time.perf_counter() - start, Path(out_dir))
+    write_synthetic(draws, Path(out_dir))
+    result.run_id = log_to_mlflow(result, params, stage, gan, model_dir, gan_run, precision, extra_tags or {})
+    if metrics_path is not None:
+        atomic_write_json(
+            metrics_path,
+            {
+                "gan": gan,
+                "threshold": threshold,
+                "filtered": gan not in params.filter.unfiltered,
+                "wanted_per_class": wanted,
+                "accepted": result.accepted,
+                "tried": result.tried,
+                "acceptance_rate": round(sum(d.passed for d in draws) / max(result.tried, 1), 6),
+                "per_class": {d.name: d.summary() for d in draws},
+                "shortfall": {d.name: d.shortfall for d in draws if d.shortfall},
+                "candidates_per_second": round(result.candidates_per_second, 1),
+                "mlflow_run_id": result.run_id,
+                "gan_run_id": gan_run,
+            }
+            | ({} if near_copy is None else {"near_copies": _near_copy_summary(draws, near_copy)}),
+        )
+    short = {d.name: d.accepted for d in draws if d.accepted < required}
+    if short:
+        raise CxraugError(
+            f"{gan}: too few candidates passed threshold {threshold} within "
+            f"{params.filter.max_tries_factor:g}x tries: accepted {short}, need {required} per class "
+            f"(wrote them to {out_dir}; see the score histograms in MLflow run {result.run_id}); lower "
+            "synthesize.filter.threshold or raise synthesize.filter.max_tries_factor"
+        )
+    return result
+
+
+def _near_copy_summary(draws: list[ClassDraw], near_copy) -> dict:
+    return {
+        "dropped": sum(d.near_copies or 0 for d in draws),
+        "per_class": {d.name: d.near_copies for d in draws},
+        "copy_threshold": near_copy.copy_threshold,
+        "threshold_rmse": round(near_copy.threshold, 6),
+        "real_nn_median_rmse": round(near_copy.reference, 6),
+    }
+
+
+# ------------------------------------------------------------------------------------------ the stage
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where synthesize@<gan> reads and writes. With `exemplars`, the unseen class `label` is drawn
+    instead (n images, into `out`; no metrics file unless one is given)."""
+
+    gan: str = "bagan"
+    models: Path | None = None  # default: layout.model_dir(gan)
+    out: Path | None = None  # default: layout.synthetic_dir(gan)
+    metrics: Path | None = None  # default: layout.synthesize_metrics(gan) (none with exemplars)
+    prepared: Path = layout.PREPARED  # real training images, for filter.drop_near_copies
+    exemplars: Path | None = None
+    label: str | None = None
+    n: int | None = None
+
+
+def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
+    gan = registry.get(paths.gan).name
+    models = paths.models or layout.model_dir(gan)
+    if paths.exemplars is None:
+        if paths.label is not None or paths.n is not None:
+            raise CxraugError("--label and --n describe an unseen class: give them with --exemplars DIR")
+        result = run_synthesize(
+            params.synthesize,
+            gan,
+            models,
+            paths.out or layout.synthetic_dir(gan),
+            paths.metrics or layout.synthesize_metrics(gan),
+            train_metrics=layout.stage_metrics(registry.get(gan).train_stage),
+            prepared=paths.prepared,
+        )
+        stage = f"synthesize@{gan}"
+    else:
+        if paths.label is None or paths.n is None or paths.out is None:
+            raise CxraugError("--exemplars needs --label NAME, --n N and --out DIR")
+        result = run_exemplars(
+            params.synthesize,
+            gan,
+            models,
+            paths.exemplars,
+            paths.label,
+            paths.n,
+            params.prepare.image_size,
+            paths.out,
+            paths.metrics,
+        )
+        stage = "synthesize-exemplars"
+    kept = ", ".join(f"{d.name} {d.accepted}/{d.wanted} ({d.acceptance_rate:.0%} pass)" for d in result.draws)
+    summary = (
+        f"kept {result.accepted:,} of {result.tried:,} candidates in {result.seconds:.1f}s "
+        f"({result.candidates_per_second:,.0f}/s): {kept}"
+    )
+    outputs = (result.out_dir,) + (
+        (paths.metrics or layout.synthesize_metrics(gan),) if paths.exemplars is None else ()
+    )
+    return StageResult(stage, summary, outputs, result.run_id, {"accepted": result.accepted}, result)
