@@ -193,3 +193,14 @@ def test_guard_checks_other_splits_and_passes_a_disjoint_set(study, tmp_path):
         check_no_overlap(read_external(ext, CLASSES, SIZE), train, {"test": test})
     with pytest.raises(CxraugError, match="16 px"):
         check_no_overlap(read_external(ext, CLASSES, 16), train)
+
+
+def test_metadata_rows_without_files_are_named_in_the_error(tmp_path):
+    layout = build_nih(tmp_path / "ext")
+    for image in layout.path.rglob("*.png"):
+        image.unlink()
+    listed = len(layout.expected) + 3  # + the corrupt, the truncated and the one never written
+    with pytest.raises(
+        CxraugError, match=rf"has images there \({listed} listed without their file below it\)"
+    ):
+        read_external(layout.path, CLASSES, SIZE)

@@ -91,11 +91,14 @@ def external_metrics(
     n_boot: int = 2000,
     level: float = 0.95,
     bootstrap_seed: int = 0,
+    *,
+    variant: str | None = None,
+    name: str | None = None,
 ) -> dict:
     """The metrics file's content (JSON-ready; undefined values are None): per-class and macro AUC (seed
     mean) with bootstrap CIs over patients where the set has them, else over images; the std over seeds;
     images per class, skips by reason and the md5 of the scored pixels. `mlflow_run_id` is left None for
-    the caller that logs the run."""
+    the caller that logs the run; `variant` and `name` (the external set's NAME) are recorded as given."""
     scores = np.asarray(scores, dtype=np.float64)
     classes = list(external.classes)
     if scores.shape != (len(seeds), len(external), len(classes)):
@@ -122,6 +125,8 @@ def external_metrics(
         macro, macro_lo, macro_hi = ci.macro, ci.macro_lo, ci.macro_hi
         macro_std, resamples, undefined = ci.macro_std_over_seeds, ci.n_boot, ci.undefined_resamples
     return {
+        "variant": variant,
+        "name": name,
         "source": external.layout,
         "data": str(external.root),
         "classes": classes,

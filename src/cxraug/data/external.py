@@ -256,9 +256,10 @@ def read_external(
     where = "as class folders" if layout == "folders" else "in its labels"
     if kept.empty:
         found = ", ".join(sorted(other)) or "nothing usable"
+        missing = f" ({skipped['missing']} listed without their file below it)" if skipped["missing"] else ""
         raise CxraugError(
-            f"{root}: none of the study's classes ({', '.join(classes)}) has images there; found {where}: "
-            f"{found}"
+            f"{root}: none of the study's classes ({', '.join(classes)}) has images there{missing}; "
+            f"found {where}: {found}"
         )
     kept = kept.assign(
         label=kept["finding_labels"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)
