@@ -20,7 +20,7 @@ from cxraug.classifier.external import (
     score_external,
     write_external_scores,
 )
-from cxraug.classifier.train import save_classifier
+from cxraug.classifier.predict import save_classifier
 from cxraug.core.errors import CxraugError
 from cxraug.data.external import read_external
 from cxraug.metrics.auc import bootstrap_ci

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxraug.classifier.train import predict_proba
+from cxraug.classifier.predict import predict_proba
 from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import Precision, atomic_savez, pick_precision, safe_load
 from cxraug.data.external import ExternalSet
