@@ -6,6 +6,7 @@ arbitrary and distinct, which is all an AUC check needs."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from cxraug.classifier.external import (
     score_external,
     write_external_scores,
 )
-from cxraug.classifier.predict import save_classifier
+from cxraug.classifier.predict import load_classifier, save_classifier
 from cxraug.core.errors import CxraugError
 from cxraug.data.external import read_external
 from cxraug.metrics.auc import bootstrap_ci
@@ -61,12 +62,13 @@ def test_saved_scores_give_sklearns_auc_with_labels_from_the_layout(kind, tmp_pa
     scores = score_external(models, external)
     assert scores.shape == (len(SEEDS), len(layout.expected), len(CLASSES)) and scores.dtype == np.float32
     metrics = external_metrics(scores, external, SEEDS, n_boot=200)
-    scores_path, metrics_path = external_paths("holdout", "baseline", tmp_path / "project")
+    scores_path, metrics_path = external_paths("holdout", "baseline")
+    assert scores_path == Path("data/scores/external/holdout/baseline.npz")
+    assert metrics_path == Path("metrics/external/holdout/baseline.json")
+    scores_path = tmp_path / scores_path
     write_external_scores(scores_path, external, scores, SEEDS)
 
     saved = np.load(scores_path)
-    assert scores_path == tmp_path / "project/data/scores/external/holdout/baseline.npz"
-    assert metrics_path == tmp_path / "project/metrics/external/holdout/baseline.json"
     assert list(saved["classes"]) == list(CLASSES) and list(saved["seeds"]) == list(SEEDS)
     labels = np.array([CLASSES.index(layout.expected[str(i)]) for i in saved["image_index"]])
     assert np.array_equal(saved["labels"], labels)
@@ -122,12 +124,23 @@ def test_patients_drive_the_bootstrap_where_the_layout_has_them(tmp_path, models
     assert not np.allclose(per_image.lo, by_patient.lo)
 
 
-def test_the_model_file_round_trips_with_its_seed(tmp_path, models):
+def test_the_model_file_round_trips_every_seed(tmp_path, models):
     external = read_external(build_folders(tmp_path / "ext").path, CLASSES, SIZE)
-    path = save_classifier(models[0].model, tmp_path / "baseline.pt", CLASSES, variant="baseline", seed=3)
+    first, second = models
+    path = save_classifier(
+        first.model, tmp_path / "baseline.pt", CLASSES, [(second.seed, second.model.state_dict())], seed=3
+    )
     loaded = load_seed_models(path)
-    assert [m.seed for m in loaded] == [3] and loaded[0].model.classes == CLASSES
-    assert np.array_equal(score_external(loaded, external), score_external(models[:1], external))
+    assert [m.seed for m in loaded] == list(SEEDS) and all(m.model.classes == CLASSES for m in loaded)
+    assert np.array_equal(score_external(loaded, external), score_external(models, external))
+    # the first seed is what load_classifier (gan_metrics, CAS) has always read
+    assert np.array_equal(
+        score_external([SeedModel(3, load_classifier(path))], external)[0],
+        score_external(models[:1], external)[0],
+    )
+    # a file from before classify kept every seed: its one seed
+    old = save_classifier(first.model, tmp_path / "old.pt", CLASSES, seed=3)
+    assert [m.seed for m in load_seed_models(old)] == [3]
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CxraugError, match="not a classifier"):
         load_seed_models(tmp_path / "other.pt")

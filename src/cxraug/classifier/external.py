@@ -19,15 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxraug.classifier.predict import predict_proba
+from cxraug.classifier.predict import load_seed_classifiers, predict_proba
+from cxraug.core import layout
 from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import Precision, atomic_savez, pick_precision, safe_load
 from cxraug.data.external import ExternalSet
 from cxraug.metrics.auc import bootstrap_ci, per_class_auc
 from cxraug.nets.vgg import VGG16
-
-SCORES_DIR = Path("data/scores/external")
-METRICS_DIR = Path("metrics/external")
 
 
 @dataclass(frozen=True)
@@ -37,15 +35,11 @@ class SeedModel:
 
 
 def load_seed_models(path: str | Path, device: torch.device | str = "cpu") -> list[SeedModel]:
-    """The classifiers in a variant's model file, each with its seed. models/classifier/<V>.pt, as the
-    classify stage writes it today, holds ONE: the first seed of classify.seeds (its `meta.seed`)."""
+    """Every seed's classifier in a variant's model file (models/classifier/<V>.pt), first seed first."""
     saved = safe_load(path)
     if not isinstance(saved, dict) or not {"config", "classes", "state_dict"} <= saved.keys():
         raise CxraugError(f"{path}: not a classifier written by `cxraug classify`; rerun classify")
-    model = VGG16(**saved["config"])
-    model.load_state_dict(saved["state_dict"])
-    model.classes = tuple(saved["classes"])
-    return [SeedModel(int(saved.get("meta", {}).get("seed", 0)), model.to(device).eval())]
+    return [SeedModel(seed, model) for seed, model in load_seed_classifiers(path, device)]
 
 
 def score_external(
@@ -170,10 +164,16 @@ def check_name(name: str) -> str:
     return name
 
 
-def external_paths(name: str, variant: str, root: Path = Path()) -> tuple[Path, Path]:
-    """(scores npz, metrics json) of variant V on external set NAME, relative to the project `root`."""
+def external_paths(
+    name: str,
+    variant: str,
+    scores_root: Path = layout.EXTERNAL_SCORES,
+    metrics_root: Path = layout.EXTERNAL_METRICS,
+) -> tuple[Path, Path]:
+    """(scores npz, metrics json) of variant V on external set NAME: <scores_root>/<NAME>/<V>.npz and
+    <metrics_root>/<NAME>/<V>.json (core/layout.py's by default)."""
     check_name(name)
-    return root / SCORES_DIR / name / f"{variant}.npz", root / METRICS_DIR / name / f"{variant}.json"
+    return scores_root / name / f"{variant}.npz", metrics_root / name / f"{variant}.json"
 
 
 def write_external_scores(
