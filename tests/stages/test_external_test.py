@@ -189,3 +189,18 @@ def test_dvc_repro_scores_the_external_set_after_the_classifier(tmp_path, demo_r
     assert cxraug("report", cwd=project).returncode == 0
     results = (project / "reports/results.md").read_text()
     assert "## External validation" in results and "### hospital" in results
+
+
+def test_the_verb_explains_itself_and_a_missing_model_is_one_line(tmp_path):
+    from tests.cli.test_cli import cxraug
+
+    assert "--name" in cxraug("external-test", "--help").stdout
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS_YAML))
+    out = cxraug(
+        "external-test", "--variant", "baseline", "--data", str(tmp_path), "--name", "x", cwd=tmp_path
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: models/classifier/baseline.pt: not found; run `cxraug classify --variant baseline` first"
+    ]
