@@ -50,6 +50,8 @@ def make_project(dest: Path, params_yaml: str | None = None, raw: Path | None = 
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", "data.dvc", ".dvcignore"):
         shutil.copy(REPO / name, dest / name)
+    (dest / "metrics" / "external").mkdir(parents=True)  # the report's dependency (its README.md in git)
+    shutil.copy(REPO / "metrics" / "external" / "README.md", dest / "metrics" / "external")
     (dest / "src").symlink_to(REPO / "src")
     (dest / "params.yaml").write_text(
         params_yaml if params_yaml is not None else (REPO / "params.yaml").read_text()

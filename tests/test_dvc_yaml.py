@@ -46,6 +46,7 @@ def covered(path: Path, deps: list[str]) -> bool:
 def stage_module(name: str) -> str:
     family = name.split("@")[0]
     family = "classify" if family.startswith("classify_") else family
+    family = "external_test" if family.startswith("external_") else family
     return f"cxraug.stages.{family}"
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 import cxraug.classifier.seeds as seeds_module
 import cxraug.classifier.train as classifier_module
 import cxraug.stages.classify as classify_module
-from cxraug.classifier.predict import load_classifier, predict_proba
+from cxraug.classifier.predict import load_classifier, load_seed_classifiers, predict_proba
 from cxraug.classifier.train import inverse_frequency_weights, train_classifier
 from cxraug.classifier.variants import build_training_set, parse_variant, valid_variants
 from cxraug.core.checkpoint import Checkpointer
@@ -307,6 +307,13 @@ def test_stage_writes_every_output_and_an_mlflow_run(project, tracking_uri, monk
     np.testing.assert_allclose(
         predict_proba(model, test.images, predicts[0][0][2]), scores["scores"][0], atol=1e-5
     )
+    # every seed's weights are in the file too (external-test scores them all)
+    seeded = load_seed_classifiers(project.models / "bagan_4.pt")
+    assert [seed for seed, _ in seeded] == [0, 1]
+    for s, (_, net) in enumerate(seeded):
+        np.testing.assert_allclose(
+            predict_proba(net, test.images, predicts[0][0][2]), scores["scores"][s], atol=1e-5
+        )
 
     roc = pd.read_csv(project.roc / "bagan_4.csv")
     assert list(roc.columns) == ["class", "fpr", "tpr"] and set(roc["class"]) == set(classes)
@@ -358,6 +365,7 @@ def test_stage_resumes_finished_seeds_and_the_mlflow_run(project, tracking_uri, 
     result = run_classify("baseline", params, project)
     assert trained_seeds == [1]  # seed 0 was finished: its test scores are reused
     assert result.run_id == first_run
+    assert [seed for seed, _ in load_seed_classifiers(project.models / "baseline.pt")] == [0, 1]
 
 
 def test_stage_needs_the_synthetic_data_of_a_gan_variant(project, tracking_uri):

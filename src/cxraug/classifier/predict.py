@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,19 +42,42 @@ def predict_proba(
 
 
 def save_classifier(
-    model: VGG16, path: str | Path, classes: tuple[str, ...], **meta: str | int | float
+    model: VGG16,
+    path: str | Path,
+    classes: tuple[str, ...],
+    more_seeds: Sequence[tuple[int, Mapping[str, torch.Tensor]]] = (),
+    **meta: str | int | float,
 ) -> Path:
-    """Weights + the constructor settings needed to rebuild the net (loadable with weights_only=True)."""
+    """Weights + the constructor settings needed to rebuild the net (loadable with weights_only=True).
+    `model` is the first seed's net (what `load_classifier` returns); `more_seeds` holds (seed, state
+    dict) of the variant's other seeds, which `load_seed_classifiers` returns as well."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return atomic_save(
-        {"config": dict(model.config), "classes": list(classes), "meta": meta, "state_dict": state}, path
-    )
+    extra = [
+        {"seed": int(seed), "state_dict": {k: v.detach().cpu().contiguous() for k, v in sd.items()}}
+        for seed, sd in more_seeds
+    ]
+    payload = {"config": dict(model.config), "classes": list(classes), "meta": meta, "state_dict": state}
+    return atomic_save({**payload, "more_seeds": extra}, path)
+
+
+def _build(saved: dict, state_dict: Mapping[str, torch.Tensor], device: torch.device | str) -> VGG16:
+    model = VGG16(**saved["config"])
+    model.load_state_dict(state_dict)
+    model.classes = tuple(saved["classes"])
+    return model.to(device).eval()
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> VGG16:
-    """A trained VGG16 in eval mode (its `classes` attribute names the outputs)."""
+    """The first seed's trained VGG16 in eval mode (its `classes` attribute names the outputs)."""
     saved = safe_load(path)
-    model = VGG16(**saved["config"])
-    model.load_state_dict(saved["state_dict"])
-    model.classes = tuple(saved["classes"])
-    return model.to(device).eval()
+    return _build(saved, saved["state_dict"], device)
+
+
+def load_seed_classifiers(path: str | Path, device: torch.device | str = "cpu") -> list[tuple[int, VGG16]]:
+    """(seed, VGG16 in eval mode) of every seed in the file, first seed first. A file written before
+    classify kept every seed holds the first one only."""
+    saved = safe_load(path)
+    first = (int(saved.get("meta", {}).get("seed", 0)), _build(saved, saved["state_dict"], device))
+    return [first] + [
+        (int(m["seed"]), _build(saved, m["state_dict"], device)) for m in saved.get("more_seeds", [])
+    ]

@@ -33,7 +33,7 @@ class SeedResult:
     best_val_macro_auc: float
     history: list[dict]
     train_counts: dict[str, int]  # images per class in the training set actually used
-    state_dict: dict[str, torch.Tensor] | None = None  # kept for the first seed (the saved model)
+    state_dict: dict[str, torch.Tensor] | None = None  # the best-val weights (saved in the model file)
 
 
 class SeedStore:
@@ -125,6 +125,9 @@ def train_seed(
 ) -> SeedResult:
     train, val, test = splits
     done = store.load(seed)
+    if done is not None and keep_state and done.state_dict is None:
+        log.info("seed %d: finished earlier without its weights, which are now kept; training it again", seed)
+        done = None
     if done is not None:
         log.info("seed %d: finished earlier (best epoch %d), reusing its test scores", seed, done.best_epoch)
         return done

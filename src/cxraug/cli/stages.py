@@ -167,10 +167,37 @@ def report(
     out: Annotated[Path, _option("directory for results.md and figures/")] = layout.REPORTS,
     compare: Annotated[Path, _option("paired comparison vs baseline (JSON)")] = layout.COMPARE,
     gan_metrics: Annotated[Path, _option("metrics/gan/GAN.json (gan-metrics)")] = layout.GAN_METRICS,
+    external_metrics: Annotated[
+        Path, _option("metrics/external/NAME/VARIANT.json (external-test)")
+    ] = layout.EXTERNAL_METRICS,
 ) -> None:
     """Tables laid out like the paper's (one per n in synthesize.n_per_class, with 95% CIs and the published
     values beside ours), a paired bootstrap of every variant vs baseline, and figures."""
     from cxraug.stages import report as stage
 
-    paths = stage.Paths(classify_metrics, scores, synthetic, prepared, gan_metrics, out, compare)
+    paths = stage.Paths(
+        classify_metrics, scores, synthetic, prepared, gan_metrics, out, compare, external_metrics
+    )
+    echo(stage.run(load(params), paths))
+
+
+@app.command("external-test")
+def external_test(
+    variant: Annotated[str, _option("the classifier variant to score (models/classifier/VARIANT.pt)")],
+    data: Annotated[Path, _option("external set: NIH layout, class folders DIR/<class>/, or MedMNIST+ npz")],
+    name: Annotated[str, _option("NAME of the external set: outputs go to .../external/NAME/VARIANT.*")],
+    params: ParamsOption = DEFAULT_PARAMS,
+    models: Annotated[Path, _option("classify's models (VARIANT.pt, every seed)")] = layout.CLASSIFIERS,
+    prepared: PreparedOption = layout.PREPARED,
+    classify_metrics: Annotated[
+        Path, _option("classify's metrics (the run id to link)")
+    ] = layout.CLASSIFY_METRICS,
+    scores: Annotated[Path, _option("root of NAME/VARIANT.npz (scores per seed)")] = layout.EXTERNAL_SCORES,
+    metrics: Annotated[Path, _option("root of NAME/VARIANT.json (AUCs, CIs)")] = layout.EXTERNAL_METRICS,
+) -> None:
+    """Score every seed of a trained variant on every single-label image of the study's classes in an
+    external data set (all of it is test); per-class AUCs with patient- (or image-) bootstrap CIs."""
+    from cxraug.stages import external_test as stage
+
+    paths = stage.Paths(variant, name, data, models, prepared, classify_metrics, scores, metrics)
     echo(stage.run(load(params), paths))

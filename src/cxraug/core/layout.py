@@ -21,6 +21,8 @@ COMPARE = METRICS / "compare.json"
 CHECKPOINTS = Path("checkpoints")
 ROC_PLOTS = Path("plots/roc")
 REPORTS = Path("reports")
+EXTERNAL_SCORES = SCORES / "external"  # external-test: <NAME>/<V>.npz
+EXTERNAL_METRICS = METRICS / "external"  # external-test: <NAME>/<V>.json
 
 
 def stage_metrics(stage: str) -> Path:
@@ -57,3 +59,12 @@ TRAIN_EMBEDDER_METRICS = stage_metrics("train_embedder")
 TRAIN_EMBEDDER_CHECKPOINTS = checkpoints("train_embedder")
 TRAIN_OPENGAN_METRICS = stage_metrics("train_opengan")
 TRAIN_OPENGAN_CHECKPOINTS = checkpoints("train_opengan")
+
+
+def external_scores(name: str, variant: str) -> Path:
+    """Variant V's scores on external set NAME (docs/external.md)."""
+    return EXTERNAL_SCORES / name / f"{variant}.npz"
+
+
+def external_metrics(name: str, variant: str) -> Path:
+    return EXTERNAL_METRICS / name / f"{variant}.json"

@@ -101,19 +101,25 @@ def decode_files(paths: list[str], size: int, workers: int) -> list[tuple[np.nda
     return results
 
 
+def medmnist_images(npz_path: Path, image_index: list[str], size: int) -> list[np.ndarray]:
+    """uint8 [size, size] of MedMNIST rows named 'split/row' (RGB -> L, resized unless already at size);
+    shared with external validation so both convert an npz image the same way."""
+    npz = np.load(npz_path)
+    arrays = {s: npz[f"{s}_images"] for s in SPLITS}
+    images = []
+    for index in image_index:
+        split, row = index.split("/")
+        a = arrays[split][int(row)]
+        a = a if a.ndim == 2 else np.asarray(Image.fromarray(a).convert("L"))
+        images.append(a if a.shape == (size, size) else resize_square(Image.fromarray(a), size))
+    return images
+
+
 def load_images(source: Source, kept: pd.DataFrame, params: PrepareParams, skipped: Counter) -> pd.DataFrame:
     """Attach a uint8 image to every kept record; bad files are counted and dropped (or stop the stage)."""
     size = params.image_size
     if source.kind == "medmnist":
-        npz = np.load(source.metadata)
-        arrays = {s: npz[f"{s}_images"] for s in SPLITS}
-        images = []
-        for index in kept["image_index"]:
-            split, row = index.split("/")
-            a = arrays[split][int(row)]
-            a = a if a.ndim == 2 else np.asarray(Image.fromarray(a).convert("L"))
-            images.append(a if a.shape == (size, size) else resize_square(Image.fromarray(a), size))
-        return kept.assign(image=images)
+        return kept.assign(image=medmnist_images(source.metadata, kept["image_index"].tolist(), size))
     results = decode_files(kept["path"].tolist(), size, params.workers)
     ok = []
     for image, problem in results:

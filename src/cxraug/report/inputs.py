@@ -55,6 +55,7 @@ class Inputs:
     synthetic: Path  # data/synthetic/<gan>/
     prepared: Path  # data/prepared/
     gan_metrics: Path | None = None  # metrics/gan/<gan>.json (report/gan.py)
+    external_metrics: Path | None = None  # metrics/external/<NAME>/<V>.json (report/external.py)
 
 
 @dataclass(frozen=True)

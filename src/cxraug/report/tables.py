@@ -116,6 +116,7 @@ def render_markdown(
     test: TestScores | None,
     out_dir: Path,
     gan_parts: list[str] | None = None,
+    external_parts: list[str] | None = None,
 ) -> str:
     def figure(stem: str, alt: str) -> str:
         match = [f for f in figures if f.stem == stem]
@@ -174,6 +175,7 @@ def render_markdown(
             "",
             figure(f"roc_n{n}", f"ROC curves, n = {n}"),
         ]
+    parts += external_parts or []  # report/external.py: one table per external set
     parts += ["## Real and synthetic images", "", figure("real_vs_synthetic", "real vs synthetic images")]
     if synthetic:
         parts += [

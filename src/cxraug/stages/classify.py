@@ -5,7 +5,7 @@ validation (early stopping) and test (reported once per seed, with the best-val 
 prepared splits, loaded by `evaluation_splits` for every variant; their md5s are written into the metrics
 file so any two variants can be checked to share them.
 
-Outputs: models/classifier/<V>.pt (best checkpoint of the FIRST seed in classify.seeds),
+Outputs: models/classifier/<V>.pt (best checkpoint of every seed; `load_classifier` gives the FIRST),
 data/scores/<V>.npz (test softmax of every seed), metrics/classify/<V>.json, plots/roc/<V>.csv.
 Per-seed progress lives in checkpoints/classify/<V>/ (epoch checkpoints, finished seeds), so a stopped
 stage resumes where it was, in the same MLflow run.
@@ -185,10 +185,8 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
             store.remember_run(run_id)
         synthetic = load_extra_synthetic(variant, train, paths.synthetic) if variant.gan else None
         seeds = [
-            train_seed(
-                variant, (train, val, test), settings, seed, store, run_id, synthetic, keep_state=i == 0
-            )
-            for i, seed in enumerate(settings.seeds)
+            train_seed(variant, (train, val, test), settings, seed, store, run_id, synthetic, keep_state=True)
+            for seed in settings.seeds
         ]
         if ctx.is_main:
             metrics = summarize(variant, settings, seeds, test, run_id)
@@ -291,6 +289,7 @@ def write_outputs(
         model,
         paths.models / f"{variant.name}.pt",
         classes,
+        more_seeds=[(s.seed, s.state_dict) for s in seeds[1:]],  # every seed: external-test scores them all
         variant=variant.name,
         seed=first.seed,
         best_epoch=first.best_epoch,

@@ -21,6 +21,7 @@ from cxraug.core.runtime import atomic_dir, atomic_write_json, atomic_write_text
 from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
 from cxraug.data.datasets import load_split
 from cxraug.report.compare import compare_to_baseline
+from cxraug.report.external import external_section, read_external_metrics
 from cxraug.report.figures import write_figures
 from cxraug.report.gan import gan_section, read_gan_metrics
 from cxraug.report.inputs import (
@@ -77,7 +78,17 @@ def make_report(
     figures = [out_dir / "figures" / f.name for f in figures]
     test = next(iter(scores.values()), None)
     markdown = render_markdown(
-        n_per_class, metrics, comparisons, classes, synthetic, notes, figures, test, out_dir, gan_parts
+        n_per_class,
+        metrics,
+        comparisons,
+        classes,
+        synthetic,
+        notes,
+        figures,
+        test,
+        out_dir,
+        gan_parts,
+        external_section(read_external_metrics(inputs.external_metrics), variants, classes),
     )
     atomic_write_text(out_dir / "results.md", markdown)
     compare = {
@@ -127,10 +138,18 @@ class Paths:
     gan_metrics: Path = layout.GAN_METRICS
     out: Path = layout.REPORTS  # results.md and figures/
     compare: Path = layout.COMPARE
+    external_metrics: Path = layout.EXTERNAL_METRICS
 
 
 def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> StageResult:
-    inputs = Inputs(paths.classify_metrics, paths.scores, paths.synthetic, paths.prepared, paths.gan_metrics)
+    inputs = Inputs(
+        paths.classify_metrics,
+        paths.scores,
+        paths.synthetic,
+        paths.prepared,
+        paths.gan_metrics,
+        paths.external_metrics,
+    )
     result = make_report(params.report, params.synthesize.n_per_class, inputs, paths.out, paths.compare)
     summary = f"{len(result.present)} variants reported" + (
         f", missing: {', '.join(result.missing)}" if result.missing else ""

@@ -19,6 +19,7 @@ from cxraug.core.config.evaluation import (
     GanMetricsParams,
     ReportParams,
 )
+from cxraug.core.config.external import ExternalDataset, ExternalParams
 from cxraug.core.config.generators import (
     SynthesisFilterParams,
     SynthesizeParams,
@@ -43,6 +44,8 @@ __all__ = [
     "TRIAL_SECTIONS",
     "AugmentParams",
     "CasParams",
+    "ExternalDataset",
+    "ExternalParams",
     "ClassifyParams",
     "GanMetricsParams",
     "IntStepRange",
@@ -78,6 +81,7 @@ class Params(Section):
     report: ReportParams = Field(default_factory=ReportParams)
     classify: ClassifyParams = Field(default_factory=ClassifyParams)
     gan_metrics: GanMetricsParams = Field(default_factory=GanMetricsParams)
+    external: ExternalParams = Field(default_factory=ExternalParams)
     tune: TuneParams = Field(default_factory=TuneParams)
 
 
