@@ -22,7 +22,7 @@ from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
 from cxraug.data.datasets import load_split
 from cxraug.report.compare import compare_to_baseline
 from cxraug.report.figures import write_figures
-from cxraug.report.gan import gan_section, read_gan_metrics
+from cxraug.report.gan import blind_generators, blind_warning, gan_section, read_gan_metrics
 from cxraug.report.inputs import (
     BASELINE,
     Inputs,
@@ -77,7 +77,18 @@ def make_report(
     figures = [out_dir / "figures" / f.name for f in figures]
     test = next(iter(scores.values()), None)
     markdown = render_markdown(
-        n_per_class, metrics, comparisons, classes, synthetic, notes, figures, test, out_dir, gan_parts
+        n_per_class,
+        metrics,
+        comparisons,
+        classes,
+        synthetic,
+        notes,
+        figures,
+        test,
+        out_dir,
+        gan_parts,
+        gan_warning=blind_warning(gan_found),
+        blind=frozenset(blind_generators(gan_found)),
     )
     atomic_write_text(out_dir / "results.md", markdown)
     compare = {
