@@ -476,6 +476,14 @@ def test_stage_writes_the_documented_metrics_and_an_mlflow_run(project, tracking
     assert f"{gen['fd_random']:.3g} ± {gen['fd_random_sd']:.3g} | {floor['fd_random']:.3g}" in bagan
     assert f"{cas['macro_auc']:.3f}" in bagan
     assert "No figures." in opengan
+    # a class-blind generator: warned about before any AUC table, and marked beside its columns and rows
+    heading = next(line for line in bagan.splitlines() if line.startswith("### "))
+    assert heading.startswith("### BAGAN (`bagan`)") and bool(m["class_blind"]) == (
+        "⚠ class-blind" in heading
+    )
+    if m["class_blind"]:
+        assert md.index("Warning: class-blind generator") < md.index("## Augmenting")
+        assert "+ BAGAN ⚠ class-blind" in md and "(`bagan_20`) ⚠ class-blind" in md
     assert "`dvc repro gan_metrics@opengan`" in md
     assert (project / "reports/figures/gan_precision_recall.png").is_file()
 

@@ -84,6 +84,12 @@ def compare(
     return mean, sd, skipped
 
 
+def significant(value: float, digits: int = 6) -> float:
+    """`digits` significant digits: spaces differ in scale by orders of magnitude (a fixed number of
+    decimals would print a small-scale space's figures as 0)."""
+    return float(f"{value:.{digits}g}")
+
+
 def relative_spread(features: torch.Tensor) -> float:
     """trace(covariance) / mean squared norm: the share of the features' energy that varies between images
     (0 when every image maps to one point; 0 too for all-zero features)."""
@@ -184,8 +190,8 @@ def reference_table(
                     seed=seed,
                     **score_settings,
                 )
-                entry[candidate] |= {metric_key(m, space): round(v, 6) for m, v in mean.items()}
-                entry[candidate] |= {f"{metric_key(m, space)}_sd": round(v, 6) for m, v in sd.items()}
+                entry[candidate] |= {metric_key(m, space): significant(v) for m, v in mean.items()}
+                entry[candidate] |= {f"{metric_key(m, space)}_sd": significant(v) for m, v in sd.items()}
                 skipped += [f"{group} / {name} vs val / {space} / {r}" for r in reasons]
         if group == "overall":
             table["overall"] = entry
