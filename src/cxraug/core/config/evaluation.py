@@ -129,8 +129,9 @@ class GanMetricsParams(Section):
         0.5,
         gt=0,
         le=2,
-        description="near-copy: nearest real training image closer than this x the median nearest-neighbour "
-        "distance among the real training images themselves (in the same space: pixels or features)",
+        description="near-copy: nearest real training image closer than this x the median distance of a "
+        "real training image to its nearest real training image of another patient (same space: pixels or "
+        "features)",
     )
     audit_pairs: int = Field(16, ge=1, le=128, description="closest synthetic/real pairs shown in MLflow")
     cas: CasParams = Field(default_factory=CasParams)
