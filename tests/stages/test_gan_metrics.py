@@ -12,11 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxraug.core.config import ClassifyParams, GanMetricsParams, Params, SynthesizeParams, parse_params
+from cxraug.core.config import ClassifyParams, Params, SynthesizeParams, parse_params
 from cxraug.core.errors import CxraugError
 from cxraug.data.datasets import Split
 from cxraug.metrics import fidelity, memorisation
-from cxraug.stages.gan_metrics import fidelity_table, real_mix_indices
 
 TINY = "cxraug-test-tiny"
 
@@ -120,33 +119,9 @@ def test_too_few_images_skip_the_metric_with_a_reason_instead_of_failing():
     f = features(phantoms(40, seed=0))
     result, skipped = scores(f[:3], f, min_images=2)
     assert "fd" in result and "kid" in result and result["kid_subset_size"] == 3
-    assert "precision" not in result and len(skipped) == 1 and skipped[0].startswith("pr: 3 synthetic")
+    assert "precision" not in result and len(skipped) == 1 and skipped[0].startswith("pr: 3 / 40 images")
     result, skipped = scores(f[:1], f, min_images=2)
     assert result == {} and len(skipped) == 3
-
-
-def test_fidelity_table_compares_each_class_and_the_real_class_mix_and_counts_skips():
-    real = phantoms(150, seed=0)
-    real_labels = torch.tensor([0] * 100 + [1] * 45 + [2] * 5)
-    synthetic = phantoms(90, seed=1)
-    synthetic_labels = torch.arange(3).repeat_interleave(30)
-    f = {"tiny": (features(synthetic), features(real))}
-    table, skipped = fidelity_table(
-        f, synthetic_labels, real_labels, ("a", "b", "c"), GanMetricsParams(kid_subsets=5, min_images=10)
-    )
-    # the real mix is 100:45:5 -> at most 30 synthetic of class a: 30, 13, 1
-    assert table["overall"]["n_synthetic"] == 44 and table["overall"]["n_real"] == 150
-    assert table["per_class"]["a"]["n_real"] == 100 and table["per_class"]["c"]["n_synthetic"] == 30
-    for group in (table["overall"], table["per_class"]["a"], table["per_class"]["b"]):
-        assert {"fd_tiny", "kid_tiny", "kid_std_tiny", "precision_tiny", "recall_tiny"} <= set(group)
-    assert not any(k.endswith("_tiny") for k in table["per_class"]["c"])  # 5 real images: all skipped
-    assert len(skipped) == 3 and all(s.startswith("c / tiny / ") for s in skipped)
-
-
-def test_real_mix_keeps_the_real_proportions_and_the_first_images_of_each_class():
-    synthetic = torch.tensor([0] * 10 + [1] * 10 + [2] * 10)
-    chosen = real_mix_indices(synthetic, torch.tensor([0] * 40 + [1] * 20 + [2] * 0), 3)
-    assert chosen.tolist() == list(range(10)) + list(range(10, 15))
 
 
 def test_fidelity_keys_name_the_feature_space():
@@ -180,7 +155,8 @@ def test_audit_finds_planted_copies_of_training_images_and_no_independent_image(
     )
     independent = phantoms(30, seed=7)
     synthetic = torch.cat([exact, noisy.clamp(0, 255).to(torch.uint8), independent])
-    audit = memorisation.audit_pixels(synthetic, real, copy_threshold=0.5)
+    labels, patients = torch.zeros(120, dtype=torch.int64), torch.arange(120)  # one film per patient
+    audit = memorisation.audit(synthetic, real, labels, patients, copy_threshold=0.5)
     assert audit.copies[:6].all() and not audit.copies[6:].any()
     assert audit.nearest_index[:6].tolist() == sources.tolist()
     assert audit.distance[:3].tolist() == [0.0, 0.0, 0.0]  # exact, not float32 rounding noise
@@ -189,7 +165,7 @@ def test_audit_finds_planted_copies_of_training_images_and_no_independent_image(
     assert summary["copies"] == 6 and summary["copy_fraction"] == pytest.approx(6 / 36, abs=1e-6)
 
     f_real, f_synth = features(real), features(synthetic)
-    in_features = memorisation.audit_features(f_synth, f_real, 0.5, "tiny")
+    in_features = memorisation.audit(f_synth, f_real, labels, patients, 0.5, "tiny")
     assert in_features.copies[:3].all() and not in_features.copies[6:].any()
 
 
@@ -440,22 +416,35 @@ def test_stage_writes_the_documented_metrics_and_an_mlflow_run(project, tracking
     m = json.loads((project / "metrics/gan/bagan.json").read_text())
     assert m == json.loads(json.dumps(result.metrics))
     classes = m["classes"]
-    assert m["gan"] == "bagan" and m["extractors"] == ["embedder", "classifier"]
+    assert m["gan"] == "bagan" and m["extractors"] == ["random", "embedder", "classifier"]
     real = m["real_train_per_class"]
     assert m["synthetic_per_class"] == {c: min(20, real[c]) for c in classes}
-    figures = {f"{metric}_{e}" for metric in ("fd", "kid", "precision", "recall") for e in m["extractors"]}
-    assert figures <= set(m["fidelity"]["overall"]) and set(m["fidelity"]["per_class"]) == set(classes)
-    for c, entry in m["fidelity"]["per_class"].items():
-        if min(entry["n_synthetic"], entry["n_real"]) >= 10:  # gan_metrics.min_images
-            assert figures <= set(entry)
+    fid = m["fidelity"]
+    assert fid["reference"].startswith("val") and set(fid["spaces"]) == set(m["extractors"])
+    # the fixture's untrained embedder maps every image to about one unit vector: degenerate, no figure
+    assert m["degenerate_spaces"] == [s for s, e in fid["spaces"].items() if e["degenerate"]] == ["embedder"]
+    live = [e for e in m["extractors"] if e not in m["degenerate_spaces"]]
+    figures = {f"{metric}_{e}" for metric in ("fd", "kid", "precision", "recall") for e in live}
+    assert set(fid["per_class"]) == set(classes)
+    for c, entry in [("overall", fid["overall"]), *fid["per_class"].items()]:
+        assert set(entry["generated_vs_real"]) == set(entry["real_vs_real"])  # the floor beside each figure
+        if entry["n_per_side"] >= 10:  # gan_metrics.min_images
+            assert figures <= set(entry["generated_vs_real"])
+            assert {f"{k}_sd" for k in figures} <= set(entry["real_vs_real"])
         else:  # too few images: no figure, each skip counted with its reason
-            assert not figures & set(entry)
-            assert sum(r.startswith(f"{c} / ") for r in m["skipped"]["reasons"]) == 6
-    assert m["skipped"]["count"] == len(m["skipped"]["reasons"]) > 0  # the demo's 9 Nodule images
+            assert not figures & set(entry["generated_vs_real"])
+            assert sum(r.startswith(f"{c} / ") for r in m["skipped"]["reasons"]) == 2 * len(live) * 3
+        assert not any("embedder" in k for k in entry["generated_vs_real"])
+    # equal sizes: every side of a class's comparisons holds min(synthetic, train, val) of it
+    val = m["real_val_per_class"]
+    for c, entry in fid["per_class"].items():
+        assert entry["n_per_side"] == min(m["synthetic_per_class"][c], real[c], val[c])
+    assert m["skipped"]["count"] == len(m["skipped"]["reasons"]) > 0  # the demo's few Nodule images
+    assert isinstance(m["class_blind"], list)
     pixel = m["memorisation"]["pixel"]
     assert pixel["copies"] >= 3 * len(classes)  # the planted exact copies at least
     assert all(v["copies"] >= 3 for v in pixel["per_class"].values())
-    assert m["memorisation"]["feature"]["space"] == "embedder"
+    assert m["memorisation"]["feature"]["space"] == "random"  # the first extractor: independent
     cas = m["cas"]
     assert set(cas["per_class_auc"]) == set(classes) and 0 <= cas["macro_auc"] <= 1
     assert cas["baseline"]["macro_auc"] == 0.5 and set(cas["vs_baseline"]["per_class"]) == set(classes)
@@ -463,7 +452,8 @@ def test_stage_writes_the_documented_metrics_and_an_mlflow_run(project, tracking
     client = mlflow.MlflowClient()
     run = client.get_run(m["mlflow_run_id"])
     assert run.data.tags["dvc.stage"] == "gan_metrics@bagan" and run.data.tags["gan"] == "bagan"
-    assert run.data.metrics["fidelity/fd_embedder"] == pytest.approx(m["fidelity"]["overall"]["fd_embedder"])
+    gen = fid["overall"]["generated_vs_real"]
+    assert run.data.metrics["fidelity/generated_vs_real/fd_random"] == pytest.approx(gen["fd_random"])
     assert run.data.metrics["memorisation/copy_fraction_pixel"] == pixel["copy_fraction"]
     paths = {a.path for a in client.list_artifacts(run.info.run_id, "memorisation")}
     assert {"memorisation/distances.png", "memorisation/closest_pixel.png"} <= paths
@@ -480,12 +470,20 @@ def test_stage_writes_the_documented_metrics_and_an_mlflow_run(project, tracking
     report = make_report(ReportParams(n_bootstrap=100), [20], inputs, project / "reports", project / "c.json")
     md = report.markdown.read_text()
     section = md.split("## GAN quality and memorisation", 1)[1].split("## Training sets", 1)[0]
-    bagan, opengan = section.split("### opengan")
-    assert "`fd_embedder`" in bagan and "`precision_classifier`" in bagan
-    assert f"{m['fidelity']['overall']['fd_embedder']:.4g}" in bagan
+    bagan, opengan = section.split("### NewGAN (`opengan`)")
+    assert "`fd_random` generated vs real | real vs real" in bagan and "`precision_classifier`" in bagan
+    floor = fid["overall"]["real_vs_real"]
+    assert f"{gen['fd_random']:.3g} ± {gen['fd_random_sd']:.3g} | {floor['fd_random']:.3g}" in bagan
     assert f"{cas['macro_auc']:.3f}" in bagan
-    opengan_rows = [r for r in opengan.splitlines() if r.startswith("| ") and "n synthetic" not in r]
-    assert all(set(r.strip("| ").split(" | ")[1:]) <= {"—", ""} for r in opengan_rows)
+    assert "No figures." in opengan
+    # a class-blind generator: warned about before any AUC table, and marked beside its columns and rows
+    heading = next(line for line in bagan.splitlines() if line.startswith("### "))
+    assert heading.startswith("### BAGAN (`bagan`)") and bool(m["class_blind"]) == (
+        "⚠ class-blind" in heading
+    )
+    if m["class_blind"]:
+        assert md.index("Warning: class-blind generator") < md.index("## Augmenting")
+        assert "+ BAGAN ⚠ class-blind" in md and "(`bagan_20`) ⚠ class-blind" in md
     assert "`dvc repro gan_metrics@opengan`" in md
     assert (project / "reports/figures/gan_precision_recall.png").is_file()
 

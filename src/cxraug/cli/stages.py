@@ -137,7 +137,7 @@ def classify(
 
 @app.command("gan-metrics")
 def gan_metrics(
-    gan: Annotated[str, _option("whose synthetic images: bagan | opengan")],
+    gan: Annotated[str, _option("whose synthetic images: a generator of cxraug.gans.registry")],
     params: ParamsOption = DEFAULT_PARAMS,
     prepared: PreparedOption = layout.PREPARED,
     synthetic: Annotated[Path, _option("data/synthetic/GAN/ (synthesize)")] = layout.SYNTHETIC,
@@ -147,10 +147,12 @@ def gan_metrics(
     ] = layout.CLASSIFIERS / "baseline.pt",
     out: Annotated[Path, _option("directory of GAN.json")] = layout.GAN_METRICS,
 ) -> None:
-    """GAN quality and privacy against the real training split: FD, KID, precision and recall per feature
-    space (overall and per class, by torch-fidelity), the classification accuracy score (a classifier
-    trained on synthetic images only, tested on the real test split) and the memorisation audit (nearest
-    real training image of every synthetic image, in pixels and features). Writes OUT/GAN.json."""
+    """Generator quality and privacy: FD, KID, precision and recall per feature space against the held-out
+    real val split, beside real train vs val (the floor), at equal set sizes, overall and per class (by
+    torch-fidelity); the classification accuracy score (a classifier trained on synthetic images only,
+    tested on the real test split); the memorisation audit (nearest real training image of every synthetic
+    image, in pixels and features, against other patients' distances); degenerate spaces and class-blind
+    generators flagged. Writes OUT/GAN.json."""
     from cxraug.stages import gan_metrics as stage
 
     paths = stage.Paths(gan, prepared, synthetic, embedder, classifier, out=out)

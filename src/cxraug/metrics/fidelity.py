@@ -3,9 +3,11 @@
 Our own networks become torch-fidelity feature extractors (subclasses of its `FeatureExtractorBase`,
 registered by name), so every figure is computed by torch-fidelity's code and works offline:
 
-- ours, named by `define(name, load)`: the gan_metrics stage defines ``embedder`` (models/embedder.pt,
-  the frozen metric-learning embedder, unit vectors) and ``classifier`` (the penultimate layer of
-  models/classifier/baseline.pt, VGG16 trained on real images); models are loaded by the caller's `load`;
+- ours, named by `define(name, load)`: the gan_metrics stage defines ``random`` (nets/random_features.py,
+  a fixed random conv net: the independent space), ``embedder`` (models/embedder.pt, the frozen
+  metric-learning embedder OpenGAN trains, conditions and filters with, unit vectors) and ``classifier``
+  (the penultimate layer of models/classifier/baseline.pt, VGG16 trained on real train images); models are
+  loaded by the caller's `load`;
 - ``inception``:  torch-fidelity's own Inception-v3, only from a local weights file (nothing is downloaded).
 
 torch-fidelity builds an extractor from the keyword arguments of its call; the file to load travels in its
@@ -117,13 +119,15 @@ class Penultimate(nn.Module):
 DOMAIN_EXTRACTORS: dict[str, tuple[str, type[DomainFeatures]]] = {}
 
 
-def define(name: str, load: Callable[[Path], nn.Module]) -> None:
-    """A feature space `name` whose net `load(model file)` builds (a module taking [-1, 1] floats)."""
+def define(name: str, load: Callable[[Path | str], nn.Module], needs_file: bool = True) -> None:
+    """A feature space `name` whose net `load(model file)` builds (a module taking [-1, 1] floats);
+    `needs_file=False`: a net built from no file, `load` gets the weights argument as given (the fixed
+    random net: its seed)."""
 
     class Features(DomainFeatures):
         @staticmethod
         def load(path) -> nn.Module:
-            return load(_model_file(path))
+            return load(_model_file(path) if needs_file else path)
 
     Features.__name__ = Features.__qualname__ = f"{name.title()}Features"
     DOMAIN_EXTRACTORS[name] = (f"cxraug-{name}", Features)
@@ -200,7 +204,7 @@ def fidelity_scores(
     need = requirements(min_images, pr_neighbourhood)
     out: dict[str, float] = {}
     skipped = [
-        f"{metric}: {n_synth} synthetic / {n_real} real images, needs >= {n} on each side"
+        f"{metric}: {n_synth} / {n_real} images, needs >= {n} on each side"
         for metric, n in need.items()
         if smallest < n
     ]

@@ -1,37 +1,66 @@
-"""The report's GAN section: per GAN, a table of metrics/gan/<gan>.json's figures (fidelity per feature
-space, classification accuracy score, near-copy shares), named by the feature space they were computed
-in; a missing GAN or figure is a "—". And a precision/recall figure per feature space."""
+"""The report's GAN section, for every generator of cxraug.gans.registry: per feature space, each figure
+of metrics/gan/<gan>.json as "generated vs real" (synthetic vs the held-out real val split) next to
+"real vs real" (real train vs real val: the floor, what a perfect generator would score), overall and per
+class; then CAS and the near-copy shares. A degenerate space is named, never scored. A class-blind
+generator is warned about at the top of the report and beside its rows (`blind_generators`, used by
+report/tables.py). A missing generator or figure is a "—". And a precision/recall figure per space."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import matplotlib as mpl
 from matplotlib.figure import Figure
 
-from cxraug.core.config import GAN_EXTRACTORS
+from cxraug.core.config import GAN_EXTRACTORS, INDEPENDENT_EXTRACTORS
 from cxraug.core.errors import CxraugError
+from cxraug.gans import registry
 
-GANS = ("bagan", "opengan")
-OVERALL = "overall (real class mix)"
+OVERALL = "overall (val class mix)"
 MACRO = "macro AUC"
+BLIND = "⚠ class-blind"
+METRICS = ("fd", "kid", "precision", "recall")
 
 
 def read_gan_metrics(directory: Path | None) -> dict[str, dict]:
-    """metrics/gan/<gan>.json of every GAN that has one."""
+    """metrics/gan/<gan>.json of every generator that has one (an older file is a one-line error)."""
     found = {}
-    for gan in GANS:
+    for gan in registry.names():
         path = Path(directory) / f"{gan}.json" if directory is not None else None
         if path is not None and path.is_file():
             try:
                 found[gan] = json.loads(path.read_text())
-                if not isinstance(found[gan]["fidelity"]["per_class"], dict):
-                    raise TypeError("fidelity.per_class is not a mapping")
+                fid = found[gan]["fidelity"]
+                if not isinstance(fid["per_class"], dict) or "generated_vs_real" not in fid["overall"]:
+                    raise TypeError("no generated_vs_real / real_vs_real figures")
             except (ValueError, KeyError, TypeError) as e:
                 raise CxraugError(
-                    f"{path}: not a gan_metrics file ({e}); rerun `dvc repro gan_metrics@{gan}`"
+                    f"{path}: not a gan_metrics file of this version ({e}); "
+                    f"rerun `dvc repro gan_metrics@{gan}`"
                 ) from None
     return found
+
+
+def blind_generators(found: dict[str, dict]) -> dict[str, list[str]]:
+    """Generator -> why its images are class-blind, for those that are."""
+    return {gan: m["class_blind"] for gan, m in found.items() if m.get("class_blind")}
+
+
+def blind_warning(found: dict[str, dict]) -> list[str]:
+    """Lines for the top of the report: which generators are class-blind, and what that means."""
+    blind = blind_generators(found)
+    if not blind:
+        return []
+    lines = [
+        f"> **Warning: class-blind generator{'s' if len(blind) > 1 else ''}.** Rows marked {BLIND} come "
+        "from synthetic images that do not carry their class; differences they make to the classifier are "
+        "not evidence about the method (see *GAN quality and memorisation*).",
+    ]
+    lines += [
+        f"> - {registry.get(gan).label} (`{gan}`): {'; '.join(reasons)}." for gan, reasons in blind.items()
+    ]
+    return [*lines, ""]
 
 
 def _extractors(found: dict[str, dict]) -> list[str]:
@@ -39,33 +68,61 @@ def _extractors(found: dict[str, dict]) -> list[str]:
     return list(dict.fromkeys(names)) or list(GAN_EXTRACTORS)
 
 
-def fidelity_columns(found: dict[str, dict]) -> list[str]:
-    columns = []
-    for e in _extractors(found):
-        columns += [f"{'fid' if e == 'inception' else 'fd'}_{e}", f"kid_{e}", f"precision_{e}", f"recall_{e}"]
-    return columns
+def _key(metric: str, space: str) -> str:
+    return f"{'fid' if metric == 'fd' and space == 'inception' else metric}_{space}"
 
 
-def _number(value, key: str) -> str:
+def _cell(side: dict, key: str) -> str:
+    value = side.get(key)
     if value is None:
         return "—"
-    return f"{value:.3f}" if key.startswith(("precision", "recall")) else f"{value:.4g}"
+    digits = ".3f" if key.startswith(("precision", "recall")) else ".3g"
+    sd = side.get(f"{key}_sd")
+    return f"{value:{digits}}" + (f" ± {sd:{digits}}" if sd else "")
 
 
-def gan_table(metrics: dict | None, classes: tuple[str, ...], columns: list[str], audit_space: str) -> str:
-    header = ["", "n synthetic / real", *(f"`{c}`" for c in columns), "CAS AUC (95% CI)"]
-    header += ["near-copies, pixels", f"near-copies, {audit_space}"]
+def _space_name(space: str) -> str:
+    if space == "embedder":
+        return "`embedder` (OpenGAN's own: it trains, conditions and filters with it)"
+    if space in INDEPENDENT_EXTRACTORS:
+        return f"`{space}` (independent: no generator saw it)"
+    return f"`{space}` (the real-data VGG16's penultimate layer)"
+
+
+def fidelity_table(metrics: dict, classes: tuple[str, ...], space: str) -> str:
+    """Rows overall + classes; per metric, generated vs real beside real vs real."""
+    header = ["", "n per side"]
+    for m in METRICS:
+        header += [f"`{_key(m, space)}` generated vs real", "real vs real"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    fid = (metrics or {}).get("fidelity", {})
-    cas = (metrics or {}).get("cas") or {}
-    memo = (metrics or {}).get("memorisation", {})
-    rows = [(OVERALL, fid.get("overall")), *((c, fid.get("per_class", {}).get(c)) for c in classes)]
+    fid = metrics["fidelity"]
+    rows = [(OVERALL, fid["overall"]), *((c, fid["per_class"].get(c)) for c in classes)]
     for name, entry in rows:
         entry = entry or {}
-        n = f"{entry['n_synthetic']:,} / {entry['n_real']:,}" if "n_synthetic" in entry else "—"
-        cells = [name, n, *(_number(entry.get(c), c) for c in columns)]
-        if name == OVERALL or not cas:
+        cells = [name, f"{entry['n_per_side']:,}" if "n_per_side" in entry else "—"]
+        for m in METRICS:
+            key = _key(m, space)
+            cells += [
+                _cell(entry.get("generated_vs_real", {}), key),
+                _cell(entry.get("real_vs_real", {}), key),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cas_copies_table(metrics: dict, classes: tuple[str, ...], label: str) -> str:
+    memo = metrics.get("memorisation", {})
+    audit_space = (memo.get("feature") or {}).get("space", "features")
+    header = ["", "CAS AUC (95% CI)", "near-copies, pixels", f"near-copies, {audit_space}"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    cas = metrics.get("cas") or {}
+    for name in (*classes, MACRO):
+        cells = [name]
+        if not cas:
             cells.append("—")
+        elif name == MACRO:
+            lo, hi = cas["macro_auc_ci"]
+            cells.append(f"{cas['macro_auc']:.3f} ({lo:.3f}–{hi:.3f}){label}")
         else:
             lo, hi = cas["per_class_auc_ci"][name]
             cells.append(f"{cas['per_class_auc'][name]:.3f} ({lo:.3f}–{hi:.3f})")
@@ -73,15 +130,11 @@ def gan_table(metrics: dict | None, classes: tuple[str, ...], columns: list[str]
             audit = memo.get(space) or {}
             share = (
                 audit.get("copy_fraction")
-                if name == OVERALL
+                if name == MACRO
                 else audit.get("per_class", {}).get(name, {}).get("copy_fraction")
             )
             cells.append("—" if share is None else f"{share:.1%}")
         lines.append("| " + " | ".join(cells) + " |")
-    macro = (
-        f"{cas['macro_auc']:.3f} ({cas['macro_auc_ci'][0]:.3f}–{cas['macro_auc_ci'][1]:.3f})" if cas else "—"
-    )
-    lines.append("| " + " | ".join([MACRO, "", *([""] * len(columns)), macro, "", ""]) + " |")
     return "\n".join(lines)
 
 
@@ -105,36 +158,55 @@ def gan_section(
     found: dict[str, dict], directory: Path | None, classes: tuple[str, ...]
 ) -> tuple[list[str], list[str]]:
     """The markdown lines of the section and the notes for "Missing" (`found`: read_gan_metrics)."""
-    columns = fidelity_columns(found)
-    audit_space = _extractors(found)[0]
     threshold = next((m["memorisation"]["copy_threshold"] for m in found.values()), None)
     parts = [
         "## GAN quality and memorisation",
         "",
-        "Synthetic images against the REAL TRAINING split (`cxraug gan-metrics`, `metrics/gan/<gan>.json`). "
-        "Each figure is named by the feature space it was computed in: `embedder` (the frozen metric "
-        "embedder), `classifier` (penultimate layer of the real-data VGG16), `inception` (Inception-v3; "
-        "only there is the Fréchet distance an FID). fd and kid: lower = closer to the real images; "
-        "precision (synthetic images inside the real images' k-NN balls) and recall (the converse): higher "
-        "= better. The overall row takes the synthetic images at the real split's class mix. CAS: AUC on "
-        "the real test split of a VGG16 trained on synthetic images only. Near-copies: share of synthetic "
-        "images whose nearest real training image is closer than "
-        f"{threshold if threshold is not None else 'copy_threshold'} × the median distance between a real "
-        "training image and its nearest other one (pixels; features). Small classes give noisy figures "
-        "(FD is biased upward at small n): compare GANs on the same row, not rows with each other.",
+        "Each generator's synthetic images against the held-out REAL VAL split, which no generator trains "
+        "on (`cxraug gan-metrics`, `metrics/gan/<gan>.json`): **generated vs real** = synthetic vs val, "
+        "next to **real vs real** = real train vs val, the floor a perfect generator would reach. Both sides "
+        "of both comparisons hold the same images per class (val's class mix overall; the larger side "
+        "subsampled, mean ± std over draws), so a figure is read against the floor on its own row. fd and "
+        "kid: lower = closer; precision and recall: higher = better. Spaces: `random` (a fixed random conv "
+        "net: independent of every generator), `embedder` (OpenGAN's own space: its figures favour OpenGAN "
+        "by construction), `classifier` (the real-data VGG16, trained on the train side of the floor), "
+        "`inception` (only there is FD an FID). CAS: AUC on the real test split of a VGG16 trained on "
+        "synthetic images only. Near-copies: share of synthetic images whose nearest real training image "
+        f"is closer than {threshold if threshold is not None else 'copy_threshold'} × the median distance "
+        "between a real training image and its nearest real training image of another patient.",
         "",
     ]
     notes = []
-    for gan in GANS:
+    blind = blind_generators(found)
+    for gan in registry.names():
         metrics = found.get(gan)
-        parts += [f"### {gan}", "", gan_table(metrics, classes, columns, audit_space), ""]
+        label = f" {BLIND}" if gan in blind else ""
+        parts += [f"### {registry.get(gan).label} (`{gan}`){label}", ""]
         if metrics is None:
+            parts += ["No figures.", ""]
             notes.append(
                 f"`{gan}` GAN metrics: {directory}/{gan}.json not found, shown as —; "
                 f"run `dvc repro gan_metrics@{gan}`"
             )
             continue
-        parts += [cas_sentence(metrics), ""]
+        if gan in blind:
+            parts += [
+                f"**{BLIND}**: {'; '.join(blind[gan])}. Its figures are not evidence about the method.",
+                "",
+            ]
+        spaces = metrics["fidelity"]["spaces"]
+        for space in metrics["extractors"]:
+            entry = spaces.get(space, {})
+            if entry.get("degenerate"):
+                parts += [
+                    f"{_space_name(space)}: **degenerate** — its real features do not spread (trace(cov) / "
+                    f"mean squared norm {entry['real_spread']:.2g}): every distance in it is about 0, no "
+                    "score is given.",
+                    "",
+                ]
+                continue
+            parts += [f"{_space_name(space)}:", "", fidelity_table(metrics, classes, space), ""]
+        parts += [cas_copies_table(metrics, classes, label), "", cas_sentence(metrics), ""]
         if metrics["skipped"]["count"]:
             parts += [
                 f"{metrics['skipped']['count']} figure(s) skipped for too few images (e.g. "
@@ -145,39 +217,43 @@ def gan_section(
 
 
 def precision_recall_figure(found: dict[str, dict], classes: tuple[str, ...]) -> Figure | None:
-    """One panel per feature space: recall (x) vs precision (y) per GAN, overall (large) and per class."""
+    """One panel per feature space: recall (x) vs precision (y) per generator, generated vs real (filled)
+    and its real-vs-real floor (hollow), overall (star) and per class."""
     extractors = [
         e
         for e in _extractors(found)
-        if any(f"precision_{e}" in m["fidelity"]["overall"] for m in found.values())
+        if any(f"precision_{e}" in m["fidelity"]["overall"]["generated_vs_real"] for m in found.values())
     ]
     if not extractors:
         return None
     fig = Figure(figsize=(3.8 * len(extractors), 3.6), layout="constrained")
-    colors = {"bagan": "tab:orange", "opengan": "tab:green"}
+    colors = mpl.colormaps["tab10"]
     for ax, e in zip(fig.subplots(1, len(extractors), squeeze=False)[0], extractors, strict=True):
-        for gan, m in found.items():
+        for i, (gan, m) in enumerate(found.items()):
             fid = m["fidelity"]
             rows = [("overall", fid["overall"])] + [(c, fid["per_class"].get(c, {})) for c in classes]
             for name, entry in rows:
-                p, r = entry.get(f"precision_{e}"), entry.get(f"recall_{e}")
-                if p is None or r is None:
-                    continue
-                big = name == "overall"
-                ax.scatter(
-                    r,
-                    p,
-                    s=70 if big else 22,
-                    color=colors.get(gan, "tab:gray"),
-                    marker="*" if big else "o",
-                    label=gan if big else None,
-                )
-                if not big:
-                    ax.annotate(name[:3], (r, p), fontsize=6, xytext=(2, 2), textcoords="offset points")
+                for side, filled in (("generated_vs_real", True), ("real_vs_real", False)):
+                    p, r = (entry.get(side, {}).get(f"{x}_{e}") for x in ("precision", "recall"))
+                    if p is None or r is None or (not filled and i > 0):
+                        continue  # the floor is the same real images for every generator: drawn once
+                    big = name == "overall"
+                    color = colors(i) if filled else "0.4"
+                    ax.scatter(
+                        r,
+                        p,
+                        s=70 if big else 22,
+                        marker="*" if big else "o",
+                        facecolors=color if filled else "none",
+                        edgecolors=color,
+                        label=(registry.get(gan).label if filled else "real vs real") if big else None,
+                    )
+                    if not big and filled:
+                        ax.annotate(name[:3], (r, p), fontsize=6, xytext=(2, 2), textcoords="offset points")
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(f"recall_{e}")
         ax.set_ylabel(f"precision_{e}")
-        ax.set_title(f"{e} features (star: overall)", fontsize=9)
+        ax.set_title(f"{e} features vs val (star: overall)", fontsize=9)
         ax.legend(fontsize=7, loc="lower left")
     return fig

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cxraug.report.compare import SIGNIFICANCE, _comparison_of
+from cxraug.report.gan import BLIND
 from cxraug.report.inputs import BASELINE, Inputs, TestScores, VariantMetrics, family, label, table_variants
 from cxraug.report.paper import CITATION, PAPER_FAMILIES, paper_auc
 
@@ -19,7 +20,11 @@ def auc_cell(m: VariantMetrics, row: str, bold: bool, significant: bool) -> str:
 
 
 def auc_table(
-    n: int, metrics: dict[str, VariantMetrics], comparisons: dict[str, dict], classes: tuple[str, ...]
+    n: int,
+    metrics: dict[str, VariantMetrics],
+    comparisons: dict[str, dict],
+    classes: tuple[str, ...],
+    blind: frozenset[str] = frozenset(),
 ) -> str:
     """Rows = classes (+ macro), columns = variants; the paper's value beside each of its four columns when
     it published a table for this n. Bold: best of our variants in the row, at the 3 decimals shown."""
@@ -27,7 +32,7 @@ def auc_table(
     with_paper = any(paper_auc(n, f, c) is not None for f in PAPER_FAMILIES for c in classes)
     header, align = ["class"], ["---"]
     for v in variants:
-        header.append(label(v))
+        header.append(label(v) + (f" {BLIND}" if family(v) in blind else ""))
         align.append("---")
         if with_paper and family(v) in PAPER_FAMILIES:
             header.append("*paper*")
@@ -51,7 +56,9 @@ def auc_table(
     return "\n".join(lines)
 
 
-def comparison_table(n: int, comparisons: dict[str, dict], classes: tuple[str, ...]) -> str:
+def comparison_table(
+    n: int, comparisons: dict[str, dict], classes: tuple[str, ...], blind: frozenset[str] = frozenset()
+) -> str:
     variants = [v for v in table_variants(n) if v != BASELINE]
     rows = (*classes, VariantMetrics.MACRO)
     lines = ["| variant | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
@@ -66,7 +73,8 @@ def comparison_table(n: int, comparisons: dict[str, dict], classes: tuple[str, .
             mark = "†" if c["p_value"] < SIGNIFICANCE else ""
             p = "p<0.001" if c["p_value"] < 0.001 else f"p={c['p_value']:.3f}"
             cells.append(f"{c['difference']:+.3f}{mark} ({lo:+.3f}, {hi:+.3f}) {p}")
-        lines.append(f"| {label(v)} (`{v}`) | " + " | ".join(cells) + " |")
+        mark = f" {BLIND}" if family(v) in blind else ""
+        lines.append(f"| {label(v)} (`{v}`){mark} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -117,6 +125,8 @@ def render_markdown(
     out_dir: Path,
     gan_parts: list[str] | None = None,
     external_parts: list[str] | None = None,
+    gan_warning: list[str] | None = None,
+    blind: frozenset[str] = frozenset(),
 ) -> str:
     def figure(stem: str, alt: str) -> str:
         match = [f for f in figures if f.stem == stem]
@@ -132,6 +142,7 @@ def render_markdown(
         "Written by `cxraug report` (DVC stage `report`) from `metrics/classify`, `data/scores`, "
         "`data/synthetic` and `data/prepared`; rerun `dvc repro report` rather than editing it.",
         "",
+        *(gan_warning or []),  # class-blind generators (report/gan.py), before any figure
     ]
     if test is not None:
         counts = np.bincount(test.labels, minlength=len(classes))
@@ -154,7 +165,7 @@ def render_markdown(
         parts += [
             f"## Augmenting {n:,} images per class",
             "",
-            auc_table(n, metrics, comparisons, classes),
+            auc_table(n, metrics, comparisons, classes, blind),
             "",
         ]
         if not any(paper_auc(n, f, c) is not None for f in PAPER_FAMILIES for c in classes):
@@ -171,7 +182,7 @@ def render_markdown(
             "AUC(variant) − AUC(VGG16) of the seed-mean AUC, 95% CI and two-sided p-value from the paired "
             "patient-level bootstrap (also in `metrics/compare.json`).",
             "",
-            comparison_table(n, comparisons, classes),
+            comparison_table(n, comparisons, classes, blind),
             "",
             figure(f"roc_n{n}", f"ROC curves, n = {n}"),
         ]

@@ -1,23 +1,23 @@
-"""`gan_metrics@<gan>` stage: is the GAN good, and does it copy its training images?
+"""`gan_metrics@<gan>` stage: is the generator good, does it copy its training images, and is any of it
+evidence at all?
 
-Against the REAL TRAINING split (what the GAN learnt from), for the synthetic images written by
-synthesize@<gan>:
+For the synthetic images written by synthesize@<gan> (any generator of cxraug.gans.registry):
 
-1. Fidelity (metrics/fidelity.py, computed by torch-fidelity): Fréchet distance, KID, precision and
-   recall, in every feature space of `gan_metrics.extractors` (+ Inception-v3 when its weights are given),
-   for the whole set and per class. Keys name the space: `fd_embedder`, `kid_classifier`,
-   `precision_embedder`, `fid_inception`, ... "overall" compares the synthetic images at the REAL split's
-   class mix (the first accepted images of each class, as many as keep the real proportions): the
-   synthetic set is balanced on purpose, and a class-mix difference would otherwise dominate the figure.
-   A comparison with too few images for a metric is skipped, counted and listed, never an error.
-2. Classification accuracy score (classifier/cas.py): a classifier trained on the synthetic images only,
-   tested on the real test split; beside it the real-data baseline and a paired patient bootstrap of the
-   difference when classify_real@baseline has run.
+1. Fidelity with a scale (metrics/reference.py over metrics/fidelity.py, torch-fidelity's code): FD, KID,
+   precision and recall of the synthetic images against the HELD-OUT REAL VAL split ("generated vs
+   real"), beside the same figure between real train and real val ("real vs real": the floor), at equal
+   set sizes (the larger side subsampled `draws` times; mean and `_sd`), overall at val's class mix and
+   per class, in every feature space of `gan_metrics.extractors` (+ Inception-v3 from a local file):
+   `random` (a fixed random conv net no generator saw: the independent space), `embedder` (OpenGAN's own:
+   it trains, conditions and filters with it) and `classifier` (the real-data VGG16's penultimate layer).
+   A space whose real features do not spread is reported as degenerate, without figures.
+2. Classification accuracy score (classifier/cas.py): trained on synthetic only, tested on real test.
 3. Memorisation audit (metrics/memorisation.py): every synthetic image's nearest real training image in
-   pixels and in the first extractor's feature space; the share closer than the copy threshold.
+   pixels and in the first extractor's space, against a yardstick that excludes a patient's own films.
+4. Class-blindness: CAS at chance, or synthetic images not separable by class in an independent space
+   where the real val images are: `class_blind` lists the reasons and the report warns.
 
-Writes metrics/gan/<gan>.json and one MLflow run (experiment `gan_metrics`): the figures as metrics, the
-distance histograms and the closest synthetic/real pairs.
+Writes metrics/gan/<gan>.json and one MLflow run (experiment `gan_metrics`).
 """
 
 from __future__ import annotations
@@ -42,14 +42,17 @@ from cxraug.core.tracking import stage_run
 from cxraug.data.datasets import Split, load_split
 from cxraug.gans import registry
 from cxraug.gans.opengan.embedder import load_embedder
-from cxraug.metrics import fidelity, memorisation
+from cxraug.metrics import fidelity, memorisation, reference
+from cxraug.nets.random_features import RandomConvFeatures
 from cxraug.synthesis.files import read_index, read_png
 
 log = logging.getLogger(__name__)
 FIDELITY_METRICS = ("fd", "kid", "precision", "recall")
 
 
-# the two feature spaces of our own nets (metrics/fidelity.py loads no model itself)
+# the feature spaces of our own nets (metrics/fidelity.py loads no model itself); the random net's seed
+# travels where a model file would
+fidelity.define("random", lambda path: RandomConvFeatures(int(path)), needs_file=False)
 fidelity.define("embedder", lambda path: load_embedder(path, "cpu"))
 fidelity.define("classifier", lambda path: fidelity.Penultimate(load_classifier(path, "cpu")))
 
@@ -101,12 +104,16 @@ def load_evaluated_synthetic(
     return torch.from_numpy(images), torch.tensor(labels, dtype=torch.int64)
 
 
-def extractor_files(settings: GanMetricsParams, paths: Paths) -> dict[str, Path]:
-    """Feature space -> the file torch-fidelity's extractor loads; a missing file is a one-line error."""
+def extractor_files(settings: GanMetricsParams, paths: Paths) -> dict[str, Path | str]:
+    """Feature space -> the file torch-fidelity's extractor loads (the random net: its seed); a missing
+    file is a one-line error."""
     files = {"embedder": paths.embedder, "classifier": paths.classifier}
     stages = {"embedder": "train_embedder", "classifier": "classify_real@baseline"}
-    chosen = {}
+    chosen: dict[str, Path | str] = {}
     for name in settings.extractors:
+        if name == "random":
+            chosen[name] = str(settings.random_seed)
+            continue
         if not files[name].is_file():
             raise CxraugError(
                 f"{files[name]}: not found (gan_metrics.extractors lists '{name}'); run `dvc repro "
@@ -122,67 +129,6 @@ def extractor_files(settings: GanMetricsParams, paths: Paths) -> dict[str, Path]
             )
         chosen[fidelity.INCEPTION] = weights
     return chosen
-
-
-# -------------------------------------------------------------------------------------------- fidelity
-
-
-def real_mix_indices(
-    synthetic_labels: torch.Tensor, real_labels: torch.Tensor, n_classes: int
-) -> torch.Tensor:
-    """Indices of synthetic images at the real split's class proportions: the first
-    n_real_c x min_k(n_synth_k / n_real_k) of each class c (classes missing on either side left out)."""
-    s = torch.bincount(synthetic_labels, minlength=n_classes).tolist()
-    r = torch.bincount(real_labels, minlength=n_classes).tolist()
-    present = [c for c in range(n_classes) if s[c] and r[c]]
-    if not present:
-        return torch.zeros(0, dtype=torch.int64)
-    tight = min(present, key=lambda c: s[c] / r[c])
-    picks = []
-    for c in present:
-        take = s[tight] * r[c] // r[tight]  # integer arithmetic: the tightest class gives all its images
-        picks.append(torch.nonzero(synthetic_labels == c).squeeze(1)[:take])
-    return torch.cat(picks)
-
-
-def fidelity_table(
-    features: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    synthetic_labels: torch.Tensor,
-    real_labels: torch.Tensor,
-    classes: tuple[str, ...],
-    settings: GanMetricsParams,
-) -> tuple[dict, list[str]]:
-    """{"overall": {...}, "per_class": {class: {...}}}, each with n_synthetic, n_real and
-    <metric>_<extractor> keys; and the list of skipped (comparison, extractor, metric) with reasons."""
-    mix = real_mix_indices(synthetic_labels, real_labels, len(classes))
-    mixed_classes = torch.unique(synthetic_labels[mix])
-    groups = {"overall": (mix, torch.nonzero(torch.isin(real_labels, mixed_classes)).squeeze(1))}
-    for k, name in enumerate(classes):
-        groups[name] = (
-            torch.nonzero(synthetic_labels == k).squeeze(1),
-            torch.nonzero(real_labels == k).squeeze(1),
-        )
-    table: dict = {"overall": {}, "per_class": {}}
-    skipped = []
-    for group, (s_idx, r_idx) in groups.items():
-        entry = {"n_synthetic": len(s_idx), "n_real": len(r_idx)}
-        for extractor, (synthetic, real) in features.items():
-            scores, reasons = fidelity.fidelity_scores(
-                synthetic[s_idx],
-                real[r_idx],
-                kid_subsets=settings.kid_subsets,
-                kid_subset_size=settings.kid_subset_size,
-                pr_neighbourhood=settings.pr_neighbourhood,
-                min_images=settings.min_images,
-                seed=settings.seed,
-            )
-            entry |= {fidelity.metric_key(m, extractor): round(v, 6) for m, v in scores.items()}
-            skipped += [f"{group} / {extractor} / {reason}" for reason in reasons]
-        if group == "overall":
-            table["overall"] = entry
-        else:
-            table["per_class"][group] = entry
-    return table, skipped
 
 
 # ---------------------------------------------------------------------------------------------- stage
@@ -252,21 +198,50 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
         run_name=gan,
         extra_tags=tags,
     ) as run_id:
+        sets = {"synthetic": images, "train": train.images, "val": val.images}
+        set_labels = {"synthetic": labels, "train": train.labels, "val": val.labels}
         features = {
-            name: tuple(
-                fidelity.extract_features(x, name, path, batch_size=settings.batch_size, device=device)
-                for x in (images, train.images)
-            )
+            name: {
+                side: fidelity.extract_features(x, name, path, batch_size=settings.batch_size, device=device)
+                for side, x in sets.items()
+            }
             for name, path in progress(files.items(), desc="features", unit="extractor")
         }
-        fidelity_figures, skipped = fidelity_table(features, labels, train.labels, classes, settings)
+        fidelity_figures, skipped = reference.reference_table(
+            features,
+            set_labels,
+            classes,
+            draws=settings.draws,
+            degenerate_spread=settings.degenerate_spread,
+            seed=settings.seed,
+            kid_subsets=settings.kid_subsets,
+            kid_subset_size=settings.kid_subset_size,
+            pr_neighbourhood=settings.pr_neighbourhood,
+            min_images=settings.min_images,
+        )
         for reason in skipped:
             log.info("gan_metrics@%s skipped %s", gan, reason)
+        degenerate = [s for s, e in fidelity_figures["spaces"].items() if e["degenerate"]]
+        for space in degenerate:
+            log.warning(
+                "gan_metrics@%s: the %s feature space is degenerate (real features do not spread)", gan, space
+            )
 
         audit_space = settings.extractors[0]
+        patients = memorisation.patient_codes(train.patient_ids)
         audits = [
-            memorisation.audit_pixels(images, train.images, settings.copy_threshold, device),
-            memorisation.audit_features(*features[audit_space], settings.copy_threshold, audit_space, device),
+            memorisation.audit(
+                images, train.images, train.labels, patients, settings.copy_threshold, "pixel", device
+            ),
+            memorisation.audit(
+                features[audit_space]["synthetic"],
+                features[audit_space]["train"],
+                train.labels,
+                patients,
+                settings.copy_threshold,
+                audit_space,
+                device,
+            ),
         ]
 
         cas_summary = baseline = None
@@ -292,18 +267,31 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
             "extractors": list(files),
             "synthetic_per_class": _counts(labels, classes),
             "real_train_per_class": _counts(train.labels, classes),
-            "fidelity": fidelity_figures,
+            "real_val_per_class": _counts(val.labels, classes),
+            "fidelity": {
+                "reference": "val (held out: no generator trains on it)",
+                "floor": "real train vs real val, the same images per class as generated vs val",
+                "draws": settings.draws,
+                **fidelity_figures,
+            },
+            "degenerate_spaces": degenerate,
             "skipped": {"count": len(skipped), "reasons": skipped},
             "memorisation": {
                 "copy_threshold": settings.copy_threshold,
                 "rule": "near-copy: distance to the nearest real training image < copy_threshold x the "
-                "median distance of a real training image to its nearest other real training image",
+                "median distance of a real training image to its nearest real training image of ANOTHER "
+                "patient (a synthetic image has no patient: all real training images are searched)",
                 "pixel": audits[0].summary(labels.numpy(), classes),
                 "feature": audits[1].summary(labels.numpy(), classes),
             },
             "cas": cas_summary,
+            "class_blind": reference.class_blind(
+                cas_summary, fidelity_figures["spaces"], settings.cas_chance
+            ),
             "mlflow_run_id": run_id,
         }
+        for reason in metrics["class_blind"]:
+            log.warning("gan_metrics@%s: class-blind: %s", gan, reason)
         _log_to_mlflow(metrics, audits, images, train.images, settings.audit_pairs)
     path = atomic_write_json(paths.out / f"{gan}.json", metrics)
     return StageResult(
@@ -313,15 +301,20 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
 
 def _summary(gan: str, m: dict, seconds: float) -> str:
     overall = m["fidelity"]["overall"]
+    gen, floor = overall["generated_vs_real"], overall["real_vs_real"]
     figures = ", ".join(
-        f"{k} {v:.4g}" for k, v in overall.items() if k.split("_")[0] in ("fd", "fid", "precision", "recall")
+        f"{k} {v:.4g} (real {floor[k]:.4g})"
+        for k, v in gen.items()
+        if k.split("_")[0] in ("fd", "fid") and not k.endswith("_sd") and k in floor
     )
     pixel, feature = m["memorisation"]["pixel"], m["memorisation"]["feature"]
     return (
-        f"{gan}: overall {figures or 'no fidelity figure (too few images)'}; near-copies: "
+        f"{gan}: vs val {figures or 'no fidelity figure (too few images)'}; near-copies: "
         f"{pixel['copy_fraction']:.1%} in pixels, {feature['copy_fraction']:.1%} in {feature['space']} "
-        f"features (threshold {m['memorisation']['copy_threshold']:g} x real NN median)"
+        f"features (threshold {m['memorisation']['copy_threshold']:g} x real other-patient NN median)"
         + (f"; CAS macro AUC {m['cas']['macro_auc']:.3f}" if m["cas"] else "")
+        + (f"; DEGENERATE: {', '.join(m['degenerate_spaces'])}" if m["degenerate_spaces"] else "")
+        + ("; CLASS-BLIND" if m["class_blind"] else "")
         + (f"; {m['skipped']['count']} metric(s) skipped (too few images)" if m["skipped"]["count"] else "")
         + f"; {seconds:.0f}s"
     )
@@ -356,7 +349,9 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
     flat = {}
     fid = metrics["fidelity"]
     for group, entry in [("", fid["overall"]), *((f"/{slug(c)}", e) for c, e in fid["per_class"].items())]:
-        flat |= {f"fidelity/{k}{group}": v for k, v in entry.items()}
+        for side in ("generated_vs_real", "real_vs_real"):
+            flat |= {f"fidelity/{side}/{k}{group}": v for k, v in entry[side].items()}
+    flat |= {f"fidelity/real_spread_{s}": e["real_spread"] for s, e in fid["spaces"].items()}
     for space in ("pixel", "feature"):
         audit = metrics["memorisation"][space]
         name = audit["space"]
@@ -373,6 +368,7 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
         if cas["vs_baseline"]:
             flat["cas/difference_vs_baseline_macro"] = cas["vs_baseline"]["macro"]["difference"]
     flat["skipped"] = metrics["skipped"]["count"]
+    flat["class_blind"] = int(bool(metrics["class_blind"]))
     return {k: float(v) for k, v in flat.items() if v is not None}
 
 

@@ -23,7 +23,7 @@ from cxraug.data.datasets import load_split
 from cxraug.report.compare import compare_to_baseline
 from cxraug.report.external import external_section, read_external_metrics
 from cxraug.report.figures import write_figures
-from cxraug.report.gan import gan_section, read_gan_metrics
+from cxraug.report.gan import blind_generators, blind_warning, gan_section, read_gan_metrics
 from cxraug.report.inputs import (
     BASELINE,
     Inputs,
@@ -88,7 +88,9 @@ def make_report(
         test,
         out_dir,
         gan_parts,
-        external_section(read_external_metrics(inputs.external_metrics), variants, classes),
+        external_parts=external_section(read_external_metrics(inputs.external_metrics), variants, classes),
+        gan_warning=blind_warning(gan_found),
+        blind=frozenset(blind_generators(gan_found)),
     )
     atomic_write_text(out_dir / "results.md", markdown)
     compare = {

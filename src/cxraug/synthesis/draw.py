@@ -28,7 +28,7 @@ from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import progress
 from cxraug.data.datasets import load_split
 from cxraug.gans.registry import Proposer
-from cxraug.metrics.memorisation import NearCopyFilter
+from cxraug.metrics.memorisation import NearCopyFilter, patient_codes
 
 KEEP_REJECTED = 32  # rejected candidates kept per class, only to show them beside the accepted ones
 
@@ -224,4 +224,6 @@ def near_copy_filter(params: SynthesizeParams, prepared: Path | None, device: to
     train = load_split(prepared, "train")
     if len(train) < 2:
         raise CxraugError(f"{prepared}/train.npz: the near-copy filter needs at least two training images")
-    return NearCopyFilter(train.images, params.filter.copy_threshold, device)
+    return NearCopyFilter(
+        train.images, params.filter.copy_threshold, device, patient_codes(train.patient_ids)
+    )

@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError
 from cxraug.core.config.data import DEFAULT_CLASSES, AugmentParams, PrepareParams
 from cxraug.core.config.evaluation import (
     GAN_EXTRACTORS,
+    INDEPENDENT_EXTRACTORS,
     CasParams,
     ClassifyParams,
     GanMetricsParams,
@@ -41,6 +42,7 @@ from cxraug.core.errors import CxraugError
 __all__ = [
     "DEFAULT_CLASSES",
     "GAN_EXTRACTORS",
+    "INDEPENDENT_EXTRACTORS",
     "TRIAL_SECTIONS",
     "AugmentParams",
     "CasParams",

@@ -72,18 +72,38 @@ class CasParams(Section):
         return v
 
 
-GAN_EXTRACTORS = ("embedder", "classifier")
+GAN_EXTRACTORS = ("random", "embedder", "classifier")
+INDEPENDENT_EXTRACTORS = ("random", "inception")  # spaces no generator trains, conditions or filters with
 
 
 class GanMetricsParams(Section):
     """gan_metrics@<gan> (stages/gan_metrics.py): fidelity (FD, KID, precision/recall), classification
-    accuracy score and memorisation audit of one GAN's synthetic images against the REAL TRAINING split."""
+    accuracy score and memorisation audit of one generator's images against the held-out REAL VAL split,
+    beside the real-vs-real floor (train vs val)."""
 
-    extractors: list[Literal["embedder", "classifier"]] = Field(
+    extractors: list[Literal["random", "embedder", "classifier"]] = Field(
         default_factory=lambda: list(GAN_EXTRACTORS),
         min_length=1,
-        description="domain feature spaces: embedder = models/embedder.pt, classifier = the penultimate "
-        "layer of models/classifier/baseline.pt; the first is also the memorisation audit's feature space",
+        description="feature spaces: random = a fixed random conv net (no generator saw it), embedder = "
+        "models/embedder.pt (OpenGAN's own), classifier = the penultimate layer of "
+        "models/classifier/baseline.pt; the first is also the memorisation audit's feature space",
+    )
+    random_seed: int = Field(0, ge=0, description="seed of the random conv net's weights (its own)")
+    draws: int = Field(
+        5, ge=1, le=1000, description="subsamples of the larger side averaged at equal set sizes"
+    )
+    degenerate_spread: float = Field(
+        1e-4,
+        ge=0,
+        lt=1,
+        description="a space whose real features have trace(cov) / mean squared norm below this is "
+        "degenerate: reported as such, never as a score",
+    )
+    cas_chance: float = Field(
+        0.55,
+        gt=0.5,
+        lt=1,
+        description="class-blind when the CAS macro AUC is below this or its CI reaches 0.5",
     )
     inception_weights: str | None = Field(
         None,
@@ -109,8 +129,9 @@ class GanMetricsParams(Section):
         0.5,
         gt=0,
         le=2,
-        description="near-copy: nearest real training image closer than this x the median nearest-neighbour "
-        "distance among the real training images themselves (in the same space: pixels or features)",
+        description="near-copy: nearest real training image closer than this x the median distance of a "
+        "real training image to its nearest real training image of another patient (same space: pixels or "
+        "features)",
     )
     audit_pairs: int = Field(16, ge=1, le=128, description="closest synthetic/real pairs shown in MLflow")
     cas: CasParams = Field(default_factory=CasParams)
