@@ -53,9 +53,10 @@ def make_project(dest: Path, params_yaml: str | None = None, raw: Path | None = 
     (dest / "metrics" / "external").mkdir(parents=True)  # the report's dependency (its README.md in git)
     shutil.copy(REPO / "metrics" / "external" / "README.md", dest / "metrics" / "external")
     (dest / "src").symlink_to(REPO / "src")
-    (dest / "params.yaml").write_text(
-        params_yaml if params_yaml is not None else (REPO / "params.yaml").read_text()
-    )
+    text = params_yaml if params_yaml is not None else (REPO / "params.yaml").read_text()
+    if "\nexternal:" not in "\n" + text:  # dvc.yaml's external_* matrices read external.datasets
+        text += "\nexternal:\n  datasets: []\n"
+    (dest / "params.yaml").write_text(text)
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=dest, check=True, env=project_env())
     subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=dest, check=True, env=project_env())
     if raw is not None:
