@@ -10,6 +10,7 @@ from cxraug.core.config.evaluation import ClassifyParams
 from cxraug.core.config.generators import (
     SynthesizeParams,
     TrainBaganParams,
+    TrainDiffusionParams,
     TrainEmbedderParams,
     TrainOpenganParams,
 )
@@ -84,6 +85,7 @@ TRIAL_SECTIONS: dict[str, type[Section]] = {
     "train_bagan": TrainBaganParams,
     "train_embedder": TrainEmbedderParams,
     "train_opengan": TrainOpenganParams,
+    "train_diffusion": TrainDiffusionParams,
     "synthesize": SynthesizeParams,
     "classify": ClassifyParams,
 }
