@@ -24,6 +24,8 @@ LOOPS = [
     "embedder step",
     "OpenGAN step (D + G)",
     "classifier step",
+    "diffusion step",
+    "diffusion sampler",
 ]
 
 
