@@ -11,8 +11,9 @@ from matplotlib.figure import Figure
 
 from cxraug.core.config import GAN_EXTRACTORS
 from cxraug.core.errors import CxraugError
+from cxraug.gans import registry
 
-GANS = ("bagan", "opengan")
+GANS = registry.names()
 OVERALL = "overall (real class mix)"
 MACRO = "macro AUC"
 
