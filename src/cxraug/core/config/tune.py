@@ -63,6 +63,10 @@ class TuneSearchSpace(Section):
         default_factory=lambda: LogUniformRange(low=1e-4, high=1e-2),
         description="BAGAN only: autoencoder Adam learning rate, log-uniform",
     )
+    lr: LogUniformRange = Field(
+        default_factory=lambda: LogUniformRange(low=5e-5, high=2e-3),
+        description="diffusion only: the U-Net's AdamW learning rate, log-uniform",
+    )
     n_per_class: IntStepRange = Field(
         default_factory=lambda: IntStepRange(low=0, high=3000, step=500),
         description="synthetic images added per class (0 = real images only), an ordinal integer range",
