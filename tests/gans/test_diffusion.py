@@ -19,6 +19,7 @@ from cxraug.gans import registry
 from cxraug.gans.diffusion.nets import EMA, Architecture, build_unet, guided_noise, sample
 from cxraug.gans.diffusion.proposer import DiffusionProposer, Sampling, load_proposer
 from cxraug.gans.diffusion.train import train_diffusion
+from cxraug.synthesis.draw import synthesize
 from tests.helpers import project_env
 
 TINY = TrainDiffusionParams(
@@ -219,3 +220,10 @@ def test_the_cli_trains_and_reports_the_rates(prepared, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "diffusion: 4 steps" in out.stdout and "img/s" in out.stdout
     assert (tmp_path / "m" / "unet.pt").is_file() and (tmp_path / "mlruns").is_dir()
+
+
+def test_synthesis_keeps_every_diffusion_candidate_whatever_the_threshold(trained):
+    root, _ = trained
+    proposer = registry.load_proposer("diffusion", root / "models", torch.device("cpu"))
+    draws = synthesize(proposer, 3, 1.0, 1.0, 8, torch.Generator().manual_seed(0))
+    assert [(d.accepted, d.tried) for d in draws] == [(3, 3)] * len(proposer.classes)
