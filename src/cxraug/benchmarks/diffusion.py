@@ -85,7 +85,8 @@ def _sampler(proposer, p, budget) -> LoopResult:
         scheduler.set_timesteps(s.steps, device=device)
         x = noise.to(device)
         for t in scheduler.timesteps:
-            both = unet(torch.cat([x, x]), t, class_labels=torch.cat([labels, null])).sample
+            with proposer.precision.autocast():  # the Proposer's precision: like with like
+                both = unet(torch.cat([x, x]), t, class_labels=torch.cat([labels, null])).sample.float()
             conditional, unconditional = both.chunk(2)
             x = scheduler.step(unconditional + s.guidance * (conditional - unconditional), t, x).prev_sample
         return x

@@ -112,7 +112,8 @@ def load_proposer(model_dir: Path, device: torch.device) -> DiffusionProposer:
     arch = Architecture.from_dict(meta["architecture"])
     unet = build_unet(arch)
     unet.load_state_dict(safe_load(model_dir / MODEL_FILE))
-    precision = pick_precision(device, "auto")
+    # bf16 autocast on CUDA; on CPU fp32: guided DDIM measured 5.6 img/s fp32 vs 2.8 bf16/nhwc (AVX512)
+    precision = pick_precision(device, "auto" if device.type == "cuda" else "fp32")
     return DiffusionProposer(
         precision.module(unet).eval(), arch, tuple(meta["classes"]), Sampling(**meta["sampling"]), precision
     )
