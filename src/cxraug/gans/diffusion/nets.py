@@ -146,12 +146,20 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        ema, live = self.model.state_dict(), model.state_dict()
-        floats = [k for k, v in ema.items() if v.is_floating_point()]
-        torch._foreach_lerp_([ema[k] for k in floats], [live[k].detach() for k in floats], 1 - decay)
-        for k, v in ema.items():
-            if not v.is_floating_point():
-                v.copy_(live[k])
+        if getattr(self, "_pairs", (None,))[0] is not model:  # tensors share storage with the modules
+            ema, live = self.model.state_dict(), model.state_dict()
+            floats = [k for k, v in ema.items() if v.is_floating_point()]
+            others = [k for k, v in ema.items() if not v.is_floating_point()]
+            self._pairs = (
+                model,
+                [ema[k] for k in floats],
+                [live[k] for k in floats],
+                [(ema[k], live[k]) for k in others],
+            )
+        _, ema_floats, live_floats, others = self._pairs
+        torch._foreach_lerp_(ema_floats, live_floats, 1 - decay)
+        for mine, theirs in others:
+            mine.copy_(theirs)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "updates": self.updates}
