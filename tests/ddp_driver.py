@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 from cxraug.core import distributed
-from cxraug.core.config import TrainBaganParams, TrainEmbedderParams, TrainOpenganParams
+from cxraug.core.config import (
+    TrainBaganParams,
+    TrainDiffusionParams,
+    TrainEmbedderParams,
+    TrainOpenganParams,
+)
 from cxraug.core.stage import Hooks
 
 
@@ -20,7 +25,8 @@ def main(job_file: str) -> None:
     job = json.loads(Path(job_file).read_text())
     stage, paths, kill_at = job["stage"], {k: Path(v) for k, v in job["paths"].items()}, job.get("kill_at")
 
-    kill_phase = job.get("kill_phase", "embedder" if stage == "train_embedder" else "gan")
+    default_phase = {"train_embedder": "embedder", "train_diffusion": "diffusion"}.get(stage, "gan")
+    kill_phase = job.get("kill_phase", default_phase)
 
     def on_step(phase: str, step: int, nets) -> None:
         if kill_at is not None and step == kill_at and phase == kill_phase:
@@ -55,6 +61,17 @@ def main(job_file: str) -> None:
 
             train_bagan(
                 TrainBaganParams(**job["params"]),
+                paths["prepared"],
+                paths["out"],
+                paths["metrics"],
+                paths["checkpoints"],
+                Hooks(on_step=on_step),
+            )
+        elif stage == "train_diffusion":
+            from cxraug.gans.diffusion.train import train_diffusion
+
+            train_diffusion(
+                TrainDiffusionParams(**job["params"]),
                 paths["prepared"],
                 paths["out"],
                 paths["metrics"],

@@ -26,7 +26,7 @@ LAYER = {package: i for i, packages in enumerate(LAYERS) for package in packages
 # Function-level imports only where start-up time needs them: the CLI imports a verb's code when it runs.
 LAZY_IMPORTS_ALLOWED = ("cli",)
 # Subpackages of gans/ are generators: one may not import another (gans/registry.py names them all).
-GENERATORS = ("bagan", "opengan")
+GENERATORS = ("bagan", "opengan", "diffusion")
 
 
 def module_name(path: Path, src: Path = SRC) -> str:

@@ -31,6 +31,8 @@ STRENGTH = {
     "opengan_1000": 0.9,
     "standard_aug_3000": 1.3,
     "bagan_3000": 1.1,
+    "diffusion_1000": 1.05,
+    "diffusion_3000": 1.15,
 }
 MISSING = "opengan_3000"
 
@@ -135,7 +137,7 @@ def test_tables_have_every_class_and_variant_with_cis_and_paper_values(report):
     header = rows[0]
     assert header == [
         "class", "VGG16", "*paper*", "+ standard aug", "*paper*", "+ BAGAN", "*paper*", "+ NewGAN", "*paper*",
-        "weighted loss", "oversample",
+        "+ Diffusion", "weighted loss", "oversample",
     ]  # fmt: skip
     assert [r[0] for r in rows[1:]] == [*CLASSES, "macro AUC"]
     ci = re.compile(r"^\**\d\.\d{3}\**†? ± \d\.\d{3} \(\d\.\d{3}–\d\.\d{3}\)$")
@@ -288,5 +290,5 @@ def test_a_report_before_any_variant_ran_is_all_dashes_and_says_so(tmp_path, tra
         for i, cell in enumerate(row)
         if rows[0][i] not in ("class", "*paper*")
     )
-    assert len(result.missing) == 6 and md.count("not found, shown as —") == 6
+    assert len(result.missing) == 7 and md.count("not found, shown as —") == 7
     assert json.loads((tmp_path / "c.json").read_text())["variants"] == {}

@@ -108,6 +108,8 @@ def test_variants_follow_synthesize_n_per_class():
         "bagan_300",
         "opengan_100",
         "opengan_300",
+        "diffusion_100",
+        "diffusion_300",
     ]
     v = parse_variant("opengan_300", [100, 300], GANS)
     assert (v.kind, v.n, v.gan) == ("opengan", 300, "opengan")

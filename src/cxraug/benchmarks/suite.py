@@ -20,6 +20,7 @@ import torch
 
 from cxraug.benchmarks import data, loops, reference
 from cxraug.benchmarks.common import LoopResult, Measurement, load_average, machine, matmul_peak, table
+from cxraug.benchmarks.diffusion import diffusion
 from cxraug.benchmarks.workspace import make_workspace, temporary_tracking
 from cxraug.core.config import Params, PrepareParams
 from cxraug.core.runtime import atomic_write_json, atomic_write_text, pick_device, pick_precision
@@ -28,7 +29,7 @@ from cxraug.data.prepare import prepare
 OVERHEAD_TARGET = 0.05
 REFERENCE_TARGET = 1.75
 PEAK_TARGET = 0.85
-COMPONENTS = ("bagan", "embedder", "opengan", "classifier", "data")
+COMPONENTS = ("bagan", "embedder", "opengan", "classifier", "diffusion", "data")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ SMOKE_PARAMS = {  # tiny nets at 32 px: the whole suite in well under a minute
     "train_embedder": {"embed_dim": 16, "d_base": 8, "batch_size": 16},
     "train_opengan": {"latent_dim": 16, "g_base": 8, "d_base": 8, "batch_size": 16},
     "classify": {"width": 0.0625, "batch_size": 16, "eval_batch_size": 256},
+    "train_diffusion": {
+        **{"resolution": 16, "widths": [8, 16], "layers_per_block": 1, "attention": False},
+        **{"batch_size": 16, "sampler_steps": 4, "sample_batch_size": 16, "grid_per_class": 1},
+    },
 }
 
 
@@ -103,7 +108,13 @@ def run(
     report.load.append(load_average())
     precisions = {
         pick_precision(pick_device(s.device), s.precision).bf16
-        for s in (params.train_bagan, params.train_embedder, params.train_opengan, params.classify)
+        for s in (
+            params.train_bagan,
+            params.train_embedder,
+            params.train_opengan,
+            params.train_diffusion,
+            params.classify,
+        )
     }
     report.peaks["fp32"] = matmul_peak(device, torch.float32, settings.matmul_n)
     if True in precisions:
@@ -134,6 +145,8 @@ def run(
             }
         if "classifier" in components:
             report.loops.append(loops.classifier(ws.prepared, params, budget))
+        if "diffusion" in components:
+            report.loops += diffusion(ws.prepared, params, budget)
         if "data" in components:
             precision = pick_precision(device, params.classify.precision)
             batch = params.classify.batch_size

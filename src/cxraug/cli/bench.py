@@ -99,6 +99,17 @@ def bench_opengan(
     _run_bench(("embedder", "opengan"), params, overlay, smoke, None)
 
 
+@bench_app.command("diffusion")
+def bench_diffusion(
+    params: ParamsOption = Path("params.yaml"),
+    overlay: OverlayOption = None,
+    smoke: SmokeOption = False,
+) -> None:
+    """The diffusion model's training step (train_diffusion vs a bare loop) and its sampler (the
+    Proposer's guided batches vs a plain loop of U-Net calls and scheduler steps): img/s, FLOP share."""
+    _run_bench(("diffusion",), params, overlay, smoke, None)
+
+
 @bench_app.command("data")
 def bench_data(
     params: ParamsOption = Path("params.yaml"),

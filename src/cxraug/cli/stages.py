@@ -75,9 +75,24 @@ def train_opengan(
     echo(stage.run(load(params), stage.Paths(prepared, embedder, out, metrics, checkpoints)))
 
 
+@app.command("train-diffusion")
+def train_diffusion(
+    params: ParamsOption = DEFAULT_PARAMS,
+    prepared: PreparedOption = layout.PREPARED,
+    out: Annotated[Path, _option("model directory (unet.pt + diffusion.json)")] = layout.DIFFUSION_MODELS,
+    metrics: Annotated[Path, _option("losses, step and sampler rates")] = layout.TRAIN_DIFFUSION_METRICS,
+    checkpoints: Annotated[Path, _option("resumable training state")] = layout.TRAIN_DIFFUSION_CHECKPOINTS,
+) -> None:
+    """Train the class-conditional diffusion model (DDPM, classifier-free guidance, EMA weights).
+    Interrupted? Run it again: it resumes from the last checkpoint, in the same MLflow run."""
+    from cxraug.stages import train_diffusion as stage
+
+    echo(stage.run(load(params), stage.Paths(prepared, out, metrics, checkpoints)))
+
+
 @app.command()
 def synthesize(
-    gan: Annotated[str, _option("which trained generator samples: bagan | opengan")],
+    gan: Annotated[str, _option("which trained generator samples: bagan | opengan | diffusion")],
     params: ParamsOption = DEFAULT_PARAMS,
     models: Annotated[Path | None, _option("the trained generator's directory [default: models/GAN]")] = None,
     out: Annotated[
@@ -137,7 +152,7 @@ def classify(
 
 @app.command("gan-metrics")
 def gan_metrics(
-    gan: Annotated[str, _option("whose synthetic images: a generator of cxraug.gans.registry")],
+    gan: Annotated[str, _option("whose synthetic images: bagan | opengan | diffusion (cxraug.gans.registry)")],
     params: ParamsOption = DEFAULT_PARAMS,
     prepared: PreparedOption = layout.PREPARED,
     synthetic: Annotated[Path, _option("data/synthetic/GAN/ (synthesize)")] = layout.SYNTHETIC,

@@ -59,6 +59,9 @@ TRAIN_EMBEDDER_METRICS = stage_metrics("train_embedder")
 TRAIN_EMBEDDER_CHECKPOINTS = checkpoints("train_embedder")
 TRAIN_OPENGAN_METRICS = stage_metrics("train_opengan")
 TRAIN_OPENGAN_CHECKPOINTS = checkpoints("train_opengan")
+DIFFUSION_MODELS = model_dir("diffusion")
+TRAIN_DIFFUSION_METRICS = stage_metrics("train_diffusion")
+TRAIN_DIFFUSION_CHECKPOINTS = checkpoints("train_diffusion")
 
 
 def external_scores(name: str, variant: str) -> Path:

@@ -18,6 +18,8 @@ from cxraug.core.errors import CxraugError
 from cxraug.core.stage import NO_HOOKS, Hooks
 from cxraug.gans.bagan import proposer as bagan_proposer
 from cxraug.gans.bagan.train import train_bagan
+from cxraug.gans.diffusion import proposer as diffusion_proposer
+from cxraug.gans.diffusion.train import train_diffusion
 from cxraug.gans.opengan import proposer as opengan_proposer
 from cxraug.gans.opengan.train import train_opengan
 
@@ -73,6 +75,10 @@ def _train_bagan(params, prepared, out_dir, metrics_path, checkpoint_dir, hooks=
     return train_bagan(params, prepared, out_dir, metrics_path, checkpoint_dir, hooks)
 
 
+def _train_diffusion(params, prepared, out_dir, metrics_path, checkpoint_dir, hooks=NO_HOOKS, embedder=None):
+    return train_diffusion(params, prepared, out_dir, metrics_path, checkpoint_dir, hooks)
+
+
 def _train_opengan(params, prepared, out_dir, metrics_path, checkpoint_dir, hooks=NO_HOOKS, embedder=None):
     if embedder is None:
         raise CxraugError("opengan trains on a frozen embedder: run train_embedder first")
@@ -95,6 +101,13 @@ GENERATORS: dict[str, Generator] = {
         searched=("lr_g", "lr_d"),
         needs_embedder=True,
         load_exemplar_proposer=opengan_proposer.load_exemplar_proposer,
+    ),
+    "diffusion": Generator(
+        name="diffusion",
+        label="Diffusion",
+        train=_train_diffusion,
+        load_proposer=diffusion_proposer.load_proposer,
+        searched=("lr",),
     ),
 }
 

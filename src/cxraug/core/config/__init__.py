@@ -25,6 +25,7 @@ from cxraug.core.config.generators import (
     SynthesisFilterParams,
     SynthesizeParams,
     TrainBaganParams,
+    TrainDiffusionParams,
     TrainEmbedderParams,
     TrainOpenganParams,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "SynthesisFilterParams",
     "SynthesizeParams",
     "TrainBaganParams",
+    "TrainDiffusionParams",
     "TrainEmbedderParams",
     "TrainOpenganParams",
     "TuneParams",
@@ -79,6 +81,7 @@ class Params(Section):
     train_bagan: TrainBaganParams = Field(default_factory=TrainBaganParams)
     train_embedder: TrainEmbedderParams = Field(default_factory=TrainEmbedderParams)
     train_opengan: TrainOpenganParams = Field(default_factory=TrainOpenganParams)
+    train_diffusion: TrainDiffusionParams = Field(default_factory=TrainDiffusionParams)
     synthesize: SynthesizeParams = Field(default_factory=SynthesizeParams)
     report: ReportParams = Field(default_factory=ReportParams)
     classify: ClassifyParams = Field(default_factory=ClassifyParams)

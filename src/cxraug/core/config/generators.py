@@ -188,3 +188,62 @@ class SynthesizeParams(Section):
         if v != sorted(set(v)):
             raise ValueError(f"counts must be distinct and in increasing order (got {v})")
         return v
+
+
+class TrainDiffusionParams(Section):
+    """A class-conditional denoising diffusion model (DDPM training, DDIM / DPM-Solver++ sampling) with
+    classifier-free guidance; diffusers' UNet2DModel with a class embedding (+ one null label)."""
+
+    device: str = Field("auto", description="auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="see runtime.pick_precision")
+    resolution: int | None = Field(
+        None,
+        ge=8,
+        le=1024,
+        description="the denoiser's resolution; null = image_size. Lower: images are area-downsampled for "
+        "training and samples bilinearly upsampled (the CPU demo's speed knob)",
+    )
+    widths: list[int] = Field(
+        default_factory=lambda: [64, 128, 256],
+        min_length=1,
+        max_length=6,
+        description="U-Net channels per level (4..1024 each); every level after the first halves the size",
+    )
+    layers_per_block: int = Field(2, ge=1, le=4, description="residual blocks per U-Net level")
+    attention: bool = Field(True, description="self-attention in the U-Net's middle block")
+    train_timesteps: int = Field(1000, ge=10, le=4000, description="steps of the DDPM noise schedule")
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field(
+        "squaredcos_cap_v2", description="DDPM noise schedule (squaredcos_cap_v2: the cosine schedule)"
+    )
+    epochs: int = Field(100, ge=1, le=100_000, description="passes of `steps_per_epoch` batches")
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="batches per epoch; null = training images // batch_size"
+    )
+    batch_size: int = Field(64, ge=2, le=4096, description="real images per step")
+    lr: float = Field(2e-4, gt=0, le=1, description="AdamW learning rate (1e-4 .. 1e-3 usual)")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW decoupled weight decay")
+    warmup_steps: int = Field(100, ge=0, description="linear learning-rate warm-up from 0")
+    ema_decay: float = Field(
+        0.999, ge=0, lt=1, description="EMA of the weights that samples (0.99 .. 0.9999; with warm-up)"
+    )
+    label_dropout: float = Field(
+        0.1, ge=0, lt=1, description="p of training on the null label (classifier-free guidance: 0.1 .. 0.2)"
+    )
+    balanced: bool = Field(True, description="class-balanced batches (rare classes seen as often)")
+    sampler: Literal["ddim", "dpm_solver"] = Field("ddim", description="ddim (eta 0) or dpm_solver (++ 2M)")
+    sampler_steps: int = Field(50, ge=1, le=1000, description="denoising steps per sample (DDIM 20 .. 100)")
+    guidance_scale: float = Field(
+        2.0, ge=0, le=20, description="classifier-free guidance w: 0 unconditional, 1 conditional, 1..5 usual"
+    )
+    sample_batch_size: int = Field(256, ge=1, le=65536, description="images per sampler call")
+    grid_per_class: int = Field(8, ge=1, le=64, description="samples per class in the per-epoch grids")
+    log_every: int = Field(25, ge=1, description="log step losses every N steps")
+    checkpoint_every: int = Field(500, ge=1, description="steps between resumable checkpoints")
+    seed: int = Field(0, ge=0, description="seed of init, batches, noise and label dropout")
+
+    @field_validator("widths")
+    @classmethod
+    def _widths(cls, v: list[int]) -> list[int]:
+        if any(not 4 <= w <= 1024 for w in v):
+            raise ValueError(f"every width must be within 4..1024 (got {v})")
+        return v

@@ -10,6 +10,7 @@ from cxraug.core.config.evaluation import ClassifyParams
 from cxraug.core.config.generators import (
     SynthesizeParams,
     TrainBaganParams,
+    TrainDiffusionParams,
     TrainEmbedderParams,
     TrainOpenganParams,
 )
@@ -62,6 +63,10 @@ class TuneSearchSpace(Section):
         default_factory=lambda: LogUniformRange(low=1e-4, high=1e-2),
         description="BAGAN only: autoencoder Adam learning rate, log-uniform",
     )
+    lr: LogUniformRange = Field(
+        default_factory=lambda: LogUniformRange(low=5e-5, high=2e-3),
+        description="diffusion only: the U-Net's AdamW learning rate, log-uniform",
+    )
     n_per_class: IntStepRange = Field(
         default_factory=lambda: IntStepRange(low=0, high=3000, step=500),
         description="synthetic images added per class (0 = real images only), an ordinal integer range",
@@ -84,6 +89,7 @@ TRIAL_SECTIONS: dict[str, type[Section]] = {
     "train_bagan": TrainBaganParams,
     "train_embedder": TrainEmbedderParams,
     "train_opengan": TrainOpenganParams,
+    "train_diffusion": TrainDiffusionParams,
     "synthesize": SynthesizeParams,
     "classify": ClassifyParams,
 }
