@@ -6,7 +6,7 @@ DEMO_DIR ?= demo
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help setup test test-full lint format repro demo demo-clean data-demo ui tune tune-ui
+.PHONY: help setup test test-full lint format repro demo demo-diffusion demo-clean data-demo ui tune tune-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,9 +43,13 @@ demo: setup  ## whole pipeline on synthetic phantoms in ./$(DEMO_DIR), a separat
 	@mkdir -p $(DEMO_DIR)
 	@test -e $(DEMO_DIR)/.dvc || (cd $(DEMO_DIR) && $(BIN)/dvc init --no-scm -q && $(BIN)/dvc config core.analytics false)
 	@cp dvc.yaml data.dvc .dvcignore $(DEMO_DIR)/ && ln -sfn ../src $(DEMO_DIR)/src
-	$(BIN)/cxraug params --overlay params.demo.yaml > $(DEMO_DIR)/params.yaml
+	@mkdir -p $(DEMO_DIR)/metrics/external && cp metrics/external/README.md $(DEMO_DIR)/metrics/external/
+	$(BIN)/cxraug params --overlay params.demo.yaml $(DEMO_OVERLAY) > $(DEMO_DIR)/params.yaml
 	@test -e $(DEMO_DIR)/data/raw || (cd $(DEMO_DIR) && $(BIN)/cxraug demo-data data/raw && $(BIN)/dvc commit -f -q data.dvc)
-	cd $(DEMO_DIR) && time $(BIN)/dvc repro
+	cd $(DEMO_DIR) && time $(BIN)/dvc repro report  # the report and everything it reads
+
+demo-diffusion:  ## the demo with the diffusion model as a third generator (CPU: ~20 more minutes)
+	$(MAKE) demo DEMO_OVERLAY="--overlay params.demo-diffusion.yaml"
 
 demo-clean:  ## remove the demo project
 	rm -rf $(DEMO_DIR)

@@ -56,6 +56,8 @@ def make_project(dest: Path, params_yaml: str | None = None, raw: Path | None = 
     text = params_yaml if params_yaml is not None else (REPO / "params.yaml").read_text()
     if "\nexternal:" not in "\n" + text:  # dvc.yaml's external_* matrices read external.datasets
         text += "\nexternal:\n  datasets: []\n"
+    if "\ngenerators:" not in "\n" + text:  # ... and the generator stages `generators`
+        text += "\ngenerators: [bagan, opengan]\n"
     (dest / "params.yaml").write_text(text)
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=dest, check=True, env=project_env())
     subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=dest, check=True, env=project_env())

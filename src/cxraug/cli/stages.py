@@ -152,7 +152,9 @@ def classify(
 
 @app.command("gan-metrics")
 def gan_metrics(
-    gan: Annotated[str, _option("whose synthetic images: bagan | opengan | diffusion (cxraug.gans.registry)")],
+    gan: Annotated[
+        str, _option("whose synthetic images: bagan | opengan | diffusion (cxraug.gans.registry)")
+    ],
     params: ParamsOption = DEFAULT_PARAMS,
     prepared: PreparedOption = layout.PREPARED,
     synthetic: Annotated[Path, _option("data/synthetic/GAN/ (synthesize)")] = layout.SYNTHETIC,

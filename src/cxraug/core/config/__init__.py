@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from cxraug.core.config.data import DEFAULT_CLASSES, AugmentParams, PrepareParams
 from cxraug.core.config.evaluation import (
@@ -77,6 +77,12 @@ __all__ = [
 class Params(Section):
     """The whole params.yaml; a missing section takes its defaults."""
 
+    generators: list[str] = Field(
+        default_factory=lambda: ["bagan", "opengan", "diffusion"],
+        min_length=1,
+        description="the generators (src/cxraug/gans/registry.py) the pipeline synthesizes with and the "
+        "classify_gan / gan_metrics / external_gan stages expand over (dvc.yaml reads this list)",
+    )
     prepare: PrepareParams = Field(default_factory=PrepareParams)
     train_bagan: TrainBaganParams = Field(default_factory=TrainBaganParams)
     train_embedder: TrainEmbedderParams = Field(default_factory=TrainEmbedderParams)
@@ -88,6 +94,13 @@ class Params(Section):
     gan_metrics: GanMetricsParams = Field(default_factory=GanMetricsParams)
     external: ExternalParams = Field(default_factory=ExternalParams)
     tune: TuneParams = Field(default_factory=TuneParams)
+
+    @field_validator("generators")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"generator names must be distinct (got {v})")
+        return v
 
 
 def parse_params(raw: dict, source: str = "params.yaml") -> Params:
