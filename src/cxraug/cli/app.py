@@ -21,7 +21,6 @@ import cxraug.cli.tune  # noqa: E402, F401
 from cxraug.cli.options import app  # noqa: E402
 from cxraug.core.errors import CxraugError  # noqa: E402
 
-
 INTERRUPTED = "interrupted: finished outputs and the last checkpoint are kept; rerun to resume"
 
 

@@ -13,7 +13,7 @@ app = typer.Typer(
     "whether their images help a VGG16 classifier. Stages run under `dvc repro`; runs are tracked in MLflow.",
     no_args_is_help=True,
     add_completion=False,
-    rich_markup_mode=None,  # plain click help: placeholders survive, flags show no type, errors are plain text
+    rich_markup_mode=None,  # plain click help: placeholders survive and flags show no type
     pretty_exceptions_enable=False,
 )
 
