@@ -229,10 +229,12 @@ def test_tiny_run_writes_outputs_metrics_and_an_mlflow_run(trained, prepared):
             yield from files(a.path) if a.is_dir else [a.path]
 
     artifacts = list(files())
-    for c in ("no_finding", "nodule"):
-        grids = [a for a in artifacts if f"samples~{c}+step" in a and a.endswith(".png")]
-        assert len(grids) == 2, (c, grids)  # one per GAN epoch
-    assert any("autoencoder~reconstructions+step+1" in a for a in artifacts)
+    grids = sorted(a for a in artifacts if "samples~by_class+step+" in a and a.endswith(".png"))
+    assert [a.split("+step+")[1].split("+")[0] for a in grids] == ["0", "1", "2"]  # decoder, then epochs
+    finals = [a for a in artifacts if "samples~by_class~final+step+" in a and a.endswith(".png")]
+    assert len(finals) == 1 and "+step+2+" in finals[0]  # one step: MLflow's card opens on the last epoch
+    assert any("autoencoder~reconstructions+step+0" in a for a in artifacts)
+    assert any("autoencoder~reconstructions~final+step+1" in a for a in artifacts)
     assert {
         "bagan/generator.pt",
         "bagan/discriminator.pt",

@@ -34,7 +34,7 @@ from cxraug.core.runtime import (
     slug,
 )
 from cxraug.core.stage import NO_HOOKS, EpochEnd, Hooks
-from cxraug.core.tracking import MetricBuffer, log_grid, params_hash, stage_run
+from cxraug.core.tracking import MetricBuffer, log_labelled_grid, params_hash, stage_run
 from cxraug.core.training import StepLog, adam, epoch_batches, steps_per_epoch
 from cxraug.data.datasets import Split, load_split, to_model_range
 from cxraug.gans.opengan.conditioning import make_conditioning, prototype
@@ -50,7 +50,7 @@ from cxraug.gans.opengan.proposer import EMBEDDER_FILE, OpenganProposer, save_mo
 
 log = logging.getLogger(__name__)
 STAGE = "train_opengan"
-LOSS_KEYS = ("loss_d", "loss_g", "consistency", "d_real", "d_fake")
+LOSS_KEYS = ("d_loss", "g_loss", "consistency", "d_real", "d_fake")  # logged as gan/<key>, as BAGAN's
 
 
 @dataclass
@@ -102,7 +102,7 @@ def gan_step(
     opt_g.step()
     judge.requires_grad_(True)
     d_real, d_fake = shard.scale(d_real.mean(), n, batch), shard.scale(d_fake.mean(), n, batch)
-    values = (loss_d, loss_g, consistency, d_real, d_fake)
+    values = (loss_d, loss_g, consistency, d_real, d_fake)  # in LOSS_KEYS' order
     return {k: v.detach().float() for k, v in zip(LOSS_KEYS, values, strict=True)}
 
 
@@ -152,24 +152,24 @@ def log_samples(
     z: torch.Tensor,
     e: torch.Tensor,
     per_class: int,
-    step: int,
-    final: bool = False,
+    epoch: int,
+    epochs: int,
 ) -> dict[str, float]:
-    """Grids of G(z, e) for the fixed inputs (one per class and one with a row per class) and how well
-    the samples agree with their class in embedding space."""
+    """A grid of G(z, e) for the fixed inputs, a row per class, at step `epoch` of the image slider (the
+    last epoch also under `samples/by_class/final`, a one-step card that opens on it), and how well the
+    samples agree with their class in embedding space."""
     device = proposer.device
     images = proposer.generator(z.to(device), e.to(device))
-    hits, realness = [], []
-    for c, name in enumerate(proposer.classes):
-        rows = slice(c * per_class, (c + 1) * per_class)
-        real_c, _, hit = proposer.judge(images[rows], e[rows].to(device), c)
+    hits, realness, rows = [], [], []
+    for c in range(len(proposer.classes)):
+        block = slice(c * per_class, (c + 1) * per_class)
+        real_c, _, hit = proposer.judge(images[block], e[block].to(device), c)
         hits.append(hit.float().mean().item())
         realness.append(real_c.mean().item())
-        if not final:
-            log_grid(images[rows], f"samples/{slug(name)}", step=step, nrow=per_class)
-    log_grid(
-        images, "samples/by_class" + ("_final" if final else ""), step=None if final else step, nrow=per_class
-    )
+        rows.append(images[block].float().cpu())
+    when = f"epoch {epoch} of {epochs}" if epoch else f"before training (0 of {epochs} epochs)"
+    for key in ("samples/by_class", "samples/by_class/final") if epoch == epochs else ("samples/by_class",):
+        log_labelled_grid(rows, proposer.classes, f"OpenGAN samples, {when}", key=key, step=epoch)
     return {
         "samples_prototype_accuracy": sum(hits) / len(hits),
         "samples_realness": sum(realness) / len(realness),
@@ -226,6 +226,7 @@ def write_outputs(
     }
     mlflow.log_metrics(accuracy, step=step)
     mlflow.log_artifact(str(metrics_path))
+    mlflow.log_artifacts(str(out_dir), artifact_path="opengan")  # the model files, as BAGAN's run has
     return summary
 
 
@@ -276,7 +277,7 @@ def train_opengan(
     resumed = checkpoints.restore(modules, optimizers, rng)
     step = resumed.step if resumed else 0
     if resumed and ctx.is_main:
-        log.info("resuming %s from step %d of %d", STAGE, step, total)
+        log.info("resuming %s from checkpoint: step %d of %d", STAGE, step, total)
     ctx.decorrelate(params.seed)
     g_train, d_train = ctx.wrap(generator), ctx.wrap(discriminator)  # DDP for the training passes
 
@@ -312,6 +313,9 @@ def train_opengan(
     with ctx.main_only(run) as run_id:
         metrics = MetricBuffer() if ctx.is_main else None
         steps = StepLog(ctx, metrics)
+        if step == 0 and ctx.is_main:  # step 0 of the image slider, where MLflow's card opens
+            generator.eval()
+            log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, 0, params.epochs)
         bar = progress(total=total, initial=step, desc="opengan", unit="step")
         start, start_step = time.perf_counter(), step
         for epoch in range(step // per_epoch, params.epochs):
@@ -341,11 +345,13 @@ def train_opengan(
                 )
                 step += 1
                 sums, count = {k: sums[k] + out[k] for k in LOSS_KEYS}, count + 1
-                steps.add(out, step)
+                steps.add({f"gan/{k}": v for k, v in out.items()}, step)
                 bar.update()
                 if steps.last:
                     last = steps.last
-                    bar.set_postfix(d=f"{last['loss_d']:.3f}", g=f"{last['loss_g']:.3f}", epoch=epoch + 1)
+                    bar.set_postfix(
+                        d=f"{last['gan/d_loss']:.3f}", g=f"{last['gan/g_loss']:.3f}", epoch=epoch + 1
+                    )
                 if step % params.checkpoint_every == 0 and step < total:
                     steps.flush()  # what is logged matches what a resumed run starts from
                     checkpoints.save(  # rank 0 writes
@@ -363,7 +369,9 @@ def train_opengan(
             generator.eval()
             discriminator.eval()
             if ctx.is_main:
-                samples = log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, step)
+                samples = log_samples(
+                    proposer, z_fixed, e_fixed, params.grid_per_class, epoch + 1, params.epochs
+                )
                 metrics.log({**samples, "epoch": epoch + 1}, step)
                 metrics.flush()
             if hooks.on_epoch is not None:
@@ -373,7 +381,6 @@ def train_opengan(
         rate = (step - start_step) / seconds if step > start_step else float("nan")
 
         if ctx.is_main:
-            log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, step, final=True)
             summary = write_outputs(
                 out_dir,
                 metrics_path,
