@@ -214,7 +214,7 @@ def test_tiny_run_writes_outputs_metrics_and_an_mlflow_run(trained, prepared):
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["dvc.stage"] == "train_bagan" and "params.hash" in run.data.tags
-    assert run.data.tags["input.train.npz.md5"]
+    assert any(k.endswith("/train.npz.md5") for k in run.data.tags), "no dvc.lock: the file itself"
     for key in ("gan/d_loss", "gan/g_loss", "gan/d_acc_real", "gan/d_acc_fake"):
         history = client.get_metric_history(result.run_id, key)
         assert sorted(m.step for m in history) == list(range(1, 2 * per_epoch + 1)), key

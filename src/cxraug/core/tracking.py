@@ -1,7 +1,9 @@
 """MLflow wiring: one run per stage invocation, tagged so it can be found from dvc.lock and back.
 
 Tags on every run: git commit (and whether the tree was dirty), DVC stage, a hash of the stage's params
-section, and the md5 of every input file (the same md5 DVC records for a file dependency).
+section, and `input.<DVC path>.md5` for every input (the hash dvc.lock records: cxraug.core.lineage); the
+data sets among the inputs are logged with mlflow.log_input. Experiments are marked as model-training
+experiments, so MLflow's UI opens them on their runs (not on its GenAI traces view).
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import torch
 from pydantic import BaseModel
 
 import cxraug
+from cxraug.core import lineage
 from cxraug.core.runtime import file_md5
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+# The experiment tag MLflow 3's UI reads to choose an experiment's page: without it, it opens on "Traces".
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -64,18 +69,34 @@ def input_md5s(inputs: Sequence[str | Path]) -> dict[str, str]:
 
 
 def run_tags(stage: str, params: BaseModel, inputs: Sequence[str | Path]) -> dict[str, str]:
-    digests = input_md5s(inputs)
-    combined = hashlib.md5("".join(f"{k}:{v}" for k, v in sorted(digests.items())).encode()).hexdigest()
-    tags = {
+    return {
         "cxraug.version": cxraug.__version__,
         "dvc.stage": stage,
         "params.hash": params_hash(params),
-        "data.md5": combined,
         "git.commit": _git("rev-parse", "HEAD") or "unknown",
         "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        **lineage.input_tags(inputs),
     }
-    tags.update({f"input.{Path(k).name}.md5": v for k, v in digests.items() if len(digests) <= 20})
-    return tags
+
+
+def use_experiment(name: str, attempts: int = 3) -> str:
+    """mlflow.set_experiment marked as a model-training experiment; retried, since two stages run in
+    parallel (`dvc queue start -j 2`) may create the same experiment at the same moment. Its id."""
+    import mlflow
+
+    for attempt in range(1, attempts + 1):
+        try:
+            experiment = mlflow.set_experiment(name)
+            if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                mlflow.MlflowClient().set_experiment_tag(
+                    experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                )
+            return experiment.experiment_id
+        except Exception:
+            if attempt == attempts:
+                raise
+            time.sleep(attempt)
+    raise AssertionError("unreachable")
 
 
 def _flatten(data: Mapping, prefix: str = "") -> dict[str, str]:
@@ -110,7 +131,7 @@ def stage_run(
     configure()
     outer = mlflow.active_run()
     if outer is None:
-        mlflow.set_experiment(experiment)
+        use_experiment(experiment)
     nested = nested or outer is not None
     experiment_id = outer.info.experiment_id if outer is not None else None
     tags = {**run_tags(stage, params, inputs), **(extra_tags or {})}
@@ -123,6 +144,7 @@ def stage_run(
         run_name=run_name or stage, tags=tags, nested=nested, experiment_id=experiment_id
     ) as run:
         mlflow.log_params(_flatten(params.model_dump(mode="json")))
+        lineage.log_datasets(lineage.datasets_of(inputs))
         yield run.info.run_id
 
 
