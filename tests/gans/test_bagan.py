@@ -421,7 +421,7 @@ def test_dvc_repro_train_bagan_in_a_throwaway_project(tmp_path, demo_raw):
     metrics = json.loads((project / "metrics" / "train_bagan.json").read_text())
     assert metrics["gan_steps"] > 0 and metrics["mlflow_run_id"]
     assert "didn't change" in dvc(project, "repro", "train_bagan").stdout
-    assert "val_d_acc_real" in dvc(project, "metrics", "show", "--json").stdout
+    assert "val_d_acc_real" in dvc(project, "metrics", "show", "--json", "metrics/train_bagan.json").stdout
     images, scores = load_proposer(project / "models" / "bagan", torch.device("cpu")).propose(
         0, 3, torch.Generator().manual_seed(0)
     )

@@ -174,3 +174,16 @@ def report(
 
     paths = stage.Paths(classify_metrics, scores, synthetic, prepared, gan_metrics, out, compare)
     echo(stage.run(load(params), paths))
+
+
+@app.command()
+def summary(
+    params: ParamsOption = DEFAULT_PARAMS,
+    metrics: Annotated[Path, _option("the stages' metrics JSON files (read)")] = layout.METRICS,
+    out: Annotated[Path, _option("directory of the short per-stage rows (replaced)")] = layout.SUMMARY,
+) -> None:
+    """The few numbers per stage that `dvc metrics show` prints (images, steps, seconds, macro AUC with
+    its CI, FD, near-copies), one small JSON per metrics file; the details stay in the metrics files."""
+    from cxraug.stages import summary as stage
+
+    echo(stage.run(load(params), stage.Paths(metrics, out)))

@@ -33,11 +33,24 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+def project_root(cwd: Path | None = None) -> Path | None:
+    """The project a DVC experiment runs for when it runs in a copy of it (`dvc exp run --queue`,
+    `--temp`: <project>/.dvc/tmp/exps/...), else None: the copy is deleted afterwards, so its runs and
+    artifacts belong in the project's store."""
+    parts = (cwd or Path.cwd()).resolve().parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return None
+
+
 def configure() -> str:
     """Point MLflow at $MLFLOW_TRACKING_URI, else the project's sqlite store; return the URI."""
     import mlflow
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    root = project_root()
+    default = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}" if root else DEFAULT_TRACKING_URI
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -84,8 +97,11 @@ def use_experiment(name: str, attempts: int = 3) -> str:
     parallel (`dvc queue start -j 2`) may create the same experiment at the same moment. Its id."""
     import mlflow
 
+    root = project_root()
     for attempt in range(1, attempts + 1):
         try:
+            if root is not None and mlflow.get_experiment_by_name(name) is None:  # artifacts outlive the copy
+                mlflow.create_experiment(name, artifact_location=(root / "mlruns" / name).as_uri())
             experiment = mlflow.set_experiment(name)
             if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
                 mlflow.MlflowClient().set_experiment_tag(

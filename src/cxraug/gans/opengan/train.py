@@ -34,7 +34,7 @@ from cxraug.core.runtime import (
     slug,
 )
 from cxraug.core.stage import NO_HOOKS, EpochEnd, Hooks
-from cxraug.core.tracking import MetricBuffer, log_labelled_grid, params_hash, stage_run
+from cxraug.core.tracking import MetricBuffer, params_hash, stage_run
 from cxraug.core.training import StepLog, adam, epoch_batches, steps_per_epoch
 from cxraug.data.datasets import Split, load_split, to_model_range
 from cxraug.gans.opengan.conditioning import make_conditioning, prototype
@@ -47,6 +47,7 @@ from cxraug.gans.opengan.nets import (
     generator_loss,
 )
 from cxraug.gans.opengan.proposer import EMBEDDER_FILE, OpenganProposer, save_model
+from cxraug.gans.opengan.tracking import log_samples
 
 log = logging.getLogger(__name__)
 STAGE = "train_opengan"
@@ -144,36 +145,6 @@ def fixed_inputs(
     g = torch.Generator().manual_seed(seed + 7919)
     e = torch.cat([c.draw(per_class, g) for c in conditionings])
     return torch.randn(len(e), latent_dim, generator=g), e
-
-
-@torch.no_grad()
-def log_samples(
-    proposer: OpenganProposer,
-    z: torch.Tensor,
-    e: torch.Tensor,
-    per_class: int,
-    epoch: int,
-    epochs: int,
-) -> dict[str, float]:
-    """A grid of G(z, e) for the fixed inputs, a row per class, at step `epoch` of the image slider (the
-    last epoch also under `samples/by_class/final`, a one-step card that opens on it), and how well the
-    samples agree with their class in embedding space."""
-    device = proposer.device
-    images = proposer.generator(z.to(device), e.to(device))
-    hits, realness, rows = [], [], []
-    for c in range(len(proposer.classes)):
-        block = slice(c * per_class, (c + 1) * per_class)
-        real_c, _, hit = proposer.judge(images[block], e[block].to(device), c)
-        hits.append(hit.float().mean().item())
-        realness.append(real_c.mean().item())
-        rows.append(images[block].float().cpu())
-    when = f"epoch {epoch} of {epochs}" if epoch else f"before training (0 of {epochs} epochs)"
-    for key in ("samples/by_class", "samples/by_class/final") if epoch == epochs else ("samples/by_class",):
-        log_labelled_grid(rows, proposer.classes, f"OpenGAN samples, {when}", key=key, step=epoch)
-    return {
-        "samples_prototype_accuracy": sum(hits) / len(hits),
-        "samples_realness": sum(realness) / len(realness),
-    }
 
 
 def sample_quality(proposer: OpenganProposer, n: int, seed: int) -> dict[str, dict[str, float]]:
