@@ -2,8 +2,9 @@
 file's md5; a directory's `<md5>.dir`, the hash of its manifest), keyed by the path DVC records.
 
 Stages read files inside DVC-tracked directories (data/prepared/train.npz inside data/prepared), so an
-input is tagged under the nearest path dvc.lock records (itself or a parent directory); outside a DVC
-project (no dvc.lock) the input's own path is used. Hashes come from dvc-data, DVC's own library.
+input is tagged under the nearest path dvc.lock records (itself or a parent directory) or dvc.yaml names
+(a stage's first run, before dvc.lock has it); outside a DVC project the input's own path is used.
+Hashes come from dvc-data, DVC's own library.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-DVC_LOCK = Path("dvc.lock")
+DVC_LOCK = Path("dvc.lock")  # dvc.yaml beside it
 SPLITS = ("train", "val", "test")
 
 
@@ -32,20 +33,32 @@ def dvc_hash(path: str | Path) -> str:
     return obj.hash_info.value
 
 
+def _entry_path(entry) -> str | None:
+    """A deps/outs entry: 'path', {'path': ..., 'md5': ...} (dvc.lock) or {'path': {options}} (dvc.yaml)."""
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict):
+        return entry.get("path") if "path" in entry else next(iter(entry), None)
+    return None
+
+
 @cache
-def _recorded(lock: Path, mtime: float) -> frozenset[str]:
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    return frozenset(
-        entry["path"]
-        for stage in stages.values()
-        for entry in (*stage.get("deps", []), *stage.get("outs", []))
-        if "path" in entry
-    )
+def _recorded(file: Path, mtime: float) -> frozenset[str]:
+    stages = (yaml.safe_load(file.read_text()) or {}).get("stages", {})
+    paths = set()
+    for stage in stages.values():
+        stage = stage.get("do", stage)
+        for entry in (*stage.get("deps", []), *stage.get("outs", []), *stage.get("metrics", [])):
+            path = _entry_path(entry)
+            if path and "${" not in path:  # a foreach/matrix template names no one path
+                paths.add(path)
+    return frozenset(paths)
 
 
 def recorded_paths(lock: Path = DVC_LOCK) -> frozenset[str]:
-    """Every dependency and output path dvc.lock records (none without a dvc.lock)."""
-    return _recorded(lock, lock.stat().st_mtime) if lock.is_file() else frozenset()
+    """Every dependency and output path dvc.lock records or dvc.yaml names (none outside a project)."""
+    files = (lock, lock.with_name("dvc.yaml"))
+    return frozenset().union(*(_recorded(f, f.stat().st_mtime) for f in files if f.is_file()))
 
 
 def dvc_path(path: str | Path, lock: Path = DVC_LOCK) -> Path:

@@ -9,6 +9,7 @@ experiments, so MLflow's UI opens them on their runs (not on its GenAI traces vi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -55,6 +56,23 @@ def configure() -> str:
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+@contextlib.contextmanager
+def sqlite_init_lock(url: str):
+    """Serialise the first opening of a local sqlite database (Optuna's or MLflow's) across processes:
+    two workers creating the same fresh file at once would both try to create its tables."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def params_hash(section: BaseModel) -> str:
@@ -144,10 +162,11 @@ def stage_run(
     run's experiment; a stage started on its own (DVC) opens a top-level run in `experiment`."""
     import mlflow
 
-    configure()
+    uri = configure()
     outer = mlflow.active_run()
     if outer is None:
-        use_experiment(experiment)
+        with sqlite_init_lock(uri):  # parallel stages (dvc queue -j 2): one creates a fresh store's tables
+            use_experiment(experiment)
     nested = nested or outer is not None
     experiment_id = outer.info.experiment_id if outer is not None else None
     tags = {**run_tags(stage, params, inputs), **(extra_tags or {})}

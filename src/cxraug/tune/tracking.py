@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from cxraug.core import tracking
 from cxraug.core.config import TuneParams
-from cxraug.tune.study import sqlite_init_lock
+from cxraug.core.tracking import sqlite_init_lock
 
 EXPERIMENT = "tune"
 UID_TAG = "optuna.study_uid"
