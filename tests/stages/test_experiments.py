@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -75,8 +76,8 @@ def test_two_queued_experiments_run_in_parallel_into_one_mlflow_store(git_projec
     stages = {r.data.tags["dvc.stage"] for r in runs}
     assert stages == {"prepare"}
     for run in runs:  # artifacts live in the project's store, not in DVC's deleted copies of it
-        assert run.info.artifact_uri.startswith((project / "mlruns").as_uri())
-        assert (project / "mlruns").joinpath(*run.info.artifact_uri.split("/mlruns/")[1].split("/")).is_dir()
+        artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
+        assert artifacts.is_relative_to(project / "mlruns") and artifacts.is_dir(), artifacts
 
 
 @pytest.mark.slow

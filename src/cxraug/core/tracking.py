@@ -27,8 +27,19 @@ from cxraug.core import lineage
 from cxraug.core.runtime import file_md5
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-# The experiment tag MLflow 3's UI reads to choose an experiment's page: without it, it opens on "Traces".
+# The experiment tag MLflow 3 reads for an experiment's kind. MLflow 3.17's UI, though, opens every
+# experiment in its "GenAI" view (traces) unless the URL says `workflowType=machine_learning` or the
+# user once clicked "Model training" (remembered in the browser): hence ui_url, the links we print.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def ui_url(base: str, experiment_id: str | None = None, run_id: str | None = None, tab: str = "") -> str:
+    """A link into the MLflow UI at `base` that opens on runs (the model-training view)."""
+    path = "/experiments" + (f"/{experiment_id}" if experiment_id else "")
+    path += (f"/runs/{run_id}" if run_id else "") + (f"/{tab}" if tab else "")
+    return f"{base.rstrip('/')}/#{path}?{MODEL_TRAINING_VIEW}"
+
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
