@@ -178,22 +178,37 @@ def test_without_the_model_training_view_the_runs_are_hidden(ui, store, page):
     assert not page.get_by_text("train_bagan", exact=True).first.is_visible()
 
 
+# The standard deviation of the red channel of every image card whose source contains the key, drawn
+# as loaded (same origin, so the canvas is readable): a grey placeholder or an empty card gives none or 0.
+CARD_CONTRAST = """(key) => [...document.images]
+  .filter(i => i.src.includes(key) && i.complete && i.naturalWidth > 100
+    && i.getBoundingClientRect().width > 100)
+  .map(i => { const c = document.createElement('canvas');
+    c.width = i.naturalWidth; c.height = i.naturalHeight; const g = c.getContext('2d');
+    g.drawImage(i, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data;
+    let s = 0, s2 = 0; const n = d.length / 4;
+    for (let k = 0; k < d.length; k += 4) { s += d[k]; s2 += d[k] * d[k]; }
+    return Math.sqrt(s2 / n - (s / n) ** 2); })"""
+
+
 def test_a_training_run_shows_a_loss_chart_and_a_visible_sample_grid(ui, store, page):
     _, _, ids = store
     experiment_id, run_id = ids["bagan"]
     shoot = _open(page, ui_url(ui, experiment_id, run_id, "model-metrics"), "bagan-run.png")
     try:
-        page.get_by_text("train_bagan (gan/d_loss)").first.wait_for(state="visible", timeout=60_000)
-        grid = page.locator("img[src*='samples~by_class~final']").first
-        grid.scroll_into_view_if_needed(timeout=30_000)
-        grid.wait_for(state="visible", timeout=30_000)
+        page.get_by_text("train_bagan (ae/loss)").first.wait_for(state="visible", timeout=60_000)
+        page.get_by_text("samples/by_class", exact=True).first.scroll_into_view_if_needed(timeout=30_000)
         page.wait_for_function(
-            "() => [...document.images].some(i => i.src.includes('samples~by_class~final') && i.complete"
-            " && i.naturalWidth > 300 && i.getBoundingClientRect().width > 100)",
-            timeout=30_000,
+            f"() => ({CARD_CONTRAST})('samples~by_class~final').length > 0", timeout=30_000
+        )
+        page.wait_for_function(
+            f"() => ({CARD_CONTRAST})('samples~by_class%2Bstep').length > 0", timeout=30_000
         )
     finally:
         shoot()
+    final = page.evaluate(CARD_CONTRAST, "samples~by_class~final")
+    slider = page.evaluate(CARD_CONTRAST, "samples~by_class%2Bstep")  # opens on step 0, which exists
+    assert min(final + slider) > 10, (final, slider)
 
 
 def test_a_classify_run_shows_every_class_auc(ui, store, page):
