@@ -21,6 +21,15 @@ import cxraug.cli.tune  # noqa: E402, F401
 from cxraug.cli.options import app  # noqa: E402
 from cxraug.core.errors import CxraugError  # noqa: E402
 
+
+def end_progress() -> None:
+    """Bars left open by a stage that stopped mid-loop end before the message (tqdm loaded: maybe bars)."""
+    if "tqdm" in sys.modules:
+        from cxraug.core.runtime import end_progress as close_bars
+
+        close_bars()
+
+
 INTERRUPTED = "interrupted: finished outputs and the last checkpoint are kept; rerun to resume"
 
 
@@ -32,6 +41,7 @@ def main() -> None:
         # Not standalone: click's usage errors come back here, to be printed as one line like ours.
         status = app(standalone_mode=False)
     except CxraugError as e:
+        end_progress()
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
     except typer.TyperException as e:  # click's errors: a bad value, a missing argument, an unknown option
@@ -50,6 +60,7 @@ def main() -> None:
         if "cxraug.core.distributed" in sys.modules:  # leave a torchrun process group cleanly
             sys.modules["cxraug.core.distributed"].cleanup()
     if status == 130:  # typer turns Ctrl-C into exit status 130
+        end_progress()
         typer.echo(INTERRUPTED, err=True)
     sys.exit(status)
 
