@@ -163,6 +163,9 @@ def make_pruner(settings: TuneParams) -> optuna.pruners.BasePruner:
     )
 
 
+OBJECTIVE_NAME = "val macro AUC"
+
+
 def open_study(
     storage: BaseStorage, name: str, settings: TuneParams, wait_s: float = 30.0
 ) -> tuple[optuna.Study, str]:
@@ -176,6 +179,7 @@ def open_study(
             storage=storage, study_name=name, direction="maximize", sampler=sampler, pruner=pruner
         )
         study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
+        study.set_metric_names([OBJECTIVE_NAME])  # optuna-dashboard's label, not "Objective 0"
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
