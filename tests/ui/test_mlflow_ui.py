@@ -217,6 +217,7 @@ def test_a_classify_run_shows_every_class_auc(ui, store, page):
     shoot = _open(page, ui_url(ui, experiment_id, run_id), "classify-run.png")
     try:
         page.get_by_text("test_auc_macro", exact=True).first.wait_for(state="visible", timeout=60_000)
+        page.get_by_text("test_auc/nodule", exact=True).first.scroll_into_view_if_needed(timeout=30_000)
         body = page.locator("body").inner_text()
     finally:
         shoot()
