@@ -80,3 +80,18 @@ def test_dvc_metrics_show_is_a_screen_wide(tmp_path):
     assert "0.868" in shown.stdout and "metrics/summary/classify/baseline.json" in shown.stdout
     detail = json.loads(dvc(project, "metrics", "show", "--json", "metrics/prepare.json").stdout)
     assert "per_class" in json.dumps(detail)  # the details stay one command away
+
+
+def test_dvc_plots_show_renders_with_no_network(tmp_path):
+    """The plots are the report's PNGs: DVC's page embeds them and loads no JavaScript from a CDN."""
+    import numpy as np
+    from PIL import Image
+
+    project = make_project(tmp_path / "project")
+    (project / "reports" / "figures").mkdir(parents=True)
+    Image.fromarray(np.full((20, 30), 128, np.uint8)).save(project / "reports" / "figures" / "roc_n100.png")
+    shown = dvc(project, "plots", "show", "-o", str(tmp_path / "html"))
+    assert shown.returncode == 0, shown.stderr
+    page = (tmp_path / "html" / "index.html").read_text()
+    assert "roc_n100.png" in page
+    assert "<script" not in page and "http://" not in page and "https://" not in page
