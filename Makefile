@@ -6,7 +6,7 @@ DEMO_DIR ?= demo
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help setup test test-full lint format repro demo demo-diffusion demo-clean data-demo ui tune tune-ui
+.PHONY: help setup test test-full lint format repro demo demo-diffusion demo-clean data-demo ui tune tune-ui push pull
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,22 +39,35 @@ data-demo: setup  ## put the synthetic phantom data set in data/raw and record i
 repro: setup  ## run the pipeline on data/raw (dvc repro)
 	$(BIN)/dvc repro
 
-demo: setup  ## whole pipeline on synthetic phantoms in ./$(DEMO_DIR), a separate DVC project
+demo: setup  ## whole pipeline on synthetic phantoms in ./$(DEMO_DIR), its own git + DVC project (dvc exp works there)
 	@mkdir -p $(DEMO_DIR)
-	@test -e $(DEMO_DIR)/.dvc || (cd $(DEMO_DIR) && $(BIN)/dvc init --no-scm -q && $(BIN)/dvc config core.analytics false)
-	@cp dvc.yaml data.dvc .dvcignore $(DEMO_DIR)/ && ln -sfn ../src $(DEMO_DIR)/src
+	@test -e $(DEMO_DIR)/.git || (cd $(DEMO_DIR) && git init -q && git config user.name "cxraug demo" \
+		&& git config user.email demo@localhost && printf 'mlruns/\ncheckpoints/\ntuning/\n.dvc-remote/\n' > .gitignore)
+	@test -e $(DEMO_DIR)/.dvc || (cd $(DEMO_DIR) && $(BIN)/dvc init -q && $(BIN)/dvc config core.analytics false \
+		&& $(BIN)/dvc remote add -d local ../.dvc-remote)
+	@cp dvc.yaml data.dvc .dvcignore $(DEMO_DIR)/ && ln -sfn $(CURDIR)/src $(DEMO_DIR)/src
 	@mkdir -p $(DEMO_DIR)/metrics/external && cp metrics/external/README.md $(DEMO_DIR)/metrics/external/
 	$(BIN)/cxraug params --overlay params.demo.yaml $(DEMO_OVERLAY) > $(DEMO_DIR)/params.yaml
 	@test -e $(DEMO_DIR)/data/raw || (cd $(DEMO_DIR) && $(BIN)/cxraug demo-data data/raw && $(BIN)/dvc commit -f -q data.dvc)
-	cd $(DEMO_DIR) && time $(BIN)/dvc repro report  # the report and everything it reads
+	cd $(DEMO_DIR) && time $(BIN)/dvc repro report summary  # the report, the summary and everything they read
+	@cd $(DEMO_DIR) && git add -A && (git diff --cached --quiet || git commit -q -m "demo: dvc repro") \
+		&& echo "demo committed: try 'cd $(DEMO_DIR) && dvc exp run -S classify.lr=0.001 && dvc exp show'"
 
 demo-diffusion:  ## the demo with the diffusion model as a third generator (CPU: ~20 more minutes)
 	$(MAKE) demo DEMO_OVERLAY="--overlay params.demo-diffusion.yaml"
+
+push: setup  ## dvc push: prepared data, synthetic images, models to the DVC remote (DIR=demo for the demo's)
+	cd $(or $(DIR),.) && $(BIN)/dvc push
+
+pull: setup  ## dvc pull: everything the pipeline produced, back from the DVC remote (DIR=demo for the demo's)
+	cd $(or $(DIR),.) && $(BIN)/dvc pull
 
 demo-clean:  ## remove the demo project
 	rm -rf $(DEMO_DIR)
 
 ui: setup  ## MLflow UI for this project's runs on http://127.0.0.1:5000 (DIR=demo for the demo's)
+	@echo "open http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning (MLflow 3.17 opens" \
+		"experiments on GenAI traces otherwise: click 'Model training' at the top left once)"
 	cd $(or $(DIR),.) && $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns --host 127.0.0.1 --port 5000
 

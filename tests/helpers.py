@@ -41,9 +41,12 @@ def balanced_rows(classes: list[str], per_class: int, patients_per_class: int) -
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_project(dest: Path, params_yaml: str | None = None, raw: Path | None = None) -> Path:
+def make_project(
+    dest: Path, params_yaml: str | None = None, raw: Path | None = None, scm: bool = False
+) -> Path:
     """A throwaway copy of the pipeline (dvc.yaml, params, data.dvc, src) as its own DVC project, with
-    `raw` (if given) linked as its data/raw."""
+    `raw` (if given) linked as its data/raw; with `scm` a git repository too (as `make demo` makes),
+    where `dvc exp` and `dvc queue` work."""
     import shutil
     import subprocess
 
@@ -59,7 +62,12 @@ def make_project(dest: Path, params_yaml: str | None = None, raw: Path | None = 
     if "\ngenerators:" not in "\n" + text:  # ... and the generator stages `generators`
         text += "\ngenerators: [bagan, opengan]\n"
     (dest / "params.yaml").write_text(text)
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=dest, check=True, env=project_env())
+    if scm:
+        for args in (["init", "-q"], ["config", "user.name", "t"], ["config", "user.email", "t@localhost"]):
+            subprocess.run(["git", *args], cwd=dest, check=True)
+        (dest / ".gitignore").write_text("mlruns/\ncheckpoints/\n")
+    init = ["dvc", "init", "-q"] if scm else ["dvc", "init", "--no-scm", "-q"]
+    subprocess.run(init, cwd=dest, check=True, env=project_env())
     subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=dest, check=True, env=project_env())
     if raw is not None:
         (dest / "data").mkdir()

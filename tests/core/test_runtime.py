@@ -81,3 +81,16 @@ def test_device_and_precision_choices():
     assert pick_precision(torch.device("cpu"), "fp32").bf16 is False
     auto = pick_precision(torch.device("cpu"), "auto")
     assert isinstance(auto.bf16, bool) and isinstance(auto.channels_last, bool)
+
+
+def test_end_progress_closes_an_unfinished_bar_so_a_message_starts_a_new_line():
+    import io
+
+    from cxraug.core.runtime import end_progress, progress
+
+    out = io.StringIO()
+    bar = progress(total=100, desc="read synthetic", disable=False, file=out, mininterval=0)
+    bar.update(3)
+    end_progress()
+    assert bar.disable  # closed
+    assert out.getvalue().endswith("\n")  # the error line that follows is a line of its own

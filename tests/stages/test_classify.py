@@ -424,7 +424,7 @@ def test_dvc_repro_runs_a_real_data_variant(tmp_path, demo_raw):
     assert first.returncode == 0, first.stderr
     for path in ("models/classifier/baseline.pt", "data/scores/baseline.npz", "plots/roc/baseline.csv"):
         assert (project / path).is_file()
-    shown = json.loads(dvc(project, "metrics", "show", "--json").stdout)
+    shown = json.loads(dvc(project, "metrics", "show", "--json", "metrics/classify/baseline.json").stdout)
     files = next(iter(shown.values()))["data"]
     assert "macro_auc" in files["metrics/classify/baseline.json"]["data"]
     assert "didn't change" in dvc(project, "repro", "classify_real@baseline").stdout

@@ -680,3 +680,10 @@ def test_cli_explains_tune_and_rejects_an_unknown_gan_in_one_line(tmp_path):
     )
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "unknown GAN 'stylegan'" in bad.stderr
+
+
+def test_the_study_names_its_objective_for_the_dashboard(tmp_path):
+    from cxraug.tune.study import OBJECTIVE_NAME
+
+    study, _ = open_study(open_storage(f"journal:{tmp_path / 'study.log'}"), "named", TuneParams())
+    assert study.metric_names == [OBJECTIVE_NAME] == ["val macro AUC"]

@@ -9,6 +9,7 @@ one. The test split never enters this module: the caller predicts on it once wit
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,8 @@ from cxraug.core.training import adam, run_epoch_batches
 from cxraug.data.datasets import Split, to_model_range
 from cxraug.metrics.auc import per_class_auc
 from cxraug.nets.vgg import VGG16, build_vgg16
+
+logger = logging.getLogger("cxraug.classify")
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,13 @@ def train_classifier(
     )
     if resumed is not None:
         best = resumed.extra
+        if ctx.is_main:
+            logger.info(
+                "resuming classifier seed %d from checkpoint: epoch %d of %d",
+                seed,
+                resumed.epoch,
+                params.epochs,
+            )
     history = [EpochLog(**h) for h in best["history"]]
     start_epoch = resumed.epoch if resumed else 0
     ctx.decorrelate(seed)  # each rank its own dropout masks

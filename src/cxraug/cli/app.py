@@ -22,23 +22,47 @@ from cxraug.cli.options import app  # noqa: E402
 from cxraug.core.errors import CxraugError  # noqa: E402
 
 
+def end_progress() -> None:
+    """Bars left open by a stage that stopped mid-loop end before the message (tqdm loaded: maybe bars)."""
+    if "tqdm" in sys.modules:
+        from cxraug.core.runtime import end_progress as close_bars
+
+        close_bars()
+
+
+INTERRUPTED = "interrupted: finished outputs and the last checkpoint are kept; rerun to resume"
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("mlflow", "alembic", "urllib3", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        app()
+        # Not standalone: click's usage errors come back here, to be printed as one line like ours.
+        status = app(standalone_mode=False)
     except CxraugError as e:
+        end_progress()
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo(
-            "interrupted: finished outputs and the last checkpoint are kept; rerun to resume", err=True
-        )
-        sys.exit(130)
+    except typer.TyperException as e:  # click's errors: a bad value, a missing argument, an unknown option
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare `cxraug` or `cxraug download`: the help
+            typer.echo(e.format_message(), err=True)
+        else:
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            typer.echo(f"error: {e.format_message()}{hint}", err=True)
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        status = 130
+    else:
+        status = status if isinstance(status, int) else 0
     finally:
         if "cxraug.core.distributed" in sys.modules:  # leave a torchrun process group cleanly
             sys.modules["cxraug.core.distributed"].cleanup()
+    if status == 130:  # typer turns Ctrl-C into exit status 130
+        end_progress()
+        typer.echo(INTERRUPTED, err=True)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

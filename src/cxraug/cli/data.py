@@ -32,7 +32,8 @@ def show_params(
 @app.command()
 def inspect(
     data_dir: Annotated[
-        Path, typer.Argument(help="NIH layout directory or a MedMNIST+ chestmnist_<size>.npz")
+        Path,
+        typer.Argument(metavar="DATA_DIR", help="NIH layout directory or a MedMNIST+ chestmnist_<size>.npz"),
     ],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
@@ -46,7 +47,7 @@ def inspect(
 
 @app.command("demo-data")
 def demo_data(
-    out_dir: Annotated[Path, typer.Argument(help="directory to create (NIH layout)")],
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="directory to create (NIH layout)")],
     n_images: Annotated[int, typer.Option(min=50, help="number of images")] = 2000,
     size: Annotated[int, typer.Option(min=32, help="side of the stored PNGs")] = 128,
     seed: Annotated[int, typer.Option(help="seed: the same seed gives the same files")] = 0,
@@ -75,7 +76,9 @@ def _archive_list(text: str) -> list[int]:
 
 @download_app.command("nih")
 def download_nih(
-    out_dir: Annotated[Path, typer.Argument(help="data directory (images_NNN/images/ are created in it)")],
+    out_dir: Annotated[
+        Path, typer.Argument(metavar="OUT_DIR", help="data directory (images_NNN/images/ are created in it)")
+    ],
     archives: Annotated[str, typer.Option(help="which of the 12 archives, e.g. 1-12 or 1,2")] = "1-12",
     mirror: Annotated[
         str | None, typer.Option(help="base URL holding images_NNN.tar.gz instead of NIH")
@@ -94,7 +97,7 @@ def download_nih(
 
 @download_app.command("medmnist")
 def download_medmnist(
-    out_dir: Annotated[Path, typer.Argument(help="directory for chestmnist_<size>.npz")],
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="directory for chestmnist_<size>.npz")],
     size: Annotated[int, typer.Option(help="image side: 28, 64, 128 or 224")] = 64,
     mirror: Annotated[str | None, typer.Option(help="base URL holding the npz instead of Zenodo")] = None,
 ) -> None:

@@ -13,14 +13,12 @@ app = typer.Typer(
     "whether their images help a VGG16 classifier. Stages run under `dvc repro`; runs are tracked in MLflow.",
     no_args_is_help=True,
     add_completion=False,
-    rich_markup_mode="markdown",  # docstrings are paragraphs: their line breaks are not the terminal's
+    rich_markup_mode=None,  # plain click help: placeholders survive and flags show no type
     pretty_exceptions_enable=False,
 )
 
 
-download_app = typer.Typer(
-    help="Fetch public data sets (resumable, verified).", no_args_is_help=True, rich_markup_mode="markdown"
-)
+download_app = typer.Typer(help="Fetch public data sets (resumable, verified).", no_args_is_help=True)
 
 
 app.add_typer(download_app, name="download")
@@ -29,7 +27,6 @@ app.add_typer(download_app, name="download")
 bench_app = typer.Typer(
     help="Measure throughput (images/s) of the pipeline's hot loops.",
     no_args_is_help=True,
-    rich_markup_mode="markdown",
 )
 
 

@@ -220,3 +220,16 @@ def external_test(
 
     paths = stage.Paths(variant, name, data, models, prepared, classify_metrics, scores, metrics)
     echo(stage.run(load(params), paths))
+
+
+@app.command()
+def summary(
+    params: ParamsOption = DEFAULT_PARAMS,
+    metrics: Annotated[Path, _option("the stages' metrics JSON files (read)")] = layout.METRICS,
+    out: Annotated[Path, _option("directory of the short per-stage rows (replaced)")] = layout.SUMMARY,
+) -> None:
+    """The few numbers per stage that `dvc metrics show` prints (images, steps, seconds, macro AUC with
+    its CI, FD, near-copies), one small JSON per metrics file; the details stay in the metrics files."""
+    from cxraug.stages import summary as stage
+
+    echo(stage.run(load(params), stage.Paths(metrics, out)))

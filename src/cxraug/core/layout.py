@@ -18,6 +18,7 @@ CLASSIFY_METRICS = METRICS / "classify"
 SYNTHESIZE_METRICS = METRICS / "synthesize"
 GAN_METRICS = METRICS / "gan"
 COMPARE = METRICS / "compare.json"
+SUMMARY = METRICS / "summary"  # the DVC metrics: a few numbers per stage (stages/summary.py)
 CHECKPOINTS = Path("checkpoints")
 ROC_PLOTS = Path("plots/roc")
 REPORTS = Path("reports")

@@ -228,6 +228,15 @@ def progress(iterable=None, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
+def end_progress() -> None:
+    """Close every bar still open (a stage stopped by an error mid-loop), so that a message printed next
+    starts on a line of its own instead of after an unfinished bar."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def slug(name: str) -> str:
     """A file-name-safe lower-case form of a class name ('No Finding' -> 'no_finding')."""
     return "".join(c if c.isalnum() else "_" for c in name.strip().lower()).strip("_") or "unnamed"

@@ -1,12 +1,15 @@
 """MLflow wiring: one run per stage invocation, tagged so it can be found from dvc.lock and back.
 
 Tags on every run: git commit (and whether the tree was dirty), DVC stage, a hash of the stage's params
-section, and the md5 of every input file (the same md5 DVC records for a file dependency).
+section, and `input.<DVC path>.md5` for every input (the hash dvc.lock records: cxraug.core.lineage); the
+data sets among the inputs are logged with mlflow.log_input. Experiments are marked as model-training
+experiments, so MLflow's UI opens them on their runs (not on its GenAI traces view).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -20,23 +23,67 @@ import torch
 from pydantic import BaseModel
 
 import cxraug
+from cxraug.core import lineage
 from cxraug.core.runtime import file_md5
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+# The experiment tag MLflow 3 reads for an experiment's kind. MLflow 3.17's UI, though, opens every
+# experiment in its "GenAI" view (traces) unless the URL says `workflowType=machine_learning` or the
+# user once clicked "Model training" (remembered in the browser): hence ui_url, the links we print.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def ui_url(base: str, experiment_id: str | None = None, run_id: str | None = None, tab: str = "") -> str:
+    """A link into the MLflow UI at `base` that opens on runs (the model-training view)."""
+    path = "/experiments" + (f"/{experiment_id}" if experiment_id else "")
+    path += (f"/runs/{run_id}" if run_id else "") + (f"/{tab}" if tab else "")
+    return f"{base.rstrip('/')}/#{path}?{MODEL_TRAINING_VIEW}"
+
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def project_root(cwd: Path | None = None) -> Path | None:
+    """The project a DVC experiment runs for when it runs in a copy of it (`dvc exp run --queue`,
+    `--temp`: <project>/.dvc/tmp/exps/...), else None: the copy is deleted afterwards, so its runs and
+    artifacts belong in the project's store."""
+    parts = (cwd or Path.cwd()).resolve().parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return None
 
 
 def configure() -> str:
     """Point MLflow at $MLFLOW_TRACKING_URI, else the project's sqlite store; return the URI."""
     import mlflow
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    root = project_root()
+    default = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}" if root else DEFAULT_TRACKING_URI
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+@contextlib.contextmanager
+def sqlite_init_lock(url: str):
+    """Serialise the first opening of a local sqlite database (Optuna's or MLflow's) across processes:
+    two workers creating the same fresh file at once would both try to create its tables."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def params_hash(section: BaseModel) -> str:
@@ -64,18 +111,37 @@ def input_md5s(inputs: Sequence[str | Path]) -> dict[str, str]:
 
 
 def run_tags(stage: str, params: BaseModel, inputs: Sequence[str | Path]) -> dict[str, str]:
-    digests = input_md5s(inputs)
-    combined = hashlib.md5("".join(f"{k}:{v}" for k, v in sorted(digests.items())).encode()).hexdigest()
-    tags = {
+    return {
         "cxraug.version": cxraug.__version__,
         "dvc.stage": stage,
         "params.hash": params_hash(params),
-        "data.md5": combined,
         "git.commit": _git("rev-parse", "HEAD") or "unknown",
         "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        **lineage.input_tags(inputs),
     }
-    tags.update({f"input.{Path(k).name}.md5": v for k, v in digests.items() if len(digests) <= 20})
-    return tags
+
+
+def use_experiment(name: str, attempts: int = 3) -> str:
+    """mlflow.set_experiment marked as a model-training experiment; retried, since two stages run in
+    parallel (`dvc queue start -j 2`) may create the same experiment at the same moment. Its id."""
+    import mlflow
+
+    root = project_root()
+    for attempt in range(1, attempts + 1):
+        try:
+            if root is not None and mlflow.get_experiment_by_name(name) is None:  # artifacts outlive the copy
+                mlflow.create_experiment(name, artifact_location=(root / "mlruns" / name).as_uri())
+            experiment = mlflow.set_experiment(name)
+            if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                mlflow.MlflowClient().set_experiment_tag(
+                    experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                )
+            return experiment.experiment_id
+        except Exception:
+            if attempt == attempts:
+                raise
+            time.sleep(attempt)
+    raise AssertionError("unreachable")
 
 
 def _flatten(data: Mapping, prefix: str = "") -> dict[str, str]:
@@ -107,10 +173,11 @@ def stage_run(
     run's experiment; a stage started on its own (DVC) opens a top-level run in `experiment`."""
     import mlflow
 
-    configure()
+    uri = configure()
     outer = mlflow.active_run()
     if outer is None:
-        mlflow.set_experiment(experiment)
+        with sqlite_init_lock(uri):  # parallel stages (dvc queue -j 2): one creates a fresh store's tables
+            use_experiment(experiment)
     nested = nested or outer is not None
     experiment_id = outer.info.experiment_id if outer is not None else None
     tags = {**run_tags(stage, params, inputs), **(extra_tags or {})}
@@ -123,6 +190,7 @@ def stage_run(
         run_name=run_name or stage, tags=tags, nested=nested, experiment_id=experiment_id
     ) as run:
         mlflow.log_params(_flatten(params.model_dump(mode="json")))
+        lineage.log_datasets(lineage.datasets_of(inputs))
         yield run.info.run_id
 
 
@@ -160,6 +228,65 @@ def to_uint8_grid(images: torch.Tensor | np.ndarray, nrow: int = 8, padding: int
     x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float().clamp(-1, 1)
     grid = make_grid(x, nrow=nrow, padding=padding, pad_value=1.0)[0]
     return ((grid + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def labelled_grid(
+    rows: Sequence[torch.Tensor | np.ndarray],
+    row_labels: Sequence[str],
+    title: str,
+    column_labels: Sequence[str] | None = None,
+    cell: int = 96,
+) -> np.ndarray:
+    """An RGB uint8 figure of image rows (one row per class, say), each row named on the left, a title
+    above: readable at the size MLflow shows an image card, unlike a bare strip of 64-px images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    strips = [to_uint8_grid(r, nrow=max(1, len(r)), padding=2) for r in rows]
+    width = max(s.shape[1] for s in strips)
+    strips = [np.pad(s, ((0, 0), (0, width - s.shape[1])), constant_values=255) for s in strips]
+    grid = np.concatenate(strips)
+    side = max(1, len(rows[0]) if len(rows) else 1)
+    scale = cell / (width / side)
+    fig_w, fig_h = width * scale / 100 + 1.6, grid.shape[0] * scale / 100 + 0.6
+    fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=100)
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    row_h = grid.shape[0] / len(rows)
+    ax.set_yticks([row_h * (i + 0.5) for i in range(len(rows))], list(row_labels))
+    if column_labels:
+        col_w = width / len(column_labels)
+        ax.set_xticks([col_w * (i + 0.5) for i in range(len(column_labels))], list(column_labels), fontsize=8)
+    else:
+        ax.set_xticks([])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image
+
+
+def log_labelled_grid(
+    rows: Sequence[torch.Tensor | np.ndarray],
+    row_labels: Sequence[str],
+    title: str,
+    key: str,
+    step: int | None = None,
+    column_labels: Sequence[str] | None = None,
+) -> None:
+    """`labelled_grid` logged as an image: with a step it joins the key's image slider, else a file."""
+    import mlflow
+
+    image = labelled_grid(rows, row_labels, title, column_labels)
+    if step is None:
+        mlflow.log_image(image, artifact_file=f"{key}.png")
+    else:
+        mlflow.log_image(image, key=key, step=step)
 
 
 def log_grid(images: torch.Tensor | np.ndarray, key: str, step: int | None = None, nrow: int = 8) -> None:

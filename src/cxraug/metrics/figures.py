@@ -20,18 +20,19 @@ def roc_points(scores: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -
 
 
 def roc_figure(points: pd.DataFrame, aucs: dict[str, float], title: str):
-    """ROC curves, one per class, the class's AUC in the legend."""
+    """ROC curves, one per class; the legend (beside the axes) gives `aucs`, which the caller names in
+    the title (classify: the mean of the seeds' AUCs, while the curves are of the seed-mean scores)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=100)
     for name, curve in points.groupby("class", sort=False):
-        ax.plot(curve["fpr"], curve["tpr"], label=f"{name} (AUC {aucs[name]:.3f})")
-    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
+        ax.plot(curve["fpr"], curve["tpr"], label=f"{name}: AUC {aucs[name]:.3f}")
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="chance (AUC 0.5)")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1))
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
     fig.tight_layout()
     return fig
 

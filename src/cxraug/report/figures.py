@@ -68,9 +68,11 @@ def auc_bars(n: int, metrics: dict[str, VariantMetrics], classes: tuple[str, ...
         handles.append(
             Line2D([], [], marker="_", markersize=12, color="black", linestyle="none", label="paper")
         )
+    handles.append(ax.axhline(0.5, color="0.35", ls="--", lw=1, label="chance (AUC 0.5)"))
     ax.set_xticks(x, rows)
-    ax.set_ylabel("AUC (test, mean over seeds)")
-    ax.set_ylim(max(0.0, min(lows, default=0.5) - 0.05), 1.0)
+    ax.set_xlabel("class (macro: mean over classes)")
+    ax.set_ylabel("test AUC (mean over seeds)")
+    ax.set_ylim(max(0.0, min(0.45, min(lows, default=0.5) - 0.05)), 1.0)  # the chance line stays in view
     ax.set_title(f"Per-class AUC with 95% CI, {n:,} images added per class")
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
@@ -78,26 +80,35 @@ def auc_bars(n: int, metrics: dict[str, VariantMetrics], classes: tuple[str, ...
 
 
 def roc_curves(n: int, scores: dict[str, TestScores], classes: tuple[str, ...]) -> Figure:
-    """One panel per class, one curve per variant, from the seed-mean test softmax."""
+    """One panel per class (three to a row, so the figure fits a window), one curve per variant from the
+    seed-mean test softmax; each legend gives the AUC the tables give (the mean of the seeds' AUCs)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    fig = Figure(figsize=(3.1 * len(classes), 3.7), layout="constrained")
-    axes = fig.subplots(1, len(classes), squeeze=False)[0]
-    for k, (ax, name) in enumerate(zip(axes, classes, strict=True)):
-        ax.plot([0, 1], [0, 1], color="0.8", lw=0.8)
+    cols = min(3, len(classes))
+    rows = -(-len(classes) // cols)
+    fig = Figure(figsize=(3.3 * cols, 4.1 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(classes) :]:
+        ax.set_axis_off()
+    for k, (ax, name) in enumerate(zip(axes, classes, strict=False)):
+        ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="chance (AUC 0.5)")
         for v in table_variants(n):
             if v not in scores:
                 continue
             s = scores[v]
             positive = s.labels == k
             fpr, tpr, _ = roc_curve(positive, s.seed_mean[:, k])
-            auc = roc_auc_score(positive, s.seed_mean[:, k])
-            ax.plot(fpr, tpr, color=color(v), lw=1.2, label=f"{label(v)} {auc:.3f}")
+            auc = float(np.mean([roc_auc_score(positive, seed[:, k]) for seed in s.scores]))
+            ax.plot(fpr, tpr, color=color(v), lw=1.2, label=f"{label(v)}: AUC {auc:.3f}")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("false positive rate")
-        ax.legend(fontsize=7, loc="lower right")
-    axes[0].set_ylabel("true positive rate")
-    fig.suptitle(f"ROC on the test split (seed-mean scores; legend: their AUC), n = {n:,}", fontsize=10)
+        ax.set_ylabel("true positive rate")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    fig.suptitle(
+        f"ROC on the test split, {n:,} images added per class (curves: seed-mean scores; "
+        "AUC: mean of the seeds' AUCs, as in the tables)",
+        fontsize=9,
+    )
     return fig
 
 
@@ -154,8 +165,9 @@ def class_distribution(train: Split, metrics: dict[str, VariantMetrics]) -> Figu
         ax.barh(list(sets), counts, left=left, color=cmap[i % len(cmap)], label=c)
         left += counts
     ax.invert_yaxis()
-    ax.set_xlabel("training images")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel("training images per set (stacked by class)")
+    ax.set_ylabel("training set")
+    ax.legend(fontsize=8, title="class", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Class distribution of the training sets")
     return fig
 

@@ -252,8 +252,8 @@ def precision_recall_figure(found: dict[str, dict], classes: tuple[str, ...]) ->
                         ax.annotate(name[:3], (r, p), fontsize=6, xytext=(2, 2), textcoords="offset points")
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel(f"recall_{e}")
-        ax.set_ylabel(f"precision_{e}")
-        ax.set_title(f"{e} features vs val (star: overall)", fontsize=9)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.set_xlabel(f"recall in {e} feature space")
+        ax.set_ylabel(f"precision in {e} feature space")
+        ax.set_title(f"{e} features vs val (star: overall; dots: classes)", fontsize=9)
+        ax.legend(fontsize=7, title="generator", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig

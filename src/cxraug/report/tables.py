@@ -16,7 +16,8 @@ from cxraug.report.paper import CITATION, PAPER_FAMILIES, paper_auc
 def auc_cell(m: VariantMetrics, row: str, bold: bool, significant: bool) -> str:
     mean, std, (lo, hi) = m.mean[row], m.std[row], m.ci[row]
     value = f"**{mean:.3f}**" if bold else f"{mean:.3f}"
-    return f"{value}{'†' if significant else ''} ± {std:.3f} ({lo:.3f}–{hi:.3f})"
+    spread = f" ± {std:.3f}" if len(m.seeds) > 1 else ""  # one seed has no spread to show
+    return f"{value}{'†' if significant else ''}{spread} ({lo:.3f}–{hi:.3f})"
 
 
 def auc_table(

@@ -334,7 +334,7 @@ def log_run(variant: Variant, seeds: list[SeedResult], test: Split, metrics: dic
     mlflow.log_metrics(final)
     scores = np.stack([s.test_scores for s in seeds]).mean(0)
     roc = roc_points(scores, test.labels.numpy(), test.classes)
-    title = f"{variant.name}: test, mean of {len(seeds)} seed(s)"
+    title = f"{variant.name}, test: seed-mean scores of {len(seeds)} seed(s); AUC: mean of the seeds' AUCs"
     for fig, name in (
         (roc_figure(roc, metrics["per_class_auc"], title), "roc.png"),
         (confusion_figure(scores, test.labels.numpy(), test.classes, title), "confusion.png"),

@@ -379,5 +379,8 @@ def _log_to_mlflow(metrics: dict, audits, synthetic: torch.Tensor, real: torch.T
     mlflow.log_figure(memorisation.distance_histograms(audits), "memorisation/distances.png")
     for audit in audits:
         pairs = memorisation.closest_pairs(audit, synthetic, real, n_pairs)
-        tracking.log_grid(pairs, key=f"memorisation/closest_{audit.space}", nrow=8)
+        if len(pairs):  # a row of synthetic images above the real training image closest to each
+            rows, labels = [pairs[0::2], pairs[1::2]], ["synthetic", "closest real (train)"]
+            title = f"the {len(pairs) // 2} synthetic images closest to a training image, {audit.space} space"
+            tracking.log_labelled_grid(rows, labels, title, key=f"memorisation/closest_{audit.space}")
     mlflow.log_dict(metrics, "gan_metrics.json")

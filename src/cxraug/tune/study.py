@@ -10,8 +10,6 @@ Storage URLs:
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import time
 import uuid
 import warnings
@@ -27,28 +25,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from cxraug.core.config import TuneParams
 from cxraug.core.errors import CxraugError
+from cxraug.core.tracking import sqlite_init_lock
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 HEARTBEAT_INTERVAL_S = 60  # a running trial's worker writes a heartbeat this often (RDB storages)
 GRACE_PERIOD_S = 300  # no heartbeat for this long: the trial is stale and marked FAIL
 UID_ATTR = "cxraug.study_uid"  # identifies one study for MLflow, across machines and recreations
-
-
-@contextlib.contextmanager
-def sqlite_init_lock(url: str):
-    """Serialise the first opening of a local sqlite database (Optuna's or MLflow's) across processes:
-    two workers creating the same fresh file at once would both try to create its tables."""
-    if not url.startswith("sqlite:///"):
-        yield
-        return
-    path = Path(url.removeprefix("sqlite:///"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def is_journal(url: str) -> bool:
@@ -181,6 +163,9 @@ def make_pruner(settings: TuneParams) -> optuna.pruners.BasePruner:
     )
 
 
+OBJECTIVE_NAME = "val macro AUC"
+
+
 def open_study(
     storage: BaseStorage, name: str, settings: TuneParams, wait_s: float = 30.0
 ) -> tuple[optuna.Study, str]:
@@ -194,6 +179,7 @@ def open_study(
             storage=storage, study_name=name, direction="maximize", sampler=sampler, pruner=pruner
         )
         study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
+        study.set_metric_names([OBJECTIVE_NAME])  # optuna-dashboard's label, not "Objective 0"
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:

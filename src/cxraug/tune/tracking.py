@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
@@ -26,7 +25,7 @@ from optuna.trial import TrialState
 
 from cxraug.core import tracking
 from cxraug.core.config import TuneParams
-from cxraug.tune.study import sqlite_init_lock
+from cxraug.core.tracking import sqlite_init_lock
 
 EXPERIMENT = "tune"
 UID_TAG = "optuna.study_uid"
@@ -49,20 +48,6 @@ def _study_runs(experiment_id: str, uid: str) -> list:
     return _client().search_runs([experiment_id], query, max_results=100)
 
 
-def _set_experiment(name: str, attempts: int = 3) -> str:
-    """mlflow.set_experiment, retried: two workers may create the experiment at the same moment."""
-    import mlflow
-
-    for attempt in range(1, attempts + 1):
-        try:
-            return mlflow.set_experiment(name).experiment_id
-        except Exception:
-            if attempt == attempts:
-                raise
-            time.sleep(attempt)
-    raise AssertionError("unreachable")
-
-
 def find_or_create_study_run(
     name: str, uid: str, gan: str, storage: str, settings: TuneParams, inputs: Sequence[Path]
 ) -> str:
@@ -70,7 +55,7 @@ def find_or_create_study_run(
     from mlflow.entities import Param
 
     with sqlite_init_lock(tracking.configure()):  # a fresh local store is created by one worker at a time
-        experiment_id = _set_experiment(EXPERIMENT)
+        experiment_id = tracking.use_experiment(EXPERIMENT)
     earliest = lambda runs: min(runs, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id  # noqa: E731
     found = _study_runs(experiment_id, uid)
     if found:

@@ -131,8 +131,10 @@ def train_autoencoder(s: Session, start_step: int, save: SaveFn) -> None:
 
     def end_of_epoch(epoch: int, step: int) -> None:
         s.tracker.scalars({"ae/val_loss": reconstruction_error(s, s.val.images), "ae/epoch": epoch}, step)
-        s.tracker.reconstructions(examples, reconstruct(s, examples), epoch)
+        s.tracker.reconstructions(examples, reconstruct(s, examples), epoch, s.params.ae_epochs)
 
+    if start_step == 0 and s.ctx.is_main:  # step 0 of the image slider, where MLflow's card opens
+        s.tracker.reconstructions(examples, reconstruct(s, examples), 0, s.params.ae_epochs)
     nets = {"encoder": s.nets.encoder, "decoder": s.nets.decoder}
     _run_phase(s, "autoencoder", s.params.ae_epochs, start_step, step_fn, end_of_epoch, nets, save)
 
@@ -185,11 +187,13 @@ def train_gan(s: Session, gaussians: ClassGaussians, start_step: int, save: Save
 
     def end_of_epoch(epoch: int, step: int) -> None:
         s.tracker.scalars({**discriminator_on(s, s.val), "gan/epoch": epoch}, step)
-        s.tracker.samples(generate(s, fixed), epoch)
+        s.tracker.samples(generate(s, fixed), epoch, s.params.epochs)
 
     def proposer() -> BaganProposer:  # built in eval mode: it puts the nets there itself
         return BaganProposer(s.nets.generator, s.nets.discriminator, gaussians, s.precision)
 
+    if start_step == 0 and s.ctx.is_main:  # the decoder as generator: step 0 of the slider
+        s.tracker.samples(generate(s, fixed), 0, s.params.epochs)
     nets = {"generator": s.nets.generator, "discriminator": s.nets.discriminator}
     _run_phase(s, "gan", s.params.epochs, start_step, step_fn, end_of_epoch, nets, save, proposer)
 

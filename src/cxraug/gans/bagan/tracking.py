@@ -1,7 +1,9 @@
 """Everything BAGAN training sends to MLflow, in one class (so that under DDP only rank 0 makes one).
 
 Step metrics go through a MetricBuffer as means over `log_every` steps; epoch metrics and image grids are
-logged with the epoch as their step, so MLflow's image slider shows progress epoch by epoch.
+logged with the epoch as their step, so MLflow's image slider shows progress epoch by epoch. The sliders
+start at step 0 (before training), where MLflow's image card opens; the last epoch's grid is logged again
+under its own `.../final` key, a one-step card that opens on it.
 """
 
 from __future__ import annotations
@@ -40,17 +42,28 @@ class BaganTracker:
     def flush(self) -> None:
         self.buffer.flush()
 
-    def reconstructions(self, inputs: torch.Tensor, reconstructions: torch.Tensor, epoch: int) -> None:
-        """Rows alternate: real training images of one class, then their reconstructions."""
+    def reconstructions(
+        self, inputs: torch.Tensor, reconstructions: torch.Tensor, epoch: int, of: int
+    ) -> None:
+        """A row per class: real training images of the class, then a row of their reconstructions."""
         per_class = len(inputs) // len(self.classes)
-        rows = torch.stack([inputs.cpu(), reconstructions.cpu()]).unflatten(1, (len(self.classes), per_class))
-        grid = rows.transpose(0, 1).reshape(-1, *inputs.shape[1:])
-        tracking.log_grid(grid, key="autoencoder/reconstructions", step=epoch, nrow=per_class)
+        rows, labels = [], []
+        for c, name in enumerate(self.classes):
+            block = slice(c * per_class, (c + 1) * per_class)
+            rows += [inputs[block].cpu(), reconstructions[block].cpu()]
+            labels += [f"{name}: real", f"{name}: decoded"]
+        title = f"autoencoder reconstructions, {_epoch(epoch, of)}"
+        self._log(rows, labels, title, "autoencoder/reconstructions", epoch, of)
 
-    def samples(self, images: torch.Tensor, epoch: int) -> None:
-        """One grid per class of images generated from the same fixed latents every epoch."""
-        for name, block in zip(self.classes, images.cpu().chunk(len(self.classes)), strict=True):
-            tracking.log_grid(block, key=f"samples/{slug(name)}", step=epoch, nrow=len(block))
+    def samples(self, images: torch.Tensor, epoch: int, of: int) -> None:
+        """A row per class of images generated from the same fixed latents every epoch."""
+        rows = list(images.cpu().chunk(len(self.classes)))
+        self._log(rows, self.classes, f"BAGAN samples, {_epoch(epoch, of)}", "samples/by_class", epoch, of)
+
+    def _log(self, rows, labels, title: str, key: str, epoch: int, of: int) -> None:
+        tracking.log_labelled_grid(rows, labels, title, key=key, step=epoch)
+        if epoch == of:
+            tracking.log_labelled_grid(rows, labels, title, key=f"{key}/final", step=epoch)
 
     def gaussians(
         self, gaussians: ClassGaussians, latents: np.ndarray, labels: np.ndarray, path: Path
@@ -78,6 +91,10 @@ class BaganTracker:
         import mlflow
 
         mlflow.log_metrics({f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+
+
+def _epoch(epoch: int, of: int) -> str:
+    return f"epoch {epoch} of {of}" if epoch else f"before training (0 of {of} epochs)"
 
 
 def latent_figure(latents: np.ndarray, labels: np.ndarray, gaussians: ClassGaussians):

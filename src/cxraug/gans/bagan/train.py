@@ -11,6 +11,7 @@ autoencoder.pt (kept until the stage ends) and gan.pt; a rerun resumes from them
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -31,7 +32,7 @@ from cxraug.core.runtime import (
     seed_everything,
 )
 from cxraug.core.stage import NO_HOOKS, Hooks
-from cxraug.core.tracking import to_uint8_grid
+from cxraug.core.tracking import labelled_grid
 from cxraug.core.training import adam, fingerprint
 from cxraug.data.datasets import Split, load_split
 from cxraug.gans.bagan.latent import ClassGaussians, LatentSampler, fit_class_gaussians
@@ -54,6 +55,7 @@ from cxraug.gans.bagan.steps import fakes_per_step
 from cxraug.gans.bagan.tracking import BaganTracker
 
 EXPERIMENT = "bagan"
+log = logging.getLogger(__name__)
 STAGE = "train_bagan"
 
 
@@ -127,6 +129,10 @@ def train_bagan(
             params, nets, optimizers, train.to(device), val.to(device), precision, rng, tracker, hooks, ctx
         )
         s.wrapped = nets.apply(ctx.wrap) if ctx.distributed else None
+        if resumed and ctx.is_main:
+            per_epoch = s.steps_per_epoch
+            ae_steps, gan_steps = params.ae_epochs * per_epoch, params.epochs * per_epoch
+            log.info(resume_message(resumed_ae, resumed_gan, ae_steps, gan_steps))
 
         timer, ae_start = time.perf_counter(), resumed_ae.step if resumed_ae else 0
         if not ae_done:
@@ -151,7 +157,8 @@ def train_bagan(
 
         if ctx.is_main:
             write_models(out_dir, nets, arch, train)
-            save_png(out_dir / "samples.png", sample_grid(s, gaussians), nrow=params.grid_per_class)
+            title = f"BAGAN samples after {params.epochs} epochs (a row per class)"
+            save_png(out_dir / "samples.png", sample_grid(s, gaussians), train.classes, title)
             tracker.outputs(out_dir)
             metrics = summarize(s, run_id, rates, time.perf_counter() - start)
             tracker.final(metrics)
@@ -213,6 +220,16 @@ class PhaseCheckpoints:
             checkpointer.remove()
 
 
+def resume_message(ae: Resumed | None, gan: Resumed | None, ae_steps: int, gan_steps: int) -> str:
+    """What a rerun picks up, e.g. 'resuming train_bagan from checkpoint: autoencoder done, GAN step 40
+    of 84'."""
+    if ae is not None and ae.extra.get("done"):
+        where = "autoencoder done, " + (f"GAN step {gan.step} of {gan_steps}" if gan else "GAN not started")
+    else:
+        where = f"autoencoder step {ae.step if ae else 0} of {ae_steps}"
+    return f"resuming {STAGE} from checkpoint: {where}"
+
+
 def _describe_resume(ae: Resumed | None, gan: Resumed | None) -> str:
     if gan:
         return f"gan step {gan.step}"
@@ -263,8 +280,8 @@ def sample_grid(s: Session, gaussians: ClassGaussians) -> torch.Tensor:
     return generate(s, fixed_latents(sampler, s.train.n_classes, s.params.grid_per_class, s.params.seed))
 
 
-def save_png(path: Path, images: torch.Tensor, nrow: int) -> None:
+def save_png(path: Path, images: torch.Tensor, classes: tuple[str, ...], title: str) -> None:
     from PIL import Image
 
-    grid = to_uint8_grid(images, nrow=nrow)
-    atomic_write(path, lambda tmp: Image.fromarray(grid, mode="L").save(tmp, format="PNG"))
+    grid = labelled_grid(list(images.chunk(len(classes))), classes, title)
+    atomic_write(path, lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"))

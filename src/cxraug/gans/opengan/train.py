@@ -34,7 +34,7 @@ from cxraug.core.runtime import (
     slug,
 )
 from cxraug.core.stage import NO_HOOKS, EpochEnd, Hooks
-from cxraug.core.tracking import MetricBuffer, log_grid, params_hash, stage_run
+from cxraug.core.tracking import MetricBuffer, params_hash, stage_run
 from cxraug.core.training import StepLog, adam, epoch_batches, steps_per_epoch
 from cxraug.data.datasets import Split, load_split, to_model_range
 from cxraug.gans.opengan.architectures import build_nets
@@ -42,10 +42,11 @@ from cxraug.gans.opengan.conditioning import make_conditioning, prototype
 from cxraug.gans.opengan.embedder import Embedder, embed, load_embedder, read_embedder_file
 from cxraug.gans.opengan.losses import consistency_loss, discriminator_loss, generator_loss
 from cxraug.gans.opengan.proposer import EMBEDDER_FILE, OpenganProposer, save_model
+from cxraug.gans.opengan.tracking import log_samples
 
 log = logging.getLogger(__name__)
 STAGE = "train_opengan"
-LOSS_KEYS = ("loss_d", "loss_g", "consistency", "d_real", "d_fake")
+LOSS_KEYS = ("d_loss", "g_loss", "consistency", "d_real", "d_fake")  # logged as gan/<key>, as BAGAN's
 
 
 @dataclass
@@ -101,7 +102,7 @@ def gan_step(
     opt_g.step()
     judge.requires_grad_(True)
     d_real, d_fake = shard.scale(d_real.mean(), n, batch), shard.scale(d_fake.mean(), n, batch)
-    values = (loss_d, loss_g, consistency, d_real, d_fake)
+    values = (loss_d, loss_g, consistency, d_real, d_fake)  # in LOSS_KEYS' order
     return {k: v.detach().float() for k, v in zip(LOSS_KEYS, values, strict=True)}
 
 
@@ -143,36 +144,6 @@ def fixed_inputs(
     g = torch.Generator().manual_seed(seed + 7919)
     e = torch.cat([c.draw(per_class, g) for c in conditionings])
     return torch.randn(len(e), latent_dim, generator=g), e
-
-
-@torch.no_grad()
-def log_samples(
-    proposer: OpenganProposer,
-    z: torch.Tensor,
-    e: torch.Tensor,
-    per_class: int,
-    step: int,
-    final: bool = False,
-) -> dict[str, float]:
-    """Grids of G(z, e) for the fixed inputs (one per class and one with a row per class) and how well
-    the samples agree with their class in embedding space."""
-    device = proposer.device
-    images = proposer.generator(z.to(device), e.to(device))
-    hits, realness = [], []
-    for c, name in enumerate(proposer.classes):
-        rows = slice(c * per_class, (c + 1) * per_class)
-        real_c, _, hit = proposer.judge(images[rows], e[rows].to(device), c)
-        hits.append(hit.float().mean().item())
-        realness.append(real_c.mean().item())
-        if not final:
-            log_grid(images[rows], f"samples/{slug(name)}", step=step, nrow=per_class)
-    log_grid(
-        images, "samples/by_class" + ("_final" if final else ""), step=None if final else step, nrow=per_class
-    )
-    return {
-        "samples_prototype_accuracy": sum(hits) / len(hits),
-        "samples_realness": sum(realness) / len(realness),
-    }
 
 
 def sample_quality(proposer: OpenganProposer, n: int, seed: int) -> dict[str, dict[str, float]]:
@@ -225,6 +196,7 @@ def write_outputs(
     }
     mlflow.log_metrics(accuracy, step=step)
     mlflow.log_artifact(str(metrics_path))
+    mlflow.log_artifacts(str(out_dir), artifact_path="opengan")  # the model files, as BAGAN's run has
     return summary
 
 
@@ -272,7 +244,7 @@ def train_opengan(
     resumed = checkpoints.restore(modules, optimizers, rng)
     step = resumed.step if resumed else 0
     if resumed and ctx.is_main:
-        log.info("resuming %s from step %d of %d", STAGE, step, total)
+        log.info("resuming %s from checkpoint: step %d of %d", STAGE, step, total)
     ctx.decorrelate(params.seed)
     g_train, d_train = ctx.wrap(generator), ctx.wrap(discriminator)  # DDP for the training passes
 
@@ -308,6 +280,9 @@ def train_opengan(
     with ctx.main_only(run) as run_id:
         metrics = MetricBuffer() if ctx.is_main else None
         steps = StepLog(ctx, metrics)
+        if step == 0 and ctx.is_main:  # step 0 of the image slider, where MLflow's card opens
+            generator.eval()
+            log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, 0, params.epochs)
         bar = progress(total=total, initial=step, desc="opengan", unit="step")
         start, start_step = time.perf_counter(), step
         for epoch in range(step // per_epoch, params.epochs):
@@ -337,11 +312,13 @@ def train_opengan(
                 )
                 step += 1
                 sums, count = {k: sums[k] + out[k] for k in LOSS_KEYS}, count + 1
-                steps.add(out, step)
+                steps.add({f"gan/{k}": v for k, v in out.items()}, step)
                 bar.update()
                 if steps.last:
                     last = steps.last
-                    bar.set_postfix(d=f"{last['loss_d']:.3f}", g=f"{last['loss_g']:.3f}", epoch=epoch + 1)
+                    bar.set_postfix(
+                        d=f"{last['gan/d_loss']:.3f}", g=f"{last['gan/g_loss']:.3f}", epoch=epoch + 1
+                    )
                 if step % params.checkpoint_every == 0 and step < total:
                     steps.flush()  # what is logged matches what a resumed run starts from
                     checkpoints.save(  # rank 0 writes
@@ -359,7 +336,9 @@ def train_opengan(
             generator.eval()
             discriminator.eval()
             if ctx.is_main:
-                samples = log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, step)
+                samples = log_samples(
+                    proposer, z_fixed, e_fixed, params.grid_per_class, epoch + 1, params.epochs
+                )
                 metrics.log({**samples, "epoch": epoch + 1}, step)
                 metrics.flush()
             if hooks.on_epoch is not None:
@@ -369,7 +348,6 @@ def train_opengan(
         rate = (step - start_step) / seconds if step > start_step else float("nan")
 
         if ctx.is_main:
-            log_samples(proposer, z_fixed, e_fixed, params.grid_per_class, step, final=True)
             summary = write_outputs(
                 out_dir,
                 metrics_path,

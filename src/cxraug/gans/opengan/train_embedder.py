@@ -196,7 +196,7 @@ def train_embedder(
     resumed = checkpoints.restore(modules, optimizers, generator)
     step = resumed.step if resumed else 0
     if resumed and ctx.is_main:
-        log.info("resuming %s from step %d of %d", STAGE, step, total)
+        log.info("resuming %s from checkpoint: step %d of %d", STAGE, step, total)
     ctx.decorrelate(params.seed)
     trained = ctx.wrap(model)  # DDP for the training passes; evaluation uses `model`
 
