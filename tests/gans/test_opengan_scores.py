@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxraug.gans import registry
 from cxraug.gans.opengan.conditioning import ExemplarConditioning
 from cxraug.gans.opengan.proposer import OpenganProposer
 
@@ -82,7 +83,9 @@ def test_candidate_score_is_realness_times_prototype_agreement():
         targets=[0, 1, 2],
         temperature=0.2,
     )
-    _, scores = proposer.propose(1, 6, torch.Generator().manual_seed(4))
+    assert isinstance(proposer, registry.Proposer)  # what synthesize relies on, on the real class
+    images, scores = proposer.propose(1, 6, torch.Generator().manual_seed(4))
+    assert images.dtype == torch.uint8 and images.shape == (6, 8, 8)
 
     rng = torch.Generator().manual_seed(4)  # replay the draws: e from class 1's bank, then z
     e = banks[1][torch.randint(5, (6,), generator=rng)]

@@ -115,3 +115,42 @@ def test_stage_intervals_resample_patients(project, tracking_uri, monkeypatch):
         )
     lo, hi = metrics["macro_auc_ci"]
     assert hi - lo == pytest.approx(macro[1] - macro[0], rel=0.2)
+
+
+def npz_md5(path: Path) -> str:
+    """md5 of the file's pixels then labels (int64), read straight from the npz."""
+    import hashlib
+
+    with np.load(path) as z:
+        digest = hashlib.md5(np.ascontiguousarray(z["images"]).tobytes())
+        digest.update(z["labels"].astype(np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def test_every_variant_is_evaluated_on_the_prepared_val_and_test(project, tracking_uri, monkeypatch):
+    """Each variant's training gets exactly data/prepared's val and test arrays, and its metrics name them
+    by an md5 computed here from the files (not by the stage's loader)."""
+    import torch
+
+    scores = patient_scores(PATIENTS, PER_PATIENT)
+    state = VGG16(len(CLASSES), image_size=SIZE, width=SETTINGS.width).state_dict()
+    seen = {}
+
+    def scripted_seed(variant, splits, params, seed, *args, **kwargs):
+        seen[variant.name] = splits
+        return SeedResult(seed, scores, 1, 0.5, [], {c: 60 for c in CLASSES}, state)
+
+    monkeypatch.setattr(classify_module, "train_seed", scripted_seed)
+    params = Params(classify=SETTINGS.model_copy(update={"bootstrap": 100}))
+    params = params.model_copy(
+        update={"synthesize": params.synthesize.model_copy(update={"n_per_class": [4]})}
+    )
+    files = {s: np.load(project.prepared / f"{s}.npz") for s in ("val", "test")}
+    for name in ("baseline", "standard_aug_4"):
+        classify_module.run(params, replace(project, variant=name))
+        _, val, test = seen[name]
+        for split, arrays in ((val, files["val"]), (test, files["test"])):
+            assert torch.equal(split.images, torch.from_numpy(arrays["images"]))
+            assert split.labels.tolist() == arrays["labels"].tolist()
+        metrics = json.loads((project.metrics / f"{name}.json").read_text())
+        assert metrics["eval_sets"] == {s: npz_md5(project.prepared / f"{s}.npz") for s in ("val", "test")}
