@@ -100,6 +100,7 @@ def main() -> int:
     parser.add_argument("groups", nargs="*", default=list(GROUPS))
     parser.add_argument("--out", type=Path, default=REPO / ".mutation" / "summary.md")
     parser.add_argument("--max-children", default="2")
+    parser.add_argument("--summary-only", action="store_true", help="summarise the last runs, run nothing")
     ns = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the mutated copy must be imported
     env |= {"OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "CXRAUG_NO_PROGRESS": "1"}
@@ -109,10 +110,11 @@ def main() -> int:
     ]
     for group in ns.groups:
         spec = GROUPS[group]
-        work = prepare(group, spec)
+        work = REPO / ".mutation" / group if ns.summary_only else prepare(group, spec)
         started = time.perf_counter()
-        subprocess.run([*MUTMUT, "run", "--max-children", ns.max_children], cwd=work, env=env,
-                       stdout=subprocess.DEVNULL, check=False)  # fmt: skip
+        if not ns.summary_only:
+            subprocess.run([*MUTMUT, "run", "--max-children", ns.max_children], cwd=work, env=env,
+                           stdout=subprocess.DEVNULL, check=False)  # fmt: skip
         wall = time.perf_counter() - started
         by_status = results(work, spec.get("functions"))
         killed = len(by_status.get("killed", [])) + len(by_status.get("timeout", []))

@@ -102,5 +102,6 @@ def test_two_sided_p_by_hand():
     assert _two_sided_p(diffs)[0] == pytest.approx(2 * (1 + 1) / 5)
     assert _two_sided_p(np.array([[0.5], [1.0], [2.0]]))[0] == pytest.approx(2 * 1 / 4)
     assert _two_sided_p(np.zeros((9, 2))).tolist() == [1.0, 1.0]  # capped at 1
-    per_column = _two_sided_p(np.array([[-1.0, 1.0], [-2.0, 2.0], [3.0, 3.0]]))
-    assert per_column.tolist() == pytest.approx([2 * 2 / 4, 2 * 1 / 4])
+    # per column: 4 below / 1 above zero, and 0 below / 5 above
+    per_column = _two_sided_p(np.array([[-1.0, 1], [-2, 1], [-3, 1], [-4, 1], [1, 1]]))
+    assert per_column.tolist() == pytest.approx([2 * 2 / 6, 2 * 1 / 6])
