@@ -105,3 +105,15 @@ def test_two_sided_p_by_hand():
     # per column: 4 below / 1 above zero, and 0 below / 5 above
     per_column = _two_sided_p(np.array([[-1.0, 1], [-2, 1], [-3, 1], [-4, 1], [1, 1]]))
     assert per_column.tolist() == pytest.approx([2 * 2 / 6, 2 * 1 / 6])
+
+
+def test_shape_mistakes_name_the_shapes():
+    labels = np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"scores must be \[N, K\] or \[seeds, N, K\], got shape \(4,\)"):
+        per_class_auc(np.zeros(4), labels)
+    with pytest.raises(ValueError, match="^5 scored images but 4 labels$"):
+        per_class_auc(np.zeros((5, 2)), labels)
+    with pytest.raises(
+        Exception, match=r"need positive and negative images in the evaluated split \(prepare"
+    ):
+        per_class_auc(np.zeros((4, 3)), labels)
