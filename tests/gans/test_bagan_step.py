@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from cxraug.core.runtime import pick_precision
+from cxraug.gans.bagan.losses import accuracy
 from cxraug.gans.bagan.steps import gan_step
 
 # two latents, classes 0 and 1 of K = 2 (D has K + 1 = 3 outputs)
@@ -51,6 +52,14 @@ def test_generator_loss_is_the_cross_entropy_against_each_latents_own_class():
     assert math.isclose(float(out["g_loss"]), ((lse0 - 2.0) + (lse1 + 1.0)) / 2, rel_tol=1e-6)
     # D: the real image [1, 0] against its label 1, the generated one (latent 0, logits W[0]) against 2
     assert math.isclose(float(out["d_loss"]), ((lse0 - 0.0) + (lse0 - 1.0)) / 2, rel_tol=1e-6)
+    # D calls the real image class 0 (not its 1) and the generated one class 0 (not "generated")
+    assert float(out["d_acc_real"]) == 0.0 and float(out["d_acc_fake"]) == 0.0
+
+
+def test_accuracy_is_the_share_of_rows_whose_largest_logit_is_the_target():
+    logits = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 3.0], [1.0, 0.0, 0.0]])
+    assert float(accuracy(logits, torch.tensor([1, 0, 2, 2]))) == 0.75
+    assert float(accuracy(logits, 2)) == 0.5
 
 
 def test_a_generator_step_raises_ds_belief_in_each_latents_class():
