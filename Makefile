@@ -87,7 +87,7 @@ tune-ui: setup  ## optuna-dashboard for the studies in STORAGE on http://127.0.0
 NPROC ?= 2
 STAGE ?= train-bagan
 
-.PHONY: bench bench-smoke bench-scale train-ddp gpu-check
+.PHONY: bench bench-smoke bench-scale train-ddp gpu-check mutation
 
 bench: setup  ## every training loop vs bare loop, matmul peak and dcgan-style loop -> benchmarks/results/
 	$(BIN)/cxraug bench all
@@ -103,3 +103,7 @@ train-ddp: setup  ## one stage in NPROC processes: make train-ddp STAGE=train-ba
 
 gpu-check: setup  ## the CUDA check (bench on CUDA, NCCL, CUDA tests) -> $(OUT) (default gpu-check/)
 	bash scripts/gpu_check.sh
+
+GROUPS ?=
+mutation: setup  ## mutmut kill rates of the modules behind reported numbers (GROUPS=auc ...; docs/testing.md), not in CI
+	nice -n 10 $(BIN)/python scripts/mutation.py $(GROUPS) --out .mutation/summary.md

@@ -101,7 +101,11 @@ def test_official_split_puts_exactly_the_test_list_in_test(demo_raw, tmp_path, t
     _, out, metrics = _run(demo_raw, tmp_path, use_official_split=True)
     official_test = set((demo_raw / "test_list.txt").read_text().split())
     splits = _all_splits(out)
-    assert set(splits["test"].image_index) <= official_test
+    # exactly: every single-label image of the chosen classes on the official list, and nothing else
+    meta = pd.read_csv(demo_raw / "Data_Entry_2017.csv")
+    eligible = set(meta.loc[meta["Finding Labels"].isin(CLASSES), "Image Index"])
+    assert set(splits["test"].image_index) == official_test & eligible
+    assert len(official_test & eligible) > 0
     assert not (set(splits["train"].image_index) | set(splits["val"].image_index)) & official_test
     assert "nih-official-test" in metrics.read_text()
 

@@ -13,14 +13,17 @@ def layers(model, kind):
     return [m for m in model.features if isinstance(m, kind)]
 
 
-@pytest.mark.parametrize("width", [1.0, 1 / 16])
-def test_thin_vgg_keeps_vgg16_depth(width):
+# VGG16's 13 conv widths (Simonyan & Zisserman, configuration D), and the same net at 1/16 width
+VGG16_CHANNELS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+THIN_CHANNELS = [4, 4, 8, 8, 16, 16, 16, 32, 32, 32, 32, 32, 32]
+
+
+@pytest.mark.parametrize(("width", "channels"), [(1.0, VGG16_CHANNELS), (1 / 16, THIN_CHANNELS)])
+def test_thin_vgg_keeps_vgg16_depth(width, channels):
     model = VGG16(5, width=width)
     convs = layers(model, nn.Conv2d)
     assert len(convs) == 13 and len(layers(model, nn.MaxPool2d)) == 5
-    assert [c.out_channels for c in convs] == [
-        max(1, round(c * width)) for c in (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
-    ]
+    assert [c.out_channels for c in convs] == channels
     assert convs[0].in_channels == 1
 
 

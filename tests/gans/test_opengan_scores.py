@@ -1,0 +1,99 @@
+"""OpenGAN's adversarial losses by hand on two samples, and the candidate score synthesize thresholds:
+realness sigmoid(D(x, e)) times the embedder's prototype agreement, recomputed from the drawn images."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cxraug.gans import registry
+from cxraug.gans.opengan.conditioning import ExemplarConditioning
+from cxraug.gans.opengan.proposer import OpenganProposer
+
+try:  # the losses' module since issue 14; nets.py before
+    from cxraug.gans.opengan.losses import discriminator_loss, generator_loss
+except ImportError:
+    from cxraug.gans.opengan.nets import discriminator_loss, generator_loss
+
+REAL, FAKE = torch.tensor([0.5, 2.0]), torch.tensor([-0.25, 1.5])
+
+
+def test_hinge_losses_by_hand():
+    # D: mean(max(0, 1 - real)) + mean(max(0, 1 + fake)) = (0.5 + 0) / 2 + (0.75 + 2.5) / 2
+    assert float(discriminator_loss(REAL, FAKE, "hinge")) == pytest.approx(0.25 + 1.625)
+    assert float(generator_loss(FAKE, "hinge")) == pytest.approx(-(-0.25 + 1.5) / 2)
+    # D's gradient pushes fakes' scores DOWN and (within the margin) reals' UP
+    real, fake = REAL.clone().requires_grad_(), FAKE.clone().requires_grad_()
+    discriminator_loss(real, fake, "hinge").backward()
+    assert fake.grad.tolist() == [0.5, 0.5] and real.grad.tolist() == [-0.5, 0.0]
+
+
+def test_nonsaturating_losses_by_hand():
+    sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    d = (sp(-0.5) + sp(-2.0)) / 2 + (sp(-0.25) + sp(1.5)) / 2
+    assert float(discriminator_loss(REAL, FAKE, "nonsaturating")) == pytest.approx(d)
+    assert float(generator_loss(FAKE, "nonsaturating")) == pytest.approx((sp(0.25) + sp(-1.5)) / 2)
+
+
+class StubGenerator(nn.Module):
+    latent_dim = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.z, self.e = nn.Linear(3, 64), nn.Linear(4, 64)
+
+    def forward(self, z, e):
+        return torch.tanh(self.z(z) + self.e(e)).view(-1, 1, 8, 8)
+
+
+class StubDiscriminator(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.x, self.e = nn.Linear(64, 4), nn.Linear(4, 4)
+
+    def forward(self, x, e):
+        return (self.x(x.flatten(1)) * self.e(e)).sum(1)
+
+
+class StubEmbedder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.x = nn.Linear(64, 4)
+
+    def forward(self, x):
+        return F.normalize(self.x(x.flatten(1)), dim=1)
+
+
+def test_candidate_score_is_realness_times_prototype_agreement():
+    torch.manual_seed(0)
+    g, d, f = StubGenerator(), StubDiscriminator(), StubEmbedder()
+    banks = [F.normalize(torch.randn(5, 4), dim=1) for _ in range(3)]
+    prototypes = torch.stack([F.normalize(b.mean(0), dim=0) for b in banks])
+    proposer = OpenganProposer(
+        classes=("A", "B", "C"),
+        generator=g,
+        discriminator=d,
+        embedder=f,
+        conditionings=[ExemplarConditioning(b) for b in banks],
+        prototypes=prototypes,
+        targets=[0, 1, 2],
+        temperature=0.2,
+    )
+    assert isinstance(proposer, registry.Proposer)  # what synthesize relies on, on the real class
+    images, scores = proposer.propose(1, 6, torch.Generator().manual_seed(4))
+    assert images.dtype == torch.uint8 and images.shape == (6, 8, 8)
+
+    rng = torch.Generator().manual_seed(4)  # replay the draws: e from class 1's bank, then z
+    e = banks[1][torch.randint(5, (6,), generator=rng)]
+    z = torch.randn(6, 3, generator=rng)
+    with torch.no_grad():
+        x = g(z, e)
+        realness = torch.sigmoid(d(x, e))
+        cos = F.cosine_similarity(f(x)[:, None], prototypes[None], dim=-1)
+        agreement = (cos / 0.2).softmax(1)[:, 1]
+    torch.testing.assert_close(scores, realness * agreement)
+    assert not torch.allclose(realness, torch.ones(6), atol=0.05)  # the factor matters on this fixture
