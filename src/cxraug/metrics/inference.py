@@ -26,8 +26,8 @@ only (its `se_runs` is 0 and `n_units` says why).
 
 Run level, `run_level="t"` (default). With 3 runs, resampling runs underestimates their variance by (R-1)/R
 and uses normal-like quantiles where the estimated run variance has only R-1 degrees of freedom: the plain
-two-level bootstrap rejects a true null far more often than its level (tests/metrics/test_inference.py
-measures it). So each draw is
+two-level bootstrap rejected a true null in 14% of simulated studies at nominal 5%
+(tests/metrics/test_inference.py). So each draw is
 
     estimate + (patient-bootstrap deviation + run-level deviation) * sqrt(nu / chi2_nu),
 
@@ -44,7 +44,8 @@ two-level bootstrap (units, then runs within units, with replacement), kept for 
 
 Intervals are equal-tailed percentile intervals of the draws, with the order-statistic rule of
 `percentile_interval`; `percentile_p_value` is the smallest alpha at which that interval excludes 0, so
-"p < alpha" and "the (1 - alpha) interval excludes 0" are the same statement, ties and zeros included.
+"p < alpha" and "the (1 - alpha) interval excludes 0" are the same statement, ties and zeros included
+(both, and `adjust` for a table's p-values, live in metrics/significance.py and are re-exported here).
 """
 
 from __future__ import annotations
@@ -53,69 +54,23 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from statsmodels.stats.multitest import multipletests
 
 from cxraug.core.errors import CxraugError
 from cxraug.metrics.auc import patient_weights, weighted_auc
+from cxraug.metrics.significance import adjust, alpha_of, percentile_interval, percentile_p_value
+
+__all__ = [
+    "AucComparison",
+    "AucInterval",
+    "adjust",
+    "percentile_interval",
+    "percentile_p_value",
+    "two_level_comparison",
+    "two_level_interval",
+]
 
 RunLevel = Literal["t", "resample"]
-ADJUST_METHODS = ("holm", "fdr_bh")
 _BATCH = 250  # patient resamples scored at once (memory: batch x images weights)
-
-
-def _tail_share(count, n_draws: int):
-    """2 count / B: the one expression that both the interval's order statistic and the p-value use."""
-    return 2 * count / n_draws
-
-
-def alpha_of(level: float) -> float:
-    """1 - level, rounded to 12 decimals: level 0.95 means alpha = 0.05 exactly (1 - 0.95 is 0.05 + 4e-17
-    in floating point), the alpha a reader compares p with."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    return round(1.0 - level, 12)
-
-
-def percentile_interval(draws: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Equal-tailed (1 - alpha) percentile interval of draws [B, ...] (no NaN) along axis 0: the j-th
-    smallest and the j-th largest draw, j = #{i in 0..B : 2i/B < alpha} (= ceil(alpha B / 2))."""
-    draws = np.sort(np.asarray(draws, dtype=np.float64), axis=0)
-    n = len(draws)
-    if n == 0 or not 0 < alpha < 1:
-        raise ValueError(f"need draws and 0 < alpha < 1, got {n} draws and alpha {alpha}")
-    j = int(np.count_nonzero(_tail_share(np.arange(n + 1), n) < alpha))
-    return draws[j - 1], draws[n - j]
-
-
-def percentile_p_value(draws: np.ndarray) -> np.ndarray:
-    """Two-sided p for "the quantity is 0" from draws [B, ...]: the smallest alpha at which
-    `percentile_interval(draws, alpha)` excludes 0, min(1, 2 min(#{<= 0}, #{>= 0}) / B). The interval
-    excludes 0 exactly when p < alpha. Draws equal to 0 count on both sides (identical variants: p = 1);
-    p = 0 means no draw on the far side of 0, i.e. p < 2/B."""
-    draws = np.asarray(draws, dtype=np.float64)
-    smaller_side = np.minimum((draws <= 0).sum(0), (draws >= 0).sum(0))
-    return np.minimum(1.0, _tail_share(smaller_side, len(draws)))
-
-
-def adjust(p_values, method: str = "holm") -> np.ndarray:
-    """Adjusted p-values for one family (every entry of p_values, any shape), same shape; NaN (an undefined
-    AUC) passes through and is not counted in the family.
-
-    Holm is the default: a report table is a fixed family of pre-planned comparisons, and a reader takes each
-    marked cell as a claim of its own; Holm keeps the chance of ANY false mark in the table at alpha, under
-    any dependence between cells (they share test images and baseline runs), and is uniformly more powerful
-    than Bonferroni. "fdr_bh" (Benjamini-Hochberg) bounds the expected share of false marks instead: more
-    power for screening a large table, and valid for the positively dependent comparisons typical here."""
-    if method not in ADJUST_METHODS:
-        raise ValueError(f"method must be one of {ADJUST_METHODS}, got {method!r}")
-    p = np.asarray(p_values, dtype=np.float64)
-    defined = ~np.isnan(p)
-    if np.any((p[defined] < 0) | (p[defined] > 1)):
-        raise ValueError("p-values must lie in [0, 1] (or be NaN)")
-    out = np.full(p.shape, np.nan)
-    if defined.any():
-        out[defined] = multipletests(p[defined], method=method)[1]
-    return out
 
 
 @dataclass(frozen=True)
@@ -268,6 +223,11 @@ def _two_level(arms, labels, patient_ids, n_boot, level, run_level, seed) -> _Co
     estimate = sum(a.sign * f.mean(0) for a, f in zip(arms, full, strict=True))
     tables = _patient_tables(arms, labels, patient_ids, n_boot, rng)
     defined = ~np.any([np.isnan(t).any((1, 2)) for t in tables], axis=0)
+    if defined.sum() < 2:
+        raise CxraugError(
+            f"{defined.sum()} of {n_boot} patient resamples have positives and negatives of every class: "
+            "too few patients with a finding for a patient bootstrap"
+        )
     tables = [t[defined] for t in tables]
     patient_dev = sum(a.sign * t.mean(1) for a, t in zip(arms, tables, strict=True)) - estimate
     patient_var = patient_dev.var(0, ddof=1) if len(patient_dev) > 1 else np.zeros_like(estimate)
