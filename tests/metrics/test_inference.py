@@ -23,7 +23,7 @@ def scored(n, n_classes=4, signal=1.0, seed=0):
     return logits, labels
 
 
-def runs_of(scores, labels, n_runs, spread, seed):
+def runs_of(scores, n_runs, spread, seed):
     """n_runs score sets: `scores` plus per-run noise of SD `spread` (each run a different model)."""
     rng = np.random.default_rng(seed)
     return scores + spread * rng.normal(size=(n_runs, *scores.shape))
@@ -89,7 +89,7 @@ def test_p_and_interval_agree_in_comparisons():
     for seed in range(5):
         weak, labels = scored(150, signal=0.8, seed=seed)
         strong = weak + np.random.default_rng(seed).normal(0.02, 0.3, weak.shape) * np.eye(4)[labels]
-        a, b = runs_of(strong, labels, 3, 0.3, seed), runs_of(weak, labels, 3, 0.3, seed + 50)
+        a, b = runs_of(strong, 3, 0.3, seed), runs_of(weak, 3, 0.3, seed + 50)
         c = two_level_comparison(a, b, labels, np.arange(150) // 3, n_boot=300, seed=seed)
         np.testing.assert_array_equal(c.p_value < 0.05, excludes_zero(c.lo, c.hi))
         assert (c.macro_p_value < 0.05) == bool(excludes_zero(c.macro_lo, c.macro_hi))
@@ -100,7 +100,7 @@ def test_p_and_interval_agree_in_comparisons():
 
 def test_point_estimate_is_the_mean_of_the_runs_aucs_not_the_auc_of_their_mean():
     scores, labels = scored(300, seed=2)
-    runs = runs_of(scores, labels, 3, 1.0, seed=3)
+    runs = runs_of(scores, 3, 1.0, seed=3)
     r = two_level_interval(runs, labels, np.arange(300), n_boot=50)
     per_run = np.stack([per_class_auc(s, labels) for s in runs])
     np.testing.assert_allclose(r.estimate, per_run.mean(0), atol=1e-12)
@@ -142,7 +142,7 @@ def test_nested_replicates_are_clustered_by_generator_seed():
     narrower."""
     scores, labels = scored(300, seed=9)
     patients = np.arange(300) // 3
-    per_generator = runs_of(scores, labels, 3, 0.8, 10)
+    per_generator = runs_of(scores, 3, 0.8, 10)
     nested = np.repeat(per_generator[:, None], 2, axis=1)  # [G=3, C=2, N, K]
     three = two_level_interval(per_generator, labels, patients, n_boot=400, seed=1)
     for run_level in ("t", "resample"):
@@ -166,7 +166,7 @@ def test_a_variant_against_itself_differs_by_zero_with_p_near_1(run_level):
     """Taken as two independently trained variants, the same runs differ by exactly 0, and the draws (run
     spread included) lie symmetrically about 0."""
     scores, labels = scored(200, seed=11)
-    runs = runs_of(scores, labels, 3, 0.5, 12)
+    runs = runs_of(scores, 3, 0.5, 12)
     c = two_level_comparison(runs, runs.copy(), labels, np.arange(200) // 2, n_boot=300, run_level=run_level)
     np.testing.assert_array_equal(np.r_[c.difference, c.macro_difference], 0)
     assert np.all(c.p_value >= 0.8) and c.macro_p_value >= 0.8
@@ -176,7 +176,7 @@ def test_a_variant_against_itself_differs_by_zero_with_p_near_1(run_level):
 def test_variant_against_itself_with_paired_runs_is_zero_in_every_draw():
     """Runs shared by both variants are drawn once for both: the difference is exactly 0 in every draw."""
     scores, labels = scored(200, seed=11)
-    runs = runs_of(scores, labels, 3, 0.5, 12)
+    runs = runs_of(scores, 3, 0.5, 12)
     for run_level in ("t", "resample"):
         c = two_level_comparison(
             runs, runs.copy(), labels, np.arange(200) // 2, paired_runs=True, n_boot=300, run_level=run_level
@@ -199,7 +199,7 @@ def test_both_variants_get_the_same_patient_resample():
 def test_pairing_patients_narrows_the_interval_of_correlated_variants():
     scores, labels = scored(400, seed=14)
     patients = np.arange(400) // 2
-    a, b = runs_of(scores, labels, 3, 0.3, 15), runs_of(scores, labels, 3, 0.3, 16)
+    a, b = runs_of(scores, 3, 0.3, 15), runs_of(scores, 3, 0.3, 16)
     c = two_level_comparison(a, b, labels, patients, n_boot=500)
     ia, ib = (two_level_interval(x, labels, patients, n_boot=500) for x in (a, b))
     unpaired_width = np.hypot(ia.hi - ia.lo, ib.hi - ib.lo)
@@ -211,7 +211,7 @@ def test_shared_training_units_cancel_and_independent_ones_do_not():
     """b's runs are a's runs, slightly perturbed (two classifiers per shared generator seed): pairing the
     runs removes the run-to-run spread from the difference; treating them as independent keeps it."""
     scores, labels = scored(300, seed=17)
-    a = runs_of(scores, labels, 3, 0.8, 18)
+    a = runs_of(scores, 3, 0.8, 18)
     b = a + 0.05 * np.random.default_rng(19).normal(size=a.shape)
     patients = np.arange(300) // 3
     paired = two_level_comparison(a, b, labels, patients, paired_runs=True, n_boot=400)
@@ -224,7 +224,7 @@ def test_shared_training_units_cancel_and_independent_ones_do_not():
 
 def test_deterministic_given_the_seed_and_checks_inputs():
     scores, labels = scored(200, seed=20)
-    runs = runs_of(scores, labels, 3, 0.5, 21)
+    runs = runs_of(scores, 3, 0.5, 21)
     first = two_level_comparison(runs, runs[::-1] + 0.1, labels, np.arange(200), n_boot=200, seed=3)
     again = two_level_comparison(runs, runs[::-1] + 0.1, labels, np.arange(200), n_boot=200, seed=3)
     np.testing.assert_array_equal(first.lo, again.lo)
