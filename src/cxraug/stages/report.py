@@ -23,6 +23,7 @@ from cxraug.data.datasets import load_split
 from cxraug.report.compare import compare_to_baseline
 from cxraug.report.figures import write_figures
 from cxraug.report.gan import gan_section, read_gan_metrics
+from cxraug.report.generators import generators_section
 from cxraug.report.inputs import (
     BASELINE,
     Inputs,
@@ -79,6 +80,7 @@ def make_report(
     markdown = render_markdown(
         n_per_class, metrics, comparisons, classes, synthetic, notes, figures, test, out_dir, gan_parts
     )
+    markdown += "\n" + generators_section(inputs.synthetic, synthetic, inputs.prepared, classes)
     atomic_write_text(out_dir / "results.md", markdown)
     compare = {
         "baseline": BASELINE,

@@ -45,6 +45,15 @@ class TrainBaganParams(Section):
         description="added to each class covariance's diagonal, times its mean variance: keeps it "
         "positive definite when a class has fewer images than latent_dim",
     )
+    cov_estimator: Literal["sample", "ledoit_wolf", "oas", "diagonal"] = Field(
+        "sample",
+        description="class covariance: sample (numpy), ledoit_wolf / oas (sklearn.covariance shrinkage), "
+        "diagonal (per-dimension variances); see docs/bagan.md for what each measured on the digits",
+    )
+    d_class_weight: Literal["none", "balanced"] = Field(
+        "none",
+        description="D's cross-entropy: none (BAGAN), or balanced (real class c weighted mean(n)/n_c)",
+    )
     grid_per_class: int = Field(8, ge=1, le=64, description="fixed latents per class in the sample grids")
     log_every: int = Field(10, ge=1, description="log step metrics (means over the window) every N steps")
     checkpoint_every: int = Field(1000, ge=1, description="save a resumable checkpoint every N steps")
