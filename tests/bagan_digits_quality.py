@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--ridge", type=float, default=None)
     ap.add_argument("--sampling", default="uniform", choices=["uniform", "rebalance"])
     ap.add_argument("--d-weight", default="none", choices=["none", "balanced"])
+    ap.add_argument("--lr-d", type=float, default=None)
     ap.add_argument("--latent-dim", type=int, default=100)
     ap.add_argument("--width", type=int, default=16, help="g_base = d_base")
     ap.add_argument("--batch", type=int, default=32)
@@ -75,6 +76,8 @@ def main() -> None:
         "device": "cpu",
         "checkpoint_every": 100_000,
     }
+    if args.lr_d is not None:
+        overrides["lr_d"] = args.lr_d
     if args.ridge is not None:
         overrides["cov_ridge"] = args.ridge
     params = defaults.model_copy(update=overrides)

@@ -26,11 +26,16 @@ def discriminator_loss(
 ) -> torch.Tensor:
     """Cross-entropy over the K+1 outputs of one batch of real and generated images together: each real
     image against its class, each generated image against class K ("generated"). `class_weights` [K+1]
-    (optional) weight each target's terms; the result is their weighted mean (torch's convention)."""
+    (optional) multiply each image's term, and the result stays a mean over images: a sum over rows, so
+    the shards of a torchrun batch add up to the whole batch's loss (torch's `weight=` divides by the
+    batch's summed weights, which no rank knows). Balanced weights average ~1 over a batch anyway."""
     targets_fake = torch.full((len(logits_fake),), fake_class(logits_fake), device=labels.device)
     logits = torch.cat([logits_real, logits_fake]).float()
-    weight = None if class_weights is None else class_weights.to(logits.device, torch.float32)
-    return F.cross_entropy(logits, torch.cat([labels, targets_fake]), weight=weight)
+    targets = torch.cat([labels, targets_fake])
+    if class_weights is None:
+        return F.cross_entropy(logits, targets)
+    per_image = F.cross_entropy(logits, targets, reduction="none")
+    return (class_weights.to(logits.device, torch.float32)[targets] * per_image).mean()
 
 
 def balanced_class_weights(counts: torch.Tensor) -> torch.Tensor:
