@@ -121,8 +121,8 @@ def judged(images: dict[str, np.ndarray], digits) -> dict[str, dict]:
 def test_bagan_digits_gate_recall_short_of_target_on_zero_and_four(tmp_path):
     """Digits 0-4, four cut to 40 images (28 training), BAGAN with the defaults measured best (lr_d 5e-4,
     d_class_weight balanced), 240 GAN steps, filtered at D >= 0.5. Measured through this test: read as
-    intended 1.00/.995/1.00/1.00/1.00, P .97/.67/.79/.88/.69, R .20/.64/.57/.44/.22 (2.6 min wall on a
-    shared machine): reading and precision meet the gate, recall of zero and four does not (0.3)."""
+    intended 1.00/.995/1.00/1.00/1.00, P .97/.67/.77/.86/.68, R .17/.62/.59/.44/.18 (110 s wall, 1
+    thread): reading and precision meet the gate, recall of zero and four does not (0.3)."""
     params = project(tmp_path, range(5), rare=4, train_bagan=BAGAN)
     cli(
         tmp_path,
@@ -159,7 +159,7 @@ def test_bagan_digits_gate_recall_short_of_target_on_zero_and_four(tmp_path):
         assert r["precision"] >= 0.5, (digit, r)
     for digit in ("one", "two", "three"):
         assert report[digit]["recall"] >= 0.3, (digit, report[digit])
-    assert min(r["recall"] for r in report.values()) >= 0.12  # what it reaches (0.20), with margin
+    assert min(r["recall"] for r in report.values()) >= 0.12  # what it reaches (0.17), with margin
 
 
 def _opengan(tmp: Path, digits, rare, excluded: list[str]) -> Path:
