@@ -24,6 +24,7 @@ from cxraug.report.compare import compare_to_baseline
 from cxraug.report.external import external_section, read_external_metrics
 from cxraug.report.figures import write_figures
 from cxraug.report.gan import blind_generators, blind_warning, gan_section, read_gan_metrics
+from cxraug.report.generators import generators_section
 from cxraug.report.inputs import (
     BASELINE,
     Inputs,
@@ -92,6 +93,7 @@ def make_report(
         gan_warning=blind_warning(gan_found),
         blind=frozenset(blind_generators(gan_found)),
     )
+    markdown += "\n" + generators_section(inputs.synthetic, synthetic, inputs.prepared, classes)
     atomic_write_text(out_dir / "results.md", markdown)
     compare = {
         "baseline": BASELINE,

@@ -39,7 +39,7 @@ from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
 from cxraug.gans import registry
 from cxraug.gans.registry import Proposer
 from cxraug.synthesis.draw import ClassDraw, SynthesizeResult, near_copy_filter, synthesize
-from cxraug.synthesis.files import read_exemplars, write_synthetic
+from cxraug.synthesis.files import read_exemplars, write_provenance, write_synthetic
 from cxraug.synthesis.tracking import log_to_mlflow, training_run_id
 
 
@@ -143,6 +143,7 @@ def _run(
         )
     result = SynthesizeResult(draws, time.perf_counter() - start, Path(out_dir))
     write_synthetic(draws, Path(out_dir))
+    write_provenance(Path(out_dir), model_dir, threshold, gan not in params.filter.unfiltered)
     result.run_id = log_to_mlflow(result, params, stage, gan, model_dir, gan_run, precision, extra_tags or {})
     if metrics_path is not None:
         atomic_write_json(

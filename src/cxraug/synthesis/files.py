@@ -6,6 +6,7 @@ Layout: <dir>/<class_slug>/<00000>.png (8-bit gray) and <dir>/index.csv with col
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 
 from cxraug.core.errors import CxraugError
-from cxraug.core.runtime import atomic_dir, progress, slug
+from cxraug.core.runtime import atomic_dir, atomic_write_json, progress, slug
 from cxraug.data.images import BadImage, load_gray
 from cxraug.synthesis.draw import ClassDraw
 
@@ -135,3 +136,22 @@ def read_exemplars(directory: Path, image_size: int) -> torch.Tensor:
             "%d of %d exemplar files were unreadable and skipped", len(files) - len(images), len(files)
         )
     return torch.from_numpy(np.stack(images))
+
+
+PROVENANCE_FILE = "provenance.json"
+
+
+def write_provenance(out_dir: Path, model_dir: Path, threshold: float, filtered: bool) -> dict:
+    """<out>/provenance.json: the trainer's recipe.json (generator, consistency term, ... ; {} for a model
+    written before it existed) and the filter these images passed, so that a report can say what made
+    them without reading the model directory."""
+    recipe_path = Path(model_dir) / "recipe.json"
+    recipe = json.loads(recipe_path.read_text()) if recipe_path.is_file() else {}
+    provenance = {**recipe, "filter": {"filtered": filtered, "threshold": threshold}}
+    atomic_write_json(Path(out_dir) / PROVENANCE_FILE, provenance)
+    return provenance
+
+
+def read_provenance(directory: Path) -> dict | None:
+    path = Path(directory) / PROVENANCE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

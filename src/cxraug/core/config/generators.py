@@ -26,7 +26,13 @@ class TrainBaganParams(Section):
     lr_ae: float = Field(1e-3, gt=0, le=1, description="Adam learning rate of the autoencoder")
     epochs: int = Field(100, ge=1, description="GAN epochs over the training split")
     lr_g: float = Field(5e-5, gt=0, le=1, description="Adam learning rate of the generator (BAGAN: 5e-5)")
-    lr_d: float = Field(5e-5, gt=0, le=1, description="Adam learning rate of the discriminator (BAGAN: 5e-5)")
+    lr_d: float = Field(
+        5e-4,
+        gt=0,
+        le=1,
+        description="Adam learning rate of the discriminator (BAGAN: 5e-5; 10x measured to keep G on the "
+        "image manifold, docs/bagan.md)",
+    )
     beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1 of all three optimizers (BAGAN: 0.5)")
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 of all three optimizers")
     batch_size: int = Field(64, ge=2, le=4096, description="real images per step")
@@ -44,6 +50,15 @@ class TrainBaganParams(Section):
         le=1,
         description="added to each class covariance's diagonal, times its mean variance: keeps it "
         "positive definite when a class has fewer images than latent_dim",
+    )
+    cov_estimator: Literal["sample", "ledoit_wolf", "oas", "diagonal"] = Field(
+        "sample",
+        description="class covariance: sample (numpy), ledoit_wolf / oas (sklearn.covariance shrinkage), "
+        "diagonal (per-dimension variances); see docs/bagan.md for what each measured on the digits",
+    )
+    d_class_weight: Literal["none", "balanced"] = Field(
+        "balanced",
+        description="D's cross-entropy: none (BAGAN), or balanced (real class c weighted mean(n)/n_c)",
     )
     grid_per_class: int = Field(8, ge=1, le=64, description="fixed latents per class in the sample grids")
     log_every: int = Field(10, ge=1, description="log step metrics (means over the window) every N steps")

@@ -49,12 +49,36 @@ class ClassGaussians:
             )
 
 
+COVARIANCE_ESTIMATORS = ("sample", "ledoit_wolf", "oas", "diagonal")
+
+
+def class_covariance(codes: np.ndarray, estimator: str) -> np.ndarray:
+    """One class's covariance from its codes [n, d]. 'sample': numpy's unbiased estimate (singular when
+    n <= d); 'ledoit_wolf' / 'oas': sklearn.covariance's shrinkage towards a scaled identity, with the
+    shrinkage chosen from the data (strong for few codes in many dimensions); 'diagonal': per-dimension
+    unbiased variances only."""
+    if estimator == "sample":
+        return np.cov(codes, rowvar=False)
+    if estimator == "diagonal":
+        return np.diag(codes.var(axis=0, ddof=1))
+    from sklearn.covariance import OAS, LedoitWolf
+
+    model = {"ledoit_wolf": LedoitWolf, "oas": OAS}.get(estimator)
+    if model is None:
+        raise CxraugError(f"unknown covariance estimator {estimator!r}; one of {COVARIANCE_ESTIMATORS}")
+    return model(assume_centered=False).fit(codes).covariance_
+
+
 def fit_class_gaussians(
-    latents: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], ridge: float
+    latents: np.ndarray,
+    labels: np.ndarray,
+    classes: tuple[str, ...],
+    ridge: float,
+    estimator: str = "sample",
 ) -> ClassGaussians:
-    """Mean and full covariance (numpy's unbiased estimate) of each class's codes. A class with fewer
-    images than latent dimensions has a singular covariance, so `ridge` times its mean variance is added
-    to the diagonal: the result is positive definite and the Gaussian stays where the data is."""
+    """Mean and covariance (see class_covariance) of each class's codes. A class with fewer images than
+    latent dimensions has a singular sample covariance, so `ridge` times its mean variance is added to
+    the diagonal: the result is positive definite and the Gaussian stays where the data is."""
     latents = np.asarray(latents, dtype=np.float64)
     labels = np.asarray(labels)
     means, covariances, counts, ridges = [], [], [], []
@@ -65,7 +89,7 @@ def fit_class_gaussians(
                 f"class '{name}' has {len(codes)} training image(s); BAGAN needs at least 2 per class to fit "
                 "its latent Gaussian (add images or remove the class from prepare.classes)"
             )
-        cov = np.cov(codes, rowvar=False)
+        cov = class_covariance(codes, estimator)
         added = ridge * max(float(np.trace(cov)) / cov.shape[0], 1e-8)
         means.append(codes.mean(axis=0))
         covariances.append(cov + added * np.eye(cov.shape[0]))

@@ -19,13 +19,30 @@ def fake_class(logits: torch.Tensor) -> int:
 
 
 def discriminator_loss(
-    logits_real: torch.Tensor, labels: torch.Tensor, logits_fake: torch.Tensor
+    logits_real: torch.Tensor,
+    labels: torch.Tensor,
+    logits_fake: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy over the K+1 outputs of one batch of real and generated images together: each real
-    image against its class, each generated image against class K ("generated")."""
+    image against its class, each generated image against class K ("generated"). `class_weights` [K+1]
+    (optional) multiply each image's term, and the result stays a mean over images: a sum over rows, so
+    the shards of a torchrun batch add up to the whole batch's loss (torch's `weight=` divides by the
+    batch's summed weights, which no rank knows). Balanced weights average ~1 over a batch anyway."""
     targets_fake = torch.full((len(logits_fake),), fake_class(logits_fake), device=labels.device)
     logits = torch.cat([logits_real, logits_fake]).float()
-    return F.cross_entropy(logits, torch.cat([labels, targets_fake]))
+    targets = torch.cat([labels, targets_fake])
+    if class_weights is None:
+        return F.cross_entropy(logits, targets)
+    per_image = F.cross_entropy(logits, targets, reduction="none")
+    return (class_weights.to(logits.device, torch.float32)[targets] * per_image).mean()
+
+
+def balanced_class_weights(counts: torch.Tensor) -> torch.Tensor:
+    """[K+1] weights for discriminator_loss: each real class c gets mean(count) / count_c (so every class
+    weighs as much in D's loss as an average one), "generated" gets 1."""
+    counts = counts.double().clamp(min=1)
+    return torch.cat([counts.mean() / counts, torch.ones(1, dtype=torch.float64)]).float()
 
 
 def generator_loss(logits_fake: torch.Tensor, sampled_classes: torch.Tensor) -> torch.Tensor:

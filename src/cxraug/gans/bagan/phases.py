@@ -20,7 +20,7 @@ from cxraug.core.stage import NO_HOOKS, EpochEnd, Hooks
 from cxraug.core.training import evaluating, phase_epoch_batches, slices
 from cxraug.data.datasets import Split, to_model_range, to_uint8
 from cxraug.gans.bagan.latent import ClassGaussians, LatentSampler, class_probabilities
-from cxraug.gans.bagan.losses import reconstruction_loss
+from cxraug.gans.bagan.losses import balanced_class_weights, reconstruction_loss
 from cxraug.gans.bagan.nets import BaganNets
 from cxraug.gans.bagan.proposer import BaganProposer
 from cxraug.gans.bagan.steps import autoencoder_step, fakes_per_step, gan_step
@@ -174,6 +174,9 @@ def train_gan(s: Session, gaussians: ClassGaussians, start_step: int, save: Save
     probs = class_probabilities(s.train.class_counts().cpu(), s.params.class_sampling)
     n_fake = fakes_per_step(s.params.batch_size, s.train.n_classes)
     fixed = fixed_latents(sampler, s.train.n_classes, s.params.grid_per_class, s.params.seed)
+    weights = None
+    if s.params.d_class_weight == "balanced":
+        weights = balanced_class_weights(s.train.class_counts().cpu())
 
     def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         classes = torch.multinomial(probs, n, replacement=True, generator=s.rng)
@@ -182,7 +185,9 @@ def train_gan(s: Session, gaussians: ClassGaussians, start_step: int, save: Save
     def step_fn(idx: torch.Tensor) -> dict[str, torch.Tensor]:
         real, labels = s.my_rows(idx)
         shard = s.ctx.shard
-        metrics = gan_step(g, d, opt_g, opt_d, real, labels, draw, n_fake, s.precision, shard, len(idx))
+        metrics = gan_step(
+            g, d, opt_g, opt_d, real, labels, draw, n_fake, s.precision, shard, len(idx), weights
+        )
         return {f"gan/{k}": v for k, v in metrics.items()}
 
     def end_of_epoch(epoch: int, step: int) -> None:

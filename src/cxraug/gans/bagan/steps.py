@@ -62,9 +62,10 @@ def gan_step(
     precision: Precision,
     shard: Shard = WHOLE,
     batch: int | None = None,
+    class_weights: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """One D update on `real` plus n_fake generated images, then one G update on len(real) + n_fake
-    generated images (BAGAN's batch sizes, see fakes_per_step).
+    generated images (BAGAN's batch sizes, see fakes_per_step); `class_weights`: see discriminator_loss.
 
     Under torchrun `real` and `labels` are this rank's rows of a global batch of `batch` images; every
     rank draws the global latents and keeps its rows, G and D are DDP-wrapped, and the returned values are
@@ -78,7 +79,7 @@ def gan_step(
     with precision.autocast():
         logits = discriminator(torch.cat([real, fake.to(real.dtype)])).float()
     logits_real, logits_fake = logits.split([len(real), len(fake)])
-    d_loss = discriminator_loss(logits_real, labels, logits_fake)
+    d_loss = discriminator_loss(logits_real, labels, logits_fake, class_weights)
     d_loss = shard.scale(d_loss, len(logits), batch + n_fake)
     d_loss.backward()
     opt_d.step()

@@ -145,7 +145,9 @@ def train_bagan(
             init_gan_from_autoencoder(nets, params.init_discriminator_from_encoder)
 
         latents = encode(s, s.train.images)  # every rank fits the same Gaussians (it draws latents too)
-        gaussians = fit_class_gaussians(latents, train.labels.numpy(), train.classes, params.cov_ridge)
+        gaussians = fit_class_gaussians(
+            latents, train.labels.numpy(), train.classes, params.cov_ridge, params.cov_estimator
+        )
         out_dir = Path(out_dir)
         if ctx.is_main:
             gaussians.save(out_dir / "class_gaussians.npz")
@@ -157,6 +159,7 @@ def train_bagan(
 
         if ctx.is_main:
             write_models(out_dir, nets, arch, train)
+            atomic_write_json(out_dir / RECIPE_FILE, recipe(params))
             title = f"BAGAN samples after {params.epochs} epochs (a row per class)"
             save_png(out_dir / "samples.png", sample_grid(s, gaussians), train.classes, title)
             tracker.outputs(out_dir)
@@ -257,6 +260,15 @@ def summarize(s: Session, run_id: str, rates: dict[str, float | None], seconds: 
         "train_images": dict(zip(s.train.classes, s.train.class_counts().tolist(), strict=True)),
         "mlflow_run_id": run_id,
     }
+
+
+RECIPE_FILE = "recipe.json"
+
+
+def recipe(params: TrainBaganParams) -> dict:
+    """The choices that shape BAGAN's classes (docs/bagan.md, "Rare class"), for the report's label."""
+    keys = ("cov_estimator", "cov_ridge", "class_sampling", "d_class_weight", "latent_dim")
+    return {"gan": "bagan", "generator": "dcgan", **params.model_dump(include=set(keys))}
 
 
 def write_models(out_dir: Path, nets: BaganNets, arch: Architecture, train: Split) -> None:

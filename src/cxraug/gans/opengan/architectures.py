@@ -61,3 +61,12 @@ def rebuild(saved: dict, role: str) -> nn.Module:
     module = table[arch](**saved["config"])
     module.load_state_dict(saved["state_dict"])
     return module
+
+
+RECIPE_FILE = "recipe.json"
+
+
+def recipe(params: TrainOpenganParams) -> dict:
+    """The choices that make this NewGAN what it is (issue 14's ablation axes)."""
+    keys = ("generator", "consistency", "consistency_weight", "loss", "projection", "lr_g", "lr_d", "beta1")
+    return {"gan": "opengan", **params.model_dump(include=set(keys))}

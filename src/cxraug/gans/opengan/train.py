@@ -37,7 +37,7 @@ from cxraug.core.stage import NO_HOOKS, EpochEnd, Hooks
 from cxraug.core.tracking import MetricBuffer, params_hash, stage_run
 from cxraug.core.training import StepLog, adam, epoch_batches, steps_per_epoch
 from cxraug.data.datasets import Split, load_split, to_model_range
-from cxraug.gans.opengan.architectures import build_nets
+from cxraug.gans.opengan.architectures import RECIPE_FILE, build_nets, recipe
 from cxraug.gans.opengan.conditioning import make_conditioning, prototype
 from cxraug.gans.opengan.embedder import Embedder, embed, load_embedder, read_embedder_file
 from cxraug.gans.opengan.losses import consistency_loss, discriminator_loss, generator_loss
@@ -181,6 +181,8 @@ def write_outputs(
         params.score_temperature,
     )
     atomic_write(out_dir / EMBEDDER_FILE, lambda tmp: shutil.copyfile(embedder_path, tmp))
+    # what produced these weights, for the report's column label (via synthesize's provenance.json)
+    atomic_write_json(out_dir / RECIPE_FILE, recipe(params))
     summary = {
         **summary,
         "samples": sample_quality(proposer, 64, params.seed),

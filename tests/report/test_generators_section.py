@@ -1,0 +1,51 @@
+"""The report's Generators section: provenance of each GAN column and the share read as intended."""
+
+import json
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from cxraug.core.config import TrainBaganParams, TrainOpenganParams
+from cxraug.gans.bagan.train import recipe as bagan_recipe
+from cxraug.gans.opengan.architectures import recipe as opengan_recipe
+from cxraug.report.generators import RealImageReader, class_specificity, describe
+from cxraug.synthesis.files import read_provenance, write_provenance
+
+
+def _images(rng, n, bright_top: bool) -> np.ndarray:
+    x = rng.integers(0, 60, (n, 32, 32)).astype(np.uint8)
+    x[:, :16] += 150 if bright_top else 0
+    x[:, 16:] += 0 if bright_top else 150
+    return x
+
+
+def test_share_read_as_intended_counts_the_readers_verdict_per_class(tmp_path):
+    rng = np.random.default_rng(0)
+    real = np.concatenate([_images(rng, 40, True), _images(rng, 40, False)])
+    reader = RealImageReader(real, np.repeat([0, 1], 40))
+    # class 0: 10 right; class 1: 4 right, 6 that show class 0
+    fakes = [(0, x) for x in _images(rng, 10, True)]
+    fakes += [(1, x) for x in _images(rng, 4, False)] + [(1, x) for x in _images(rng, 6, True)]
+    rows = []
+    for i, (label, x) in enumerate(fakes):
+        Image.fromarray(x, mode="L").save(tmp_path / f"{i:03d}.png")
+        rows.append((f"{i:03d}.png", "ab"[label], label, 1.0))
+    index = pd.DataFrame(rows, columns=["file", "class", "label", "score"])
+    shares = class_specificity(reader, tmp_path, index, ("a", "b"), per_class=200)
+    assert shares == {"a": 1.0, "b": 0.4, "overall": 14 / 20}
+    assert class_specificity(reader, tmp_path, index, ("a", "b"), per_class=5)["b"] == 0.8  # first 5
+
+
+def test_provenance_names_generator_consistency_and_filter(tmp_path):
+    model, out = tmp_path / "model", tmp_path / "out"
+    model.mkdir(), out.mkdir()
+    (model / "recipe.json").write_text(json.dumps(opengan_recipe(TrainOpenganParams())))
+    write_provenance(out, model, threshold=0.0, filtered=False)
+    text = describe(read_provenance(out))
+    assert text == "generator residual; consistency 0.01 x mse; unfiltered"
+    (model / "recipe.json").write_text(json.dumps(bagan_recipe(TrainBaganParams())))
+    write_provenance(out, model, threshold=0.5, filtered=True)
+    assert describe(read_provenance(out)).endswith("filter: score >= 0.5")
+    assert "class covariance" in describe(read_provenance(out))
+    assert describe(read_provenance(tmp_path)).startswith("unknown")  # no provenance.json: said so
