@@ -153,7 +153,7 @@ def test_stages_write_models_metrics_and_a_tracked_run_with_curves_and_grids(tra
     gan = json.loads((root / "train_opengan.json").read_text())
     assert gan["steps"] == 6 and gan["steps_per_second"] > 0
     assert set(gan["samples"]) == set(emb["val_per_class_knn_recall"])
-    assert {p.name for p in (root / "opengan").iterdir()} == {"opengan.pt", "embedder.pt"}
+    assert {p.name for p in (root / "opengan").iterdir()} == {"opengan.pt", "embedder.pt", "recipe.json"}
     assert not (root / "ckpt_g" / "state.pt").exists()  # the finished stage removes its checkpoint
 
     client = mlflow.MlflowClient()
