@@ -168,7 +168,7 @@ def test_stages_write_models_metrics_and_a_tracked_run_with_curves_and_grids(tra
     finals = [p for p in images if "samples~by_class~final+step+" in p and p.endswith(".png")]
     assert len(finals) == 1 and "+step+2+" in finals[0]  # one step: MLflow's card opens on the last epoch
     model_files = {a.path for a in client.list_artifacts(run.info.run_id, "opengan")}
-    assert model_files == {"opengan/opengan.pt", "opengan/embedder.pt"}
+    assert model_files == {"opengan/opengan.pt", "opengan/embedder.pt", "opengan/recipe.json"}
     emb_run = client.get_run(emb["mlflow_run_id"])
     assert "val_knn_accuracy" in emb_run.data.metrics
     assert "embedding_pca.png" in {a.path for a in client.list_artifacts(emb_run.info.run_id)}
