@@ -36,6 +36,8 @@ def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> Stag
     summary = (
         f"trained BAGAN ({m['ae_steps']} autoencoder + {m['gan_steps']} GAN steps, {m['precision']}"
         f"{', ' + rates if rates else ''}) in {m['seconds']:.0f}s; D on val: "
-        f"{m['val_d_acc_real']:.1%} correct class, {m['val_real_taken_as_fake']:.1%} taken as generated"
+        f"{m['val_d_acc_real']:.1%} correct class, {m['val_real_taken_as_fake']:.1%} taken as generated, "
+        f"balanced accuracy {m['d_val_balanced_accuracy']:.1%}, per-class AUC "
+        + ", ".join(f"{c} {a:.2f}" for c, a in m["d_val_auc"].items())
     )
     return StageResult(STAGE, summary, (paths.out, paths.metrics), result.run_id, m, result)
