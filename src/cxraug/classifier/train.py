@@ -70,6 +70,15 @@ class TrainedClassifier:
     images_seen: int = 0
 
 
+def network_label(params: ClassifyParams) -> str:
+    """The network as configured, for table headers: "VGG16-BN, pooled head", "VGG16, classic head",
+    with the width when it is not VGG16's own ("VGG16-BN x1/16, pooled head")."""
+    name = "VGG16-BN" if params.norm == "batch" else "VGG16"
+    if params.width != 1:
+        name += f" x1/{1 / params.width:g}" if params.width < 1 else f" x{params.width:g}"
+    return f"{name}, {params.head} head"
+
+
 def rounds(params: ClassifyParams) -> int:
     """Evaluation rounds of the budget: epochs, or ceil(steps / eval_every)."""
     return params.epochs if params.budget == "epochs" else -(-params.steps // params.eval_every)

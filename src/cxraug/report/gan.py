@@ -1,4 +1,4 @@
-"""The report's GAN section: per GAN, a table of metrics/gan/<gan>.json's figures (fidelity per feature
+"""The report's GAN section: per GAN replicate, a table of metrics/gan/<gan>/seed<k>.json's figures (fidelity per feature
 space, classification accuracy score, near-copy shares), named by the feature space they were computed
 in; a missing GAN or figure is a "—". And a precision/recall figure per feature space."""
 
@@ -11,25 +11,28 @@ from matplotlib.figure import Figure
 
 from cxraug.core.config import GAN_EXTRACTORS
 from cxraug.core.errors import CxraugError
+from cxraug.gans import registry
 
-GANS = ("bagan", "opengan")
+GANS = registry.names()
 OVERALL = "overall (real class mix)"
 MACRO = "macro AUC"
 
 
 def read_gan_metrics(directory: Path | None) -> dict[str, dict]:
-    """metrics/gan/<gan>.json of every GAN that has one."""
+    """metrics/gan/<gan>/seed<k>.json of every GAN replicate that has one, keyed "<gan>" for the first
+    replicate found and "<gan> seed<k>" for the others (each replicate is a row)."""
     found = {}
     for gan in GANS:
-        path = Path(directory) / f"{gan}.json" if directory is not None else None
-        if path is not None and path.is_file():
+        replicates = sorted((Path(directory) / gan).glob("seed*.json")) if directory is not None else []
+        for i, path in enumerate(replicates):
+            key = gan if i == 0 else f"{gan} {path.stem}"
             try:
-                found[gan] = json.loads(path.read_text())
-                if not isinstance(found[gan]["fidelity"]["per_class"], dict):
+                found[key] = json.loads(path.read_text())
+                if not isinstance(found[key]["fidelity"]["per_class"], dict):
                     raise TypeError("fidelity.per_class is not a mapping")
             except (ValueError, KeyError, TypeError) as e:
                 raise CxraugError(
-                    f"{path}: not a gan_metrics file ({e}); rerun `dvc repro gan_metrics@{gan}`"
+                    f"{path}: not a gan_metrics file ({e}); rerun `dvc repro gan_metrics@{gan}-{path.stem[4:]}`"
                 ) from None
     return found
 
@@ -125,13 +128,14 @@ def gan_section(
         "",
     ]
     notes = []
-    for gan in GANS:
+    for gan in [*found, *(g for g in GANS if g not in found)]:  # every replicate evaluated, then the missing
         metrics = found.get(gan)
-        parts += [f"### {gan}", "", gan_table(metrics, classes, columns, audit_space), ""]
+        seed = f"seed{metrics['generator_seed']}" if metrics and "generator_seed" in metrics else ""
+        parts += [f"### {gan} {seed if ' ' not in gan else ''}".rstrip(), "", gan_table(metrics, classes, columns, audit_space), ""]
         if metrics is None:
             notes.append(
-                f"`{gan}` GAN metrics: {directory}/{gan}.json not found, shown as —; "
-                f"run `dvc repro gan_metrics@{gan}`"
+                f"`{gan}` GAN metrics: {directory}/{gan}/seed<k>.json not found, shown as —; "
+                f"run `dvc repro gan_metrics`"
             )
             continue
         parts += [cas_sentence(metrics), ""]

@@ -63,8 +63,9 @@ class Paths:
     classifier: Path = layout.CLASSIFIERS / "baseline.pt"
     baseline_metrics: Path = layout.CLASSIFY_METRICS / "baseline.json"
     baseline_scores: Path = layout.SCORES / "baseline.npz"
-    synthesize_metrics: Path = layout.SYNTHESIZE_METRICS  # <...>/<gan>.json (its MLflow run id)
-    out: Path = layout.GAN_METRICS  # <out>/<gan>.json
+    synthesize_metrics: Path = layout.SYNTHESIZE_METRICS  # <...>/<gan>/seed<k>.json (its MLflow run id)
+    out: Path = layout.GAN_METRICS  # <out>/<gan>/seed<k>.json
+    generator_seed: int = 0  # which replicate: <synthetic>/<gan>/seed<k>
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -229,9 +230,13 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     started = time.perf_counter()
     settings = params.gan_metrics
     gan = registry.get(paths.gan).name
-    synthetic_dir = paths.synthetic / gan
+    seed = paths.generator_seed
+    replicate = layout.replicate(seed)
+    synthetic_dir = paths.synthetic / gan / replicate
     if not (synthetic_dir / "index.csv").is_file():
-        raise CxraugError(f"{synthetic_dir}/index.csv: not found; run `dvc repro synthesize@{gan}` first")
+        raise CxraugError(
+            f"{synthetic_dir}/index.csv: not found; run `dvc repro synthesize@{gan}-{seed}` first"
+        )
     files = extractor_files(settings, paths)
     device = pick_device(settings.device)
     train, val, test = (load_split(paths.prepared, s) for s in ("train", "val", "test"))
@@ -241,12 +246,13 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     )
     inputs = [synthetic_dir / "index.csv", *(paths.prepared / f"{s}.npz" for s in ("train", "val", "test"))]
     inputs += list(files.values())
-    tags = {"gan": gan, "synthetic.index_md5": file_md5(synthetic_dir / "index.csv")}
-    tags |= {"synthetic.run_id": _run_id_of(paths.synthesize_metrics / f"{gan}.json") or "unknown"}
+    tags = {"gan": gan, "generator_seed": str(seed), "synthetic.index_md5": file_md5(synthetic_dir / "index.csv")}
+    synth_run = _run_id_of(paths.synthesize_metrics / gan / f"{replicate}.json")
+    tags |= {"synthetic.run_id": synth_run or "unknown"}
 
     with stage_run(
         experiment="gan_metrics",
-        stage=f"gan_metrics@{gan}",
+        stage=f"gan_metrics@{gan}-{seed}",
         params=settings,
         inputs=inputs,
         run_name=gan,
@@ -305,9 +311,10 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
             "mlflow_run_id": run_id,
         }
         _log_to_mlflow(metrics, audits, images, train.images, settings.audit_pairs)
-    path = atomic_write_json(paths.out / f"{gan}.json", metrics)
+    metrics["generator_seed"] = seed
+    path = atomic_write_json(paths.out / gan / f"{replicate}.json", metrics)
     return StageResult(
-        f"gan_metrics@{gan}", _summary(gan, metrics, time.perf_counter() - started), (path,), run_id, metrics
+        f"gan_metrics@{gan}-{seed}", _summary(gan, metrics, time.perf_counter() - started), (path,), run_id, metrics
     )
 
 

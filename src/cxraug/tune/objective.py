@@ -45,6 +45,7 @@ from cxraug.gans import registry
 from cxraug.gans.opengan.train_embedder import train_embedder
 from cxraug.metrics.auc import per_class_auc
 from cxraug.synthesis.draw import near_copy_filter, synthesize
+from cxraug.synthesis.filters import filter_rule
 from cxraug.tune.tracking import TrialFailed, log_trial_params, report, trial_run_id
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ class GanObjective:
             draws = synthesize(
                 proposer,
                 n,
-                s.filter.threshold,
+                filter_rule(s.filter, self.gan),
                 s.filter.max_tries_factor,
                 s.batch_size,
                 torch.Generator().manual_seed(s.seed),
@@ -212,7 +213,7 @@ class GanObjective:
         short = {d.name: d.accepted for d in draws if d.accepted < n}
         if short:
             raise optuna.TrialPruned(
-                f"too few candidates passed synthesize.filter.threshold {s.filter.threshold} within "
+                f"too few candidates passed the filter ({filter_rule(s.filter, self.gan).describe()}) within "
                 f"{s.filter.max_tries_factor:g}x tries: {short}, wanted {n} per class"
             )
         shown = min(n, 8)

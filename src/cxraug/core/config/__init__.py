@@ -20,6 +20,8 @@ from cxraug.core.config.evaluation import (
     ReportParams,
 )
 from cxraug.core.config.generators import (
+    ReplicatesParams,
+    GanFilterParams,
     SynthesisFilterParams,
     SynthesizeParams,
     TrainBaganParams,
@@ -44,11 +46,13 @@ __all__ = [
     "AugmentParams",
     "CasParams",
     "ClassifyParams",
+    "GanFilterParams",
     "GanMetricsParams",
     "IntStepRange",
     "LogUniformRange",
     "Params",
     "PrepareParams",
+    "ReplicatesParams",
     "ReportParams",
     "Section",
     "SynthesisFilterParams",
@@ -74,6 +78,7 @@ class Params(Section):
     train_bagan: TrainBaganParams = Field(default_factory=TrainBaganParams)
     train_embedder: TrainEmbedderParams = Field(default_factory=TrainEmbedderParams)
     train_opengan: TrainOpenganParams = Field(default_factory=TrainOpenganParams)
+    replicates: ReplicatesParams = Field(default_factory=ReplicatesParams)
     synthesize: SynthesizeParams = Field(default_factory=SynthesizeParams)
     report: ReportParams = Field(default_factory=ReportParams)
     classify: ClassifyParams = Field(default_factory=ClassifyParams)

@@ -14,6 +14,9 @@ class ReportParams(Section):
     n_bootstrap: int = Field(
         2000, ge=100, le=100_000, description="patient-level resamples of the paired comparison vs baseline"
     )
+    adjust: Literal["holm", "fdr_bh"] = Field(
+        "holm", description="multiplicity adjustment of each table's p-values: holm (FWER) | fdr_bh (FDR)"
+    )
     seed: int = Field(0, ge=0, description="seed of the paired bootstrap")
     grid_images: int = Field(
         8, ge=1, le=32, description="images per class and source in the real vs synthetic figure"

@@ -117,12 +117,32 @@ class TrainOpenganParams(Section):
     seed: int = Field(0, ge=0, description="seed of init, batches and noise")
 
 
+class GanFilterParams(Section):
+    """One generator's filter rule (synthesis/filters.py)."""
+
+    mode: Literal["argmax", "threshold", "none"] = Field(
+        "threshold",
+        description="argmax: the model's top class is the intended one (the paper's BAGAN rule); "
+        "threshold: score >= threshold; none: keep every candidate",
+    )
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="mode threshold: the cut-off; null = synthesize.filter.threshold"
+    )
+
+
 class SynthesisFilterParams(Section):
+    per_gan: dict[str, GanFilterParams] = Field(
+        default_factory=lambda: {
+            "bagan": GanFilterParams(mode="argmax"),
+            "opengan": GanFilterParams(mode="none"),
+        },
+        description="the rule per generator; a generator not listed uses mode threshold",
+    )
     threshold: float = Field(
         0.5,
         ge=0,
         le=1,
-        description="keep a candidate only if its score (the model's confidence that it "
+        description="mode threshold: keep a candidate only if its score (the model's confidence that it "
         "shows the intended class) is >= this",
     )
     max_tries_factor: float = Field(
@@ -160,4 +180,23 @@ class SynthesizeParams(Section):
             raise ValueError(f"every count must be a positive integer (got {v})")
         if v != sorted(set(v)):
             raise ValueError(f"counts must be distinct and in increasing order (got {v})")
+        return v
+
+
+class ReplicatesParams(Section):
+    """The training runs behind every number (docs/classification.md "Replicates"): each generator (BAGAN;
+    the embedder and OpenGAN together) is trained once per generator seed, synthesis runs per generator
+    seed, and each GAN variant trains classify.seeds classifiers on every generator seed (a full cross)."""
+
+    generator_seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2],
+        min_length=1,
+        description="one training of every generator per seed (stages train_<gan>@<seed>, synthesize@<gan>-<seed>)",
+    )
+
+    @field_validator("generator_seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError(f"seeds must be distinct non-negative integers (got {v})")
         return v
