@@ -250,7 +250,11 @@ def train_classifier(
         history.append(entry)
         if entry.val_macro_auc > best["auc"]:  # strict: ties keep the earlier round
             best.update(
-                epoch=epoch, auc=entry.val_macro_auc, state=_cpu_state(model), bad_epochs=0, best_step=entry.step
+                epoch=epoch,
+                auc=entry.val_macro_auc,
+                state=_cpu_state(model),
+                bad_epochs=0,
+                best_step=entry.step,
             )
         else:
             best["bad_epochs"] += 1

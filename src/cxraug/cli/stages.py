@@ -166,7 +166,9 @@ def gan_metrics(
     real training image of every synthetic image, in pixels and features). Writes OUT/GAN.json."""
     from cxraug.stages import gan_metrics as stage
 
-    paths = stage.Paths(gan, prepared, synthetic, embedder, classifier, out=out, generator_seed=generator_seed)
+    paths = stage.Paths(
+        gan, prepared, synthetic, embedder, classifier, out=out, generator_seed=generator_seed
+    )
     echo(stage.run(load(params), paths))
 
 

@@ -1,5 +1,5 @@
-"""The report's GAN section: per GAN replicate, a table of metrics/gan/<gan>/seed<k>.json's figures (fidelity per feature
-space, classification accuracy score, near-copy shares), named by the feature space they were computed
+"""The report's GAN section: per GAN replicate, a table of metrics/gan/<gan>/seed<k>.json's figures
+(fidelity per feature space, classification accuracy score, near-copy shares), named by the feature space they were computed
 in; a missing GAN or figure is a "—". And a precision/recall figure per feature space."""
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def read_gan_metrics(directory: Path | None) -> dict[str, dict]:
                     raise TypeError("fidelity.per_class is not a mapping")
             except (ValueError, KeyError, TypeError) as e:
                 raise CxraugError(
-                    f"{path}: not a gan_metrics file ({e}); rerun `dvc repro gan_metrics@{gan}-{path.stem[4:]}`"
+                    f"{path}: not a gan_metrics file ({e}); "
+                    f"rerun `dvc repro gan_metrics@{gan}-{path.stem.removeprefix('seed')}`"
                 ) from None
     return found
 
@@ -131,7 +132,12 @@ def gan_section(
     for gan in [*found, *(g for g in GANS if g not in found)]:  # every replicate evaluated, then the missing
         metrics = found.get(gan)
         seed = f"seed{metrics['generator_seed']}" if metrics and "generator_seed" in metrics else ""
-        parts += [f"### {gan} {seed if ' ' not in gan else ''}".rstrip(), "", gan_table(metrics, classes, columns, audit_space), ""]
+        parts += [
+            f"### {gan} {seed if ' ' not in gan else ''}".rstrip(),
+            "",
+            gan_table(metrics, classes, columns, audit_space),
+            "",
+        ]
         if metrics is None:
             notes.append(
                 f"`{gan}` GAN metrics: {directory}/{gan}/seed<k>.json not found, shown as —; "

@@ -52,8 +52,8 @@ from cxraug.core.training import fingerprint
 from cxraug.data.datasets import Split, load_split
 from cxraug.gans import registry
 from cxraug.metrics.auc import per_class_auc
-from cxraug.metrics.inference import two_level_interval
 from cxraug.metrics.figures import confusion_figure, roc_figure, roc_points
+from cxraug.metrics.inference import two_level_interval
 from cxraug.nets.vgg import VGG16
 from cxraug.synthesis.files import load_synthetic
 
@@ -298,7 +298,11 @@ def summarize(
         },
         "budget": {
             "mode": settings.budget,
-            **({"steps": settings.steps, "eval_every": settings.eval_every} if settings.budget == "steps" else {}),
+            **(
+                {"steps": settings.steps, "eval_every": settings.eval_every}
+                if settings.budget == "steps"
+                else {}
+            ),
             **({"epochs": settings.epochs} if settings.budget == "epochs" else {}),
             "patience": settings.patience,
         },

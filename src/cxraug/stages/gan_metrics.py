@@ -246,7 +246,11 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     )
     inputs = [synthetic_dir / "index.csv", *(paths.prepared / f"{s}.npz" for s in ("train", "val", "test"))]
     inputs += list(files.values())
-    tags = {"gan": gan, "generator_seed": str(seed), "synthetic.index_md5": file_md5(synthetic_dir / "index.csv")}
+    tags = {
+        "gan": gan,
+        "generator_seed": str(seed),
+        "synthetic.index_md5": file_md5(synthetic_dir / "index.csv"),
+    }
     synth_run = _run_id_of(paths.synthesize_metrics / gan / f"{replicate}.json")
     tags |= {"synthetic.run_id": synth_run or "unknown"}
 
@@ -314,7 +318,11 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     metrics["generator_seed"] = seed
     path = atomic_write_json(paths.out / gan / f"{replicate}.json", metrics)
     return StageResult(
-        f"gan_metrics@{gan}-{seed}", _summary(gan, metrics, time.perf_counter() - started), (path,), run_id, metrics
+        f"gan_metrics@{gan}-{seed}",
+        _summary(gan, metrics, time.perf_counter() - started),
+        (path,),
+        run_id,
+        metrics,
     )
 
 

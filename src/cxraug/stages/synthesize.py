@@ -38,8 +38,8 @@ from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
 from cxraug.gans import registry
 from cxraug.gans.registry import Proposer
 from cxraug.synthesis.draw import ClassDraw, SynthesizeResult, near_copy_filter, synthesize
-from cxraug.synthesis.filters import filter_rule
 from cxraug.synthesis.files import read_exemplars, write_synthetic
+from cxraug.synthesis.filters import filter_rule
 from cxraug.synthesis.tracking import log_to_mlflow, training_run_id
 
 
@@ -150,7 +150,10 @@ def _run(
             metrics_path,
             {
                 "gan": gan,
-                "filter": {"mode": rule.mode, "threshold": rule.threshold if rule.mode == "threshold" else None},
+                "filter": {
+                    "mode": rule.mode,
+                    "threshold": rule.threshold if rule.mode == "threshold" else None,
+                },
                 "acceptance_rate_per_class": {d.name: round(d.acceptance_rate, 6) for d in draws},
                 "wanted_per_class": wanted,
                 "accepted": result.accepted,

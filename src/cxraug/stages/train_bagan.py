@@ -24,7 +24,12 @@ class Paths:
 
 def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> StageResult:
     result = train_bagan(
-        replicate_section(params.train_bagan, paths.seed), paths.prepared, paths.out, paths.metrics, paths.checkpoints, hooks
+        replicate_section(params.train_bagan, paths.seed),
+        paths.prepared,
+        paths.out,
+        paths.metrics,
+        paths.checkpoints,
+        hooks,
     )
     m = result.metrics
     if not m:  # torchrun ranks > 0 report nothing

@@ -24,7 +24,12 @@ class Paths:
 
 def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> StageResult:
     result = train_embedder(
-        replicate_section(params.train_embedder, paths.seed), paths.prepared, paths.out, paths.metrics, paths.checkpoints, hooks
+        replicate_section(params.train_embedder, paths.seed),
+        paths.prepared,
+        paths.out,
+        paths.metrics,
+        paths.checkpoints,
+        hooks,
     )
     r = result.retrieval
     if r is None:  # torchrun ranks > 0 report nothing

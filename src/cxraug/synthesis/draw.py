@@ -117,8 +117,8 @@ def draw_class(
     near_copy: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> ClassDraw:
     """Draw batches of candidates until `wanted` pass `rule` (a bare number: threshold mode) or
-    `max_tries` were drawn. A NaN score never passes a threshold. `near_copy` (uint8 images -> bool per image): passing candidates it flags
-    are dropped; those met before the class was complete are counted."""
+    `max_tries` were drawn. A NaN score never passes a threshold. `near_copy` (uint8 images -> bool per
+    image): passing candidates it flags are dropped; those met before the class was complete are counted."""
     rule = rule if isinstance(rule, FilterRule) else FilterRule("threshold", float(rule))
     images, scores, candidate_scores, candidate_passed, rejected, copies = [], [], [], [], [], []
     accepted = tried = kept_rejected = dropped = 0
@@ -157,7 +157,9 @@ def draw_class(
         candidate_scores=torch.cat(candidate_scores) if candidate_scores else torch.zeros(0),
         rejected=torch.cat(rejected) if rejected else empty_images,
         threshold=rule.threshold if rule.mode == "threshold" else float("nan"),
-        candidate_passed=torch.cat(candidate_passed) if candidate_passed else torch.zeros(0, dtype=torch.bool),
+        candidate_passed=torch.cat(candidate_passed)
+        if candidate_passed
+        else torch.zeros(0, dtype=torch.bool),
         rule=rule.describe(),
         near_copies=dropped if near_copy is not None else None,
         copies=(torch.cat(copies) if copies else empty_images) if near_copy is not None else None,

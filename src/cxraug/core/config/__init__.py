@@ -20,8 +20,8 @@ from cxraug.core.config.evaluation import (
     ReportParams,
 )
 from cxraug.core.config.generators import (
-    ReplicatesParams,
     GanFilterParams,
+    ReplicatesParams,
     SynthesisFilterParams,
     SynthesizeParams,
     TrainBaganParams,

@@ -32,14 +32,17 @@ class ClassifyParams(Section):
     budget: Literal["steps", "epochs"] = Field(
         "steps",
         description="steps: every variant trains `steps` optimizer steps with val checked every "
-        "`eval_every` (extra images do not buy extra training); epochs: `epochs` passes over its training set",
+        "`eval_every` (extra images do not buy extra training); epochs: `epochs` passes over the "
+        "variant's training set",
     )
     steps: int = Field(4000, ge=1, le=10_000_000, description="most optimizer steps (budget: steps)")
     eval_every: int = Field(200, ge=1, description="optimizer steps between val checks (budget: steps)")
     epochs: int = Field(40, ge=1, le=1000, description="most epochs (budget: epochs)")
     patience: int = Field(
-        8, ge=1, description="stop after this many val checks (epochs or eval_every steps) without a better "
-        "val macro AUC"
+        8,
+        ge=1,
+        description="stop after this many val checks (epochs or eval_every steps) without a better "
+        "val macro AUC",
     )
     batch_size: int = Field(64, ge=2, le=4096, description="training batch")
     eval_batch_size: int = Field(512, ge=1, description="batch for val/test predictions")

@@ -191,7 +191,8 @@ class ReplicatesParams(Section):
     generator_seeds: list[int] = Field(
         default_factory=lambda: [0, 1, 2],
         min_length=1,
-        description="one training of every generator per seed (stages train_<gan>@<seed>, synthesize@<gan>-<seed>)",
+        description="one training of every generator per seed (stages train_<gan>@<seed>, "
+        "synthesize@<gan>-<seed>)",
     )
 
     @field_validator("generator_seeds")

@@ -22,7 +22,8 @@ def discriminator_probabilities(d: torch.nn.Module, images: torch.Tensor, precis
     """D's softmax over its K+1 outputs (K classes, then "generated") for uint8 images -> [N, K + 1]."""
     with evaluating(d), precision.autocast():
         out = [
-            d(precision.batch(to_model_range(images[sl]))).float().softmax(1).cpu() for sl in slices(len(images))
+            d(precision.batch(to_model_range(images[sl]))).float().softmax(1).cpu()
+            for sl in slices(len(images))
         ]
     return torch.cat(out).numpy()
 
