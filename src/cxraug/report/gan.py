@@ -1,6 +1,6 @@
 """The report's GAN section: per GAN replicate, a table of metrics/gan/<gan>/seed<k>.json's figures
-(fidelity per feature space, classification accuracy score, near-copy shares), named by the feature space they were computed
-in; a missing GAN or figure is a "—". And a precision/recall figure per feature space."""
+(fidelity per feature space, classification accuracy score, near-copy shares), named by the feature space
+they were computed in; a missing GAN or figure is a "—". And a precision/recall figure per feature space."""
 
 from __future__ import annotations
 

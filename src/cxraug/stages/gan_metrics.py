@@ -234,9 +234,7 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     replicate = layout.replicate(seed)
     synthetic_dir = paths.synthetic / gan / replicate
     if not (synthetic_dir / "index.csv").is_file():
-        raise CxraugError(
-            f"{synthetic_dir}/index.csv: not found; run `dvc repro synthesize@{gan}-{seed}` first"
-        )
+        raise CxraugError(f"{synthetic_dir}/index.csv: not found; run `dvc repro synthesize@{gan}-{seed}`")
     files = extractor_files(settings, paths)
     device = pick_device(settings.device)
     train, val, test = (load_split(paths.prepared, s) for s in ("train", "val", "test"))
