@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cxraug.core.errors import CxraugError
-from cxraug.metrics.auc import bootstrap_ci, paired_bootstrap, per_class_auc
+from cxraug.metrics.auc import per_class_auc
 from cxraug.metrics.inference import (
     adjust,
     percentile_interval,
@@ -12,6 +12,7 @@ from cxraug.metrics.inference import (
     two_level_comparison,
     two_level_interval,
 )
+from tests.metrics.patient_only import bootstrap_ci, paired_bootstrap
 
 
 def scored(n, n_classes=4, signal=1.0, seed=0):

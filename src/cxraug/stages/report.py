@@ -119,7 +119,9 @@ def make_report(
         "level": level,
         "adjust": params.adjust,
         "family": "every cell (classes + macro) of one table's comparisons",
-        "tables": {str(n): rows for n, rows in comparisons.items()},
+        "tables": {  # keyed "<a> - <b>" so `dvc metrics show` lists every comparison
+            str(n): {f"{r['a']} - {r['b']}": r for r in rows} for n, rows in comparisons.items()
+        },
         "missing": missing,
     }
     result = ReportResult(
@@ -143,7 +145,7 @@ def log_to_mlflow(
         differences = {
             f"macro_difference.{r['a']}-{r['b']}": r["macro"]["difference"]
             for rows in result.compare["tables"].values()
-            for r in rows
+            for r in rows.values()
         }
         mlflow.log_metrics(
             differences | {f"macro_auc.{v}": m.mean[VariantMetrics.MACRO] for v, m in metrics.items()}
