@@ -348,8 +348,9 @@ def test_two_level_comparison_holds_its_level_with_run_variance():
 
 
 def test_the_patient_only_bootstrap_fails_on_the_same_studies():
-    """auc.paired_bootstrap (test patients resampled, runs held fixed) on the first 60 of the same simulated
-    studies: macro p < 0.05 in 39/60 = 65% (one-sided 95% Clopper-Pearson lower bound 54%), per class 55%."""
+    """The patient-only paired_bootstrap (tests/metrics/patient_only.py: test patients resampled, runs
+    held fixed) on the first 60 of the same simulated studies: macro p < 0.05 in 39/60 = 65% (one-sided
+    95% Clopper-Pearson lower bound 54%), per class 55%."""
     hits, _ = rejections(patient_only, 60, seed=40)
     assert hits[:, -1].mean() > 0.25
     assert hits[:, :-1].mean() > 0.25
