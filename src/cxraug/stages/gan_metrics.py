@@ -1,7 +1,5 @@
-"""`gan_metrics@<gan>` stage: is the GAN good, and does it copy its training images?
-
-Against the REAL TRAINING split (what the GAN learnt from), for the synthetic images written by
-synthesize@<gan>:
+"""`gan_metrics@<gan>-<k>` stage: is replicate k of the GAN good, and does it copy its training images?
+Against the REAL TRAINING split (what the GAN learnt from), for the images of synthesize@<gan>-<k>:
 
 1. Fidelity (metrics/fidelity.py, computed by torch-fidelity): Fréchet distance, KID, precision and
    recall, in every feature space of `gan_metrics.extractors` (+ Inception-v3 when its weights are given),
@@ -195,6 +193,7 @@ def cas_settings(params: Params) -> ClassifyParams:
     return base.model_copy(
         update={
             "seeds": list(gm.cas.seeds),
+            "budget": "epochs" if gm.cas.epochs else base.budget,  # cas.epochs set: an epochs budget
             "epochs": gm.cas.epochs or base.epochs,
             "patience": gm.cas.patience or base.patience,
             "device": gm.device,
