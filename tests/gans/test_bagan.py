@@ -388,6 +388,7 @@ def test_cli_reports_a_missing_prepared_split_in_one_line(tmp_path):
 
 PIPELINE_PARAMS_TINY = {"latent_dim": 8, "g_base": 4, "d_base": 4, "batch_size": 16, "device": "cpu"}
 PIPELINE_PARAMS = """
+replicates: {generator_seeds: [0]}  # one replicate: train_bagan@0
 prepare:
   image_size: 32
 train_bagan:
@@ -415,12 +416,13 @@ def test_dvc_repro_train_bagan_in_a_throwaway_project(tmp_path, demo_raw):
     first = dvc(project, "repro", "train_bagan")
     assert first.returncode == 0, first.stderr[-2000:]
     for name in ("generator.pt", "discriminator.pt", "autoencoder.pt", "class_gaussians.npz", "samples.png"):
-        assert (project / "models" / "bagan" / name).is_file(), name
-    metrics = json.loads((project / "metrics" / "train_bagan.json").read_text())
+        assert (project / "models" / "bagan" / "seed0" / name).is_file(), name
+    metrics = json.loads((project / "metrics" / "train_bagan" / "seed0.json").read_text())
+    assert set(metrics["d_val_auc"]) == set(metrics["train_images"])  # D on real val, per class
     assert metrics["gan_steps"] > 0 and metrics["mlflow_run_id"]
     assert "didn't change" in dvc(project, "repro", "train_bagan").stdout
     assert "val_d_acc_real" in dvc(project, "metrics", "show", "--json").stdout
-    images, scores = load_proposer(project / "models" / "bagan", torch.device("cpu")).propose(
+    images, scores = load_proposer(project / "models" / "bagan" / "seed0", torch.device("cpu")).propose(
         0, 3, torch.Generator().manual_seed(0)
     )
     assert images.shape == (3, 32, 32) and len(scores) == 3
@@ -456,4 +458,7 @@ def test_discriminator_report_is_per_class_auc_and_balanced_accuracy_on_real_ima
     majority = np.zeros_like(probs)
     majority[:, 0] = 1
     lazy = discriminator_report(majority, split)
-    assert lazy["d_val_balanced_accuracy"] == pytest.approx(1 / k, abs=1e-5) and lazy["d_val_predicted"]["A"] == n
+    assert (
+        lazy["d_val_balanced_accuracy"] == pytest.approx(1 / k, abs=1e-5)
+        and lazy["d_val_predicted"]["A"] == n
+    )

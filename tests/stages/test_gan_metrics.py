@@ -381,7 +381,7 @@ def project(tmp_path_factory, demo_raw):
     prepare(PrepareParams(image_size=32), demo_raw, root / "data/prepared", root / "prepare.json")
     train, test = load_split(root / "data/prepared", "train"), load_split(root / "data/prepared", "test")
     torch.manual_seed(0)
-    save_embedder(Embedder(32, embed_dim=16, d_base=8), root / "models/embedder.pt", train.classes, [])
+    save_embedder(Embedder(32, embed_dim=16, d_base=8), root / "models/embedder/seed0.pt", train.classes, [])
     vgg = build_vgg16(len(train.classes), image_size=32, width=0.0625)
     save_classifier(vgg, root / "models/classifier/baseline.pt", train.classes)
     rng = np.random.default_rng(0)
@@ -416,7 +416,7 @@ def project(tmp_path_factory, demo_raw):
         images = torch.cat([own[:3], noisy[3:]])
         ones = torch.ones(len(images))
         draws.append(ClassDraw(name, k, 20, images, ones, ones, images[:0], 0.5))
-    write_synthetic(draws, root / "data/synthetic/bagan")
+    write_synthetic(draws, root / "data/synthetic/bagan/seed0")
     return root
 
 
@@ -437,7 +437,7 @@ def test_stage_writes_the_documented_metrics_and_an_mlflow_run(project, tracking
 
     monkeypatch.chdir(project)
     result = gan_metrics.run(stage_params(), gan_metrics.Paths("bagan"))
-    m = json.loads((project / "metrics/gan/bagan.json").read_text())
+    m = json.loads((project / "metrics/gan/bagan/seed0.json").read_text())
     assert m == json.loads(json.dumps(result.metrics))
     classes = m["classes"]
     assert m["gan"] == "bagan" and m["extractors"] == ["embedder", "classifier"]
@@ -494,7 +494,7 @@ def test_stage_mistakes_are_one_line_errors(project, tracking_uri, monkeypatch, 
     from cxraug.stages import gan_metrics
 
     monkeypatch.chdir(project)
-    with pytest.raises(CxraugError, match=r"synthesize@opengan"):
+    with pytest.raises(CxraugError, match=r"synthesize@opengan-0"):
         gan_metrics.run(stage_params(), gan_metrics.Paths("opengan"))
     with pytest.raises(CxraugError, match="unknown GAN"):
         gan_metrics.run(stage_params(), gan_metrics.Paths("stylegan"))
