@@ -462,7 +462,7 @@ def test_stage_writes_the_documented_metrics_and_an_mlflow_run(project, tracking
 
     client = mlflow.MlflowClient()
     run = client.get_run(m["mlflow_run_id"])
-    assert run.data.tags["dvc.stage"] == "gan_metrics@bagan" and run.data.tags["gan"] == "bagan"
+    assert run.data.tags["dvc.stage"] == "gan_metrics@bagan-0" and run.data.tags["gan"] == "bagan"
     assert run.data.metrics["fidelity/fd_embedder"] == pytest.approx(m["fidelity"]["overall"]["fd_embedder"])
     assert run.data.metrics["memorisation/copy_fraction_pixel"] == pixel["copy_fraction"]
     paths = {a.path for a in client.list_artifacts(run.info.run_id, "memorisation")}
