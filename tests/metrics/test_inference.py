@@ -382,3 +382,13 @@ def test_nested_generator_replicates_hold_the_level():
     hits, _ = rejections(two_level(), 100, seed=42, nested=(3, 2))
     assert hits[:, -1].mean() <= 0.07
     assert hits[:, :-1].mean() <= 0.07
+
+
+def test_intervals_stay_inside_the_range_of_an_auc():
+    """Two very different runs (t with one df) of a strong classifier: the interval stays within [0, 1]."""
+    rng = np.random.default_rng(3)
+    labels = np.arange(200) % 2
+    runs = np.stack([np.eye(2)[labels] * s + rng.normal(0, 0.3, (200, 2)) for s in (1.0, 3.0)])
+    ci = two_level_interval(runs, labels, np.arange(200), n_boot=400)
+    assert np.all(ci.hi <= 1) and ci.macro_hi <= 1 and np.all(ci.lo >= 0)
+    assert np.all(ci.lo <= ci.estimate) and np.all(ci.estimate <= ci.hi)
