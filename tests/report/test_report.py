@@ -285,7 +285,7 @@ def test_report_stage_under_dvc_gives_metrics_and_plots(tmp_path, tracking_uri):
         project / "reports/figures/auc_n3000.png"
     ).is_file()
     markdown = (project / "reports/results.md").read_text()
-    assert "## GAN quality and memorisation" in markdown and "`dvc repro gan_metrics`" in markdown
+    assert "## GAN quality and memorisation" in markdown and "`dvc repro gan_metrics@opengan-<k>`" in markdown
     shown = json.loads(dvc(project, "metrics", "show", "--json", env=env).stdout)
     assert "bagan_1000 - baseline" in json.dumps(shown) and "p_adjusted" in json.dumps(shown)
     plots = dvc(project, "plots", "show", "--json", env=env)

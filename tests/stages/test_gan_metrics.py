@@ -486,7 +486,7 @@ def test_stage_writes_the_documented_metrics_and_an_mlflow_run(project, tracking
     assert f"{cas['macro_auc']:.3f}" in bagan
     opengan_rows = [r for r in opengan.splitlines() if r.startswith("| ") and "n synthetic" not in r]
     assert all(set(r.strip("| ").split(" | ")[1:]) <= {"—", ""} for r in opengan_rows)
-    assert "`dvc repro gan_metrics@opengan`" in md
+    assert "`dvc repro gan_metrics@opengan-<k>`" in md
     assert (project / "reports/figures/gan_precision_recall.png").is_file()
 
 

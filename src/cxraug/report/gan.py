@@ -141,7 +141,7 @@ def gan_section(
         if metrics is None:
             notes.append(
                 f"`{gan}` GAN metrics: {directory}/{gan}/seed<k>.json not found, shown as —; "
-                f"run `dvc repro gan_metrics`"
+                f"run `dvc repro gan_metrics@{gan}-<k>` (k in replicates.generator_seeds)"
             )
             continue
         parts += [cas_sentence(metrics), ""]
