@@ -36,7 +36,8 @@ def summarize(kind: str, detail: dict) -> dict:
         return _auc(detail)
     if kind == "gan":
         row = _auc(detail["cas"]) if detail.get("cas") else {}
-        fd = detail.get("fidelity", {}).get("overall", {}).get("fd_embedder")
+        overall = detail.get("fidelity", {}).get("overall", {})
+        fd = overall.get("generated_vs_real", overall).get("fd_embedder")  # vs val (issue 15's layout)
         copies = detail.get("memorisation", {}).get("pixel", {}).get("copies")
         return {**row, "fd": _round(fd), "copies": copies}
     raise ValueError(f"no summary for metrics of kind {kind!r}")
