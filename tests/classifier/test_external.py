@@ -24,7 +24,7 @@ from cxraug.classifier.external import (
 from cxraug.classifier.predict import load_classifier, save_classifier
 from cxraug.core.errors import CxraugError
 from cxraug.data.external import read_external
-from cxraug.metrics.auc import bootstrap_ci
+from cxraug.metrics.inference import two_level_interval
 from cxraug.nets.vgg import build_vgg16
 from tests.data.external_layouts import CLASSES, SIZE, build_folders, build_medmnist, build_nih
 
@@ -114,13 +114,13 @@ def test_patients_drive_the_bootstrap_where_the_layout_has_them(tmp_path, models
     for external, ids in ((nih, nih.patient_ids), (folders, np.arange(len(folders)).astype(str))):
         scores = score_external(models, external)
         metrics = external_metrics(scores, external, SEEDS, n_boot=300, bootstrap_seed=1)
-        ci = bootstrap_ci(scores, external.labels, ids, 300, 0.95, seed=1)
+        ci = two_level_interval(scores, external.labels, ids, n_boot=300, level=0.95, seed=1)
         assert metrics["macro_auc_ci"] == [round(ci.macro_lo, 5), round(ci.macro_hi, 5)]
     assert len(np.unique(nih.patient_ids)) < len(nih)  # patients with two images: the units differ
-    per_image = bootstrap_ci(
-        scores := score_external(models, nih), nih.labels, np.arange(len(nih)).astype(str), 300
+    per_image = two_level_interval(
+        scores := score_external(models, nih), nih.labels, np.arange(len(nih)).astype(str), n_boot=300
     )
-    by_patient = bootstrap_ci(scores, nih.labels, nih.patient_ids, 300)
+    by_patient = two_level_interval(scores, nih.labels, nih.patient_ids, n_boot=300)
     assert not np.allclose(per_image.lo, by_patient.lo)
 
 

@@ -390,6 +390,7 @@ def test_cli_reports_a_missing_prepared_split_in_one_line(tmp_path):
 
 PIPELINE_PARAMS_TINY = {"latent_dim": 8, "g_base": 4, "d_base": 4, "batch_size": 16, "device": "cpu"}
 PIPELINE_PARAMS = """
+replicates: {generator_seeds: [0]}  # one replicate: train_bagan@0
 prepare:
   image_size: 32
 train_bagan:
@@ -417,12 +418,50 @@ def test_dvc_repro_train_bagan_in_a_throwaway_project(tmp_path, demo_raw):
     first = dvc(project, "repro", "train_bagan")
     assert first.returncode == 0, first.stderr[-2000:]
     for name in ("generator.pt", "discriminator.pt", "autoencoder.pt", "class_gaussians.npz", "samples.png"):
-        assert (project / "models" / "bagan" / name).is_file(), name
-    metrics = json.loads((project / "metrics" / "train_bagan.json").read_text())
+        assert (project / "models" / "bagan" / "seed0" / name).is_file(), name
+    metrics = json.loads((project / "metrics" / "train_bagan" / "seed0.json").read_text())
+    assert set(metrics["d_val_auc"]) == set(metrics["train_images"])  # D on real val, per class
     assert metrics["gan_steps"] > 0 and metrics["mlflow_run_id"]
     assert "didn't change" in dvc(project, "repro", "train_bagan").stdout
-    assert "val_d_acc_real" in dvc(project, "metrics", "show", "--json", "metrics/train_bagan.json").stdout
-    images, scores = load_proposer(project / "models" / "bagan", torch.device("cpu")).propose(
+    shown = dvc(project, "metrics", "show", "--json", "metrics/train_bagan/seed0.json").stdout
+    assert "val_d_acc_real" in shown
+    images, scores = load_proposer(project / "models" / "bagan" / "seed0", torch.device("cpu")).propose(
         0, 3, torch.Generator().manual_seed(0)
     )
     assert images.shape == (3, 32, 32) and len(scores) == 3
+
+
+def test_discriminator_report_is_per_class_auc_and_balanced_accuracy_on_real_images():
+    """D's val report equals sklearn's one-vs-rest AUC and balanced accuracy; a D that calls everything
+    the majority class has balanced accuracy 1/K however high its plain accuracy."""
+    import numpy as np
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from cxraug.data.datasets import Split
+    from cxraug.gans.bagan.critic import discriminator_report
+
+    rng = np.random.default_rng(0)
+    k, n = 3, 300
+    labels = np.r_[np.zeros(200, int), rng.integers(1, k, n - 200)]
+    logits = rng.normal(size=(n, k + 1))
+    logits[np.arange(n), labels] += 1.0
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    split = Split(
+        images=torch.zeros((n, 4, 4), dtype=torch.uint8),
+        labels=torch.from_numpy(labels),
+        patient_ids=np.arange(n).astype(str),
+        image_index=np.arange(n).astype(str),
+        classes=("A", "B", "C"),
+    )
+    r = discriminator_report(probs, split)
+    for c, name in enumerate(split.classes):
+        assert r["d_val_auc"][name] == pytest.approx(roc_auc_score(labels == c, probs[:, c]), abs=1e-5)
+    expected = balanced_accuracy_score(labels, probs[:, :k].argmax(1))
+    assert r["d_val_balanced_accuracy"] == pytest.approx(expected, abs=1e-5)
+    majority = np.zeros_like(probs)
+    majority[:, 0] = 1
+    lazy = discriminator_report(majority, split)
+    assert (
+        lazy["d_val_balanced_accuracy"] == pytest.approx(1 / k, abs=1e-5)
+        and lazy["d_val_predicted"]["A"] == n
+    )

@@ -318,6 +318,7 @@ def test_verbs_explain_themselves_and_fail_in_one_line(tmp_path):
 
 
 TINY_PARAMS = f"""
+replicates: {{generator_seeds: [0]}}
 prepare: {{image_size: 32}}
 train_embedder: {json.dumps(TINY_EMBEDDER)}
 train_opengan: {json.dumps({**TINY_GAN, "checkpoint_every": 100})}
@@ -332,9 +333,9 @@ def test_dvc_repro_train_opengan_builds_embedder_and_gan_then_stays_up_to_date(t
     assert dvc(project, "commit", "-f", "-q", "data.dvc").returncode == 0
     first = dvc(project, "repro", "train_opengan")
     assert first.returncode == 0, first.stderr
-    assert (project / "models" / "embedder.pt").is_file()
-    assert (project / "models" / "opengan" / "opengan.pt").is_file()
-    metrics = json.loads((project / "metrics" / "train_opengan.json").read_text())
+    assert (project / "models" / "embedder" / "seed0.pt").is_file()
+    assert (project / "models" / "opengan" / "seed0" / "opengan.pt").is_file()
+    metrics = json.loads((project / "metrics" / "train_opengan" / "seed0.json").read_text())
     assert metrics["steps"] == 6 and (project / "mlruns" / "mlflow.db").is_file()
     assert "didn't change" in dvc(project, "repro", "train_opengan").stdout
     # a GAN setting reruns the GAN only; the frozen embedder stays as it is

@@ -18,6 +18,7 @@ from cxraug.gans.opengan.nets import ConditionalBatchNorm2d, Generator
 from cxraug.gans.opengan.resnet import ConvDiscriminator, ResidualGenerator, SelfAttention
 from cxraug.gans.opengan.train import gan_step
 from cxraug.synthesis.draw import synthesize
+from cxraug.synthesis.filters import FilterRule, filter_rule
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -178,10 +179,13 @@ class LowScores:
         return torch.full((n, 4, 4), class_index, dtype=torch.uint8), torch.full((n,), 0.01)
 
 
-def test_opengan_is_sampled_unfiltered_by_default_bagan_keeps_its_threshold():
+def test_opengan_is_sampled_unfiltered_by_default_bagan_keeps_its_own_rule():
     f = SynthesizeParams().filter
-    assert f.threshold_for("opengan") == 0 and f.threshold_for("bagan") == f.threshold == 0.5
-    kept = synthesize(LowScores(), 5, f.threshold_for("opengan"), 2, 4, torch.Generator().manual_seed(0))
+    opengan, bagan = filter_rule(f, "opengan"), filter_rule(f, "bagan")
+    assert opengan.mode == "none" and bagan.mode == "argmax"
+    assert filter_rule(f, "diffusion") == FilterRule("threshold", f.threshold)  # unlisted: threshold 0.5
+    kept = synthesize(LowScores(), 5, opengan, 2, 4, torch.Generator().manual_seed(0))
     assert [(d.accepted, d.tried) for d in kept] == [(5, 8), (5, 8)]  # the first two batches of 4 suffice
     assert all(d.accepted == 0 for d in synthesize(LowScores(), 5, 0.5, 2, 4, torch.Generator()))
-    assert SynthesizeParams(filter={"unfiltered": []}).filter.threshold_for("opengan") == 0.5
+    thresholded = SynthesizeParams(filter={"per_gan": {"opengan": {"mode": "threshold"}}}).filter
+    assert filter_rule(thresholded, "opengan") == FilterRule("threshold", 0.5)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cxraug.core.errors import CxraugError
-from cxraug.metrics.auc import bootstrap_ci, paired_bootstrap, per_class_auc
+from cxraug.metrics.auc import per_class_auc
 from cxraug.metrics.inference import (
     adjust,
     percentile_interval,
@@ -12,6 +12,7 @@ from cxraug.metrics.inference import (
     two_level_comparison,
     two_level_interval,
 )
+from tests.metrics.patient_only import bootstrap_ci, paired_bootstrap
 
 
 def scored(n, n_classes=4, signal=1.0, seed=0):
@@ -347,8 +348,9 @@ def test_two_level_comparison_holds_its_level_with_run_variance():
 
 
 def test_the_patient_only_bootstrap_fails_on_the_same_studies():
-    """auc.paired_bootstrap (test patients resampled, runs held fixed) on the first 60 of the same simulated
-    studies: macro p < 0.05 in 39/60 = 65% (one-sided 95% Clopper-Pearson lower bound 54%), per class 55%."""
+    """The patient-only paired_bootstrap (tests/metrics/patient_only.py: test patients resampled, runs
+    held fixed) on the first 60 of the same simulated studies: macro p < 0.05 in 39/60 = 65% (one-sided
+    95% Clopper-Pearson lower bound 54%), per class 55%."""
     hits, _ = rejections(patient_only, 60, seed=40)
     assert hits[:, -1].mean() > 0.25
     assert hits[:, :-1].mean() > 0.25
@@ -380,3 +382,13 @@ def test_nested_generator_replicates_hold_the_level():
     hits, _ = rejections(two_level(), 100, seed=42, nested=(3, 2))
     assert hits[:, -1].mean() <= 0.07
     assert hits[:, :-1].mean() <= 0.07
+
+
+def test_intervals_stay_inside_the_range_of_an_auc():
+    """Two very different runs (t with one df) of a strong classifier: the interval stays within [0, 1]."""
+    rng = np.random.default_rng(3)
+    labels = np.arange(200) % 2
+    runs = np.stack([np.eye(2)[labels] * s + rng.normal(0, 0.3, (200, 2)) for s in (1.0, 3.0)])
+    ci = two_level_interval(runs, labels, np.arange(200), n_boot=400)
+    assert np.all(ci.hi <= 1) and ci.macro_hi <= 1 and np.all(ci.lo >= 0)
+    assert np.all(ci.lo <= ci.estimate) and np.all(ci.estimate <= ci.hi)

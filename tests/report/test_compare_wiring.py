@@ -1,5 +1,6 @@
-"""The report's paired comparison resamples PATIENTS: on a test split whose 50 patients have 6 alike
-images each, its interval and p-value match a plain paired patient bootstrap (resampling images gives an
+"""The report's paired comparison (report/compare.py's `compare_table`, two-level: with one training run
+per variant only the patient level is left) resamples PATIENTS: on a test split whose 50 patients have 6
+alike images each, its interval and p-value match a plain paired patient bootstrap (resampling images gives an
 interval ~0.4x as wide and a far smaller p-value)."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import pytest
 from scipy.stats import rankdata
 
 from cxraug.core.config import ReportParams
-from cxraug.report.compare import compare_to_baseline
+from cxraug.report.compare import compare_table
 from cxraug.report.inputs import TestScores as Scores  # (not collected as a test class)
 
 K, PATIENTS, PER_PATIENT = 3, 50, 6
@@ -53,7 +54,8 @@ def test_paired_comparison_resamples_patients():
         scores["baseline"].image_index,
         scores["baseline"].classes,
     )
-    got = compare_to_baseline(scores, ["baseline", "bagan_10"], ReportParams(n_bootstrap=2000))["bagan_10"]
+    rows = compare_table(10, scores, ReportParams(n_bootstrap=2000))
+    got = next(r for r in rows if (r["a"], r["b"]) == ("bagan_10", "baseline"))
 
     a, b = scores["bagan_10"].scores[0], scores["baseline"].scores[0]
     rng = np.random.default_rng(7)

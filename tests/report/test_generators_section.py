@@ -41,11 +41,11 @@ def test_provenance_names_generator_consistency_and_filter(tmp_path):
     model, out = tmp_path / "model", tmp_path / "out"
     model.mkdir(), out.mkdir()
     (model / "recipe.json").write_text(json.dumps(opengan_recipe(TrainOpenganParams())))
-    write_provenance(out, model, threshold=0.0, filtered=False)
+    write_provenance(out, model, mode="none", threshold=0.0)
     text = describe(read_provenance(out))
     assert text == "generator residual; consistency 0.01 x mse; unfiltered"
     (model / "recipe.json").write_text(json.dumps(bagan_recipe(TrainBaganParams())))
-    write_provenance(out, model, threshold=0.5, filtered=True)
+    write_provenance(out, model, mode="threshold", threshold=0.5)
     assert describe(read_provenance(out)).endswith("filter: score >= 0.5")
     assert "class covariance" in describe(read_provenance(out))
     assert describe(read_provenance(tmp_path)).startswith("unknown")  # no provenance.json: said so

@@ -69,6 +69,7 @@ def metrics_from(variant: str, scores: np.ndarray, labels: np.ndarray) -> dict:
             c: 100 * (i + 1) + (1000 if "_1000" in variant else 0) for i, c in enumerate(CLASSES)
         },
         "mlflow_run_id": f"run-{variant}",
+        "network": "VGG16-BN, pooled head",
     }
 
 
@@ -100,7 +101,7 @@ def make_inputs(root: Path) -> Inputs:
         image_index=np.array([f"t{i}.png" for i in range(n_train)]),
         classes=np.array(CLASSES),
     )
-    gan = root / "data/synthetic/bagan"
+    gan = root / "data/synthetic/bagan/seed0"
     rows = ["file,class,label,score"]
     for k, c in enumerate(CLASSES):
         (gan / f"c{k}").mkdir(parents=True)
@@ -126,7 +127,7 @@ def report(tmp_path_factory, tracking_uri):
     root = tmp_path_factory.mktemp("project")
     inputs = make_inputs(root)
     (inputs.classify_metrics / f"{MISSING}.json").unlink(missing_ok=True)
-    params = ReportParams(n_bootstrap=300, grid_images=3)
+    params = ReportParams(n_bootstrap=2000, grid_images=3)  # 2/B x 40 cells < 0.05: Holm can mark
     result = make_report(params, [1000, 3000], inputs, root / "reports", root / "metrics/compare.json")
     return root, result, (root / "reports/results.md").read_text()
 
@@ -136,8 +137,8 @@ def test_tables_have_every_class_and_variant_with_cis_and_paper_values(report):
     rows = table_rows(md, "## Augmenting 1,000 images per class")
     header = rows[0]
     assert header == [
-        "class", "VGG16", "*paper*", "+ standard aug", "*paper*", "+ BAGAN", "*paper*", "+ NewGAN", "*paper*",
-        "+ Diffusion", "weighted loss", "oversample",
+        "class", "VGG16-BN, pooled head", "*paper*", "+ standard aug", "*paper*", "+ BAGAN", "*paper*",
+        "+ NewGAN", "*paper*", "+ Diffusion", "weighted loss", "oversample",
     ]  # fmt: skip
     assert [r[0] for r in rows[1:]] == [*CLASSES, "macro AUC"]
     ci = re.compile(r"^\**\d\.\d{3}\**†? ± \d\.\d{3} \(\d\.\d{3}–\d\.\d{3}\)$")
@@ -178,7 +179,7 @@ def test_ties_at_the_shown_precision_are_all_bold():
         )  # fmt: skip
 
     table = auc_table(
-        7, {"baseline": metrics("baseline", 0.7312), "oversample": metrics("x", 0.7309)}, {}, ("A",)
+        7, {"baseline": metrics("baseline", 0.7312), "oversample": metrics("x", 0.7309)}, [], ("A",)
     )
     row = table.splitlines()[2]
     assert row.count("**0.731**") == 2 and "—" in row  # missing variants are dashes, not dropped
@@ -194,21 +195,43 @@ def test_a_missing_variant_is_a_dash_with_a_note_never_dropped(report):
     assert rows[1][rows[0].index("+ NewGAN") + 1] == "*0.736*"  # the paper value still appears
 
 
-def test_paired_comparison_finds_the_planted_difference_and_none_for_identical_scores(report):
+def _row(rows: dict[str, dict], a: str, b: str) -> dict:
+    return rows[f"{a} - {b}"]
+
+
+def test_every_planned_comparison_is_made_with_adjusted_p_values(report):
+    from statsmodels.stats.multitest import multipletests
+
     root, _, md = report
     compare = json.loads((root / "metrics/compare.json").read_text())
-    better = compare["variants"]["bagan_1000"]
-    assert better["macro"]["difference"] > 0.05 and better["macro"]["p_value"] < 0.05
+    assert compare["adjust"] == "holm" and set(compare["tables"]) == {"1000", "3000"}
+    table = compare["tables"]["1000"]
+    pairs = {(r["a"], r["b"]) for r in table.values()}
+    assert {
+        ("bagan_1000", "baseline"), ("opengan_1000", "baseline"), ("bagan_1000", "standard_aug_1000"),
+        ("opengan_1000", "standard_aug_1000"), ("bagan_1000", "opengan_1000"), ("oversample", "baseline"),
+    } <= pairs  # fmt: skip
+    assert all(MISSING not in key for key in compare["tables"]["3000"])
+    better = _row(table, "bagan_1000", "baseline")
+    assert better["macro"]["difference"] > 0.05 and better["macro"]["p_adjusted"] < 0.05
     assert all(c["ci_low"] > 0 for c in better["per_class"].values())
-    same = compare["variants"]["oversample"]
-    assert same["macro"]["difference"] == 0 and same["macro"]["p_value"] == 1
-    assert MISSING not in compare["variants"] and compare["missing"] == [MISSING]
-    assert compare["mlflow_run_id"]
-    rows = table_rows(md, "### Paired comparison with VGG16, n = 1,000")
-    bagan = next(r for r in rows if r[0].startswith("+ BAGAN"))
-    assert all("†" in cell for cell in bagan[1:])
-    oversample = next(r for r in rows if r[0].startswith("oversample"))
-    assert all(cell.startswith("+0.000 (+0.000, +0.000) p=1.000") for cell in oversample[1:])
+    same = _row(table, "oversample", "baseline")
+    # identical scores, but two independently trained variants: the estimate is 0, its interval spans
+    # the run-level spread of both (not a point), and nothing is marked
+    assert same["macro"]["difference"] == 0 and same["macro"]["ci_low"] < 0 < same["macro"]["ci_high"]
+    assert same["macro"]["p_value"] > 0.5 and same["macro"]["p_adjusted"] == 1
+    # Holm over every cell of the table, recomputed independently; † follows the ADJUSTED p only
+    cells = [c for r in table.values() for c in (r["macro"], *r["per_class"].values())]
+    holm = multipletests([c["p_value"] for c in cells], method="holm")[1]
+    np.testing.assert_allclose([c["p_adjusted"] for c in cells], holm, atol=1e-6)
+    assert all(c["significant"] == (c["p_adjusted"] < 0.05) for c in cells)
+    assert compare["missing"] == [MISSING] and compare["mlflow_run_id"]
+    rows = table_rows(md, "### Comparisons, n = 1,000")
+    bagan = next(r for r in rows if r[0] == "`bagan_1000` − `baseline`")
+    marked = [better["per_class"][c]["significant"] for c in CLASSES] + [better["macro"]["significant"]]
+    assert [("†" in cell) for cell in bagan[1:]] == marked and sum(marked) >= 4 and marked[-1]
+    oversample = next(r for r in rows if r[0] == "`oversample` − `baseline`")
+    assert all(cell.startswith("+0.000 (-0.") and "†" not in cell for cell in oversample[1:])
 
 
 def test_figures_are_written_and_linked(report):
@@ -233,7 +256,7 @@ def test_real_vs_synthetic_shows_the_first_accepted_images_of_each_gan(report, t
 
     root, _, _ = report
     indexes = read_synthetic_indexes(root / "data/synthetic")
-    assert list(indexes) == ["bagan"]
+    assert list(indexes) == ["bagan/seed0"]
     fig = real_vs_synthetic(
         load_split(root / "data/prepared", "train"), root / "data/synthetic", indexes, 3, 0
     )
@@ -251,6 +274,7 @@ def test_report_stage_under_dvc_gives_metrics_and_plots(tmp_path, tracking_uri):
     project = make_project(tmp_path / "project", yaml.safe_dump(params, sort_keys=False))
     make_inputs(project)
     (project / "metrics/gan").mkdir(parents=True)  # a dependency; no GAN metrics yet: dashes
+    (project / "metrics/train_bagan").mkdir(parents=True)  # nor D on val yet
     roc = project / "plots/roc"
     roc.mkdir(parents=True)
     roc.joinpath("baseline.csv").write_text("class,fpr,tpr\nNodule,0,0\nNodule,0.5,0.8\nNodule,1,1\n")
@@ -263,9 +287,9 @@ def test_report_stage_under_dvc_gives_metrics_and_plots(tmp_path, tracking_uri):
         project / "reports/figures/auc_n3000.png"
     ).is_file()
     markdown = (project / "reports/results.md").read_text()
-    assert "## GAN quality and memorisation" in markdown and "`dvc repro gan_metrics@opengan`" in markdown
+    assert "## GAN quality and memorisation" in markdown and "`dvc repro gan_metrics@opengan-<k>`" in markdown
     shown = json.loads(dvc(project, "metrics", "show", "--json", "metrics/compare.json", env=env).stdout)
-    assert "bagan_1000" in json.dumps(shown) and "p_value" in json.dumps(shown)
+    assert "bagan_1000 - baseline" in json.dumps(shown) and "p_adjusted" in json.dumps(shown)
     plots = dvc(project, "plots", "show", "--json", env=env)
     assert plots.returncode == 0, plots.stderr
     assert "reports/figures/auc_n3000.png" in plots.stdout  # PNG figures: no vega, no CDN script
@@ -291,4 +315,4 @@ def test_a_report_before_any_variant_ran_is_all_dashes_and_says_so(tmp_path, tra
         if rows[0][i] not in ("class", "*paper*")
     )
     assert len(result.missing) == 7 and md.count("not found, shown as —") == 7
-    assert json.loads((tmp_path / "c.json").read_text())["variants"] == {}
+    assert json.loads((tmp_path / "c.json").read_text())["tables"] == {"1000": {}}

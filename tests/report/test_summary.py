@@ -16,11 +16,13 @@ CLASSIFY = {
 }
 DETAILS = {
     "prepare.json": {"images": 1824, "patients": 862, "per_class": {"Nodule": 40}, "counts": {}},
-    "train_bagan.json": {"ae_steps": 95, "gan_steps": 76, "seconds": 41.23, "val_d_acc_real": 0.75},
-    "train_embedder.json": {"steps": 45, "seconds": 10.43, "val_knn_accuracy": 0.87},
-    "train_opengan.json": {"steps": 120, "seconds": 30.61, "last_epoch": {"d_loss": 1.0}},
+    # the generators' stages write one file per replicate (replicates.generator_seeds)
+    "train_bagan/seed0.json": {"ae_steps": 95, "gan_steps": 76, "seconds": 41.23, "val_d_acc_real": 0.75},
+    "train_bagan/seed1.json": {"ae_steps": 95, "gan_steps": 70, "seconds": 40.0, "val_d_acc_real": 0.7},
+    "train_embedder/seed0.json": {"steps": 45, "seconds": 10.43, "val_knn_accuracy": 0.87},
+    "train_opengan/seed0.json": {"steps": 120, "seconds": 30.61, "last_epoch": {"d_loss": 1.0}},
     **{
-        f"synthesize/{g}.json": {"accepted": 1500, "acceptance_rate": 0.5859, "per_class": {}}
+        f"synthesize/{g}/seed0.json": {"accepted": 1500, "acceptance_rate": 0.5859, "per_class": {}}
         for g in ("bagan", "opengan")
     },
     **{
@@ -28,7 +30,7 @@ DETAILS = {
         for v in ("baseline", "weighted_loss", "oversample", "standard_aug_100", "bagan_100", "opengan_100")
     },
     **{
-        f"gan/{g}.json": {
+        f"gan/{g}/seed0.json": {
             "cas": CLASSIFY,
             "fidelity": {"overall": {"fd_embedder": 0.2072581}},
             "memorisation": {"pixel": {"copies": 3}},
@@ -49,15 +51,16 @@ def test_rows_hold_the_detail_files_numbers(tmp_path):
     rows = summary_rows(tmp_path / "metrics")
     assert set(rows) == set(DETAILS)  # compare.json is a detail of the report, not a stage row
     assert rows["classify/baseline.json"] == {"macro_auc": 0.868, "ci_low": 0.8382, "ci_high": 0.907}
-    assert rows["train_bagan.json"] == {"steps": 171, "seconds": 41.2}
-    assert rows["gan/bagan.json"] == {
+    assert rows["train_bagan/seed0.json"] == {"steps": 171, "seconds": 41.2}
+    assert rows["train_bagan/seed1.json"] == {"steps": 165, "seconds": 40.0}
+    assert rows["gan/bagan/seed0.json"] == {
         "macro_auc": 0.868,
         "ci_low": 0.8382,
         "ci_high": 0.907,
         "fd": 0.2073,
         "copies": 3,
     }
-    assert rows["synthesize/opengan.json"] == {"images": 1500, "acceptance": 0.586}
+    assert rows["synthesize/opengan/seed0.json"] == {"images": 1500, "acceptance": 0.586}
     columns = {k for r in rows.values() for k in r}
     assert len(columns) <= 10, columns
 

@@ -17,11 +17,11 @@ from PIL import Image
 import cxraug.classifier.seeds as seeds_module
 import cxraug.classifier.train as classifier_module
 import cxraug.stages.classify as classify_module
-from cxraug.classifier.predict import load_classifier, load_seed_classifiers, predict_proba
+from cxraug.classifier.predict import load_classifier, load_seed_classifiers, predict_proba, saved_runs
 from cxraug.classifier.train import inverse_frequency_weights, train_classifier
 from cxraug.classifier.variants import build_training_set, parse_variant, valid_variants
 from cxraug.core.checkpoint import Checkpointer
-from cxraug.core.config import ClassifyParams, Params, PrepareParams, SynthesizeParams
+from cxraug.core.config import ClassifyParams, Params, PrepareParams, ReplicatesParams, SynthesizeParams
 from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import slug
 from cxraug.core.training import run_epoch_batches
@@ -39,6 +39,7 @@ def run_classify(variant: str, params: Params, paths: Paths):
 
 TINY = ClassifyParams(
     seeds=[0],
+    budget="epochs",
     epochs=2,
     patience=5,
     batch_size=32,
@@ -81,14 +82,20 @@ def write_synthetic(directory: Path, classes, n: int, size: int = 32) -> Path:
 def project(tmp_path, prepared) -> Paths:
     paths = replace(Paths().under(tmp_path), prepared=prepared)
     classes = load_split(prepared, "train").classes
-    write_synthetic(paths.synthetic / "bagan", classes, N_SYNTH)
-    paths.synthesize_metrics.mkdir(parents=True)
-    (paths.synthesize_metrics / "bagan.json").write_text(json.dumps({"mlflow_run_id": "gan-run-123"}))
+    for g in GENERATOR_SEEDS:  # two generator replicates, data/synthetic/bagan/seed<g>
+        write_synthetic(paths.synthetic / "bagan" / f"seed{g}", classes, N_SYNTH)
+        (paths.synthesize_metrics / "bagan").mkdir(parents=True, exist_ok=True)
+        info = {"mlflow_run_id": f"gan-run-{g}"}
+        (paths.synthesize_metrics / "bagan" / f"seed{g}.json").write_text(json.dumps(info))
     return paths
+
+
+GENERATOR_SEEDS = [0, 1]
 
 
 def params_with(**classify) -> Params:
     return Params(
+        replicates=ReplicatesParams(generator_seeds=GENERATOR_SEEDS),
         synthesize=SynthesizeParams(n_per_class=[4, N_SYNTH]),
         classify=TINY.model_copy(update=classify),
     )
@@ -153,7 +160,9 @@ def test_training_sets_add_only_what_the_variant_says(project):
     assert torch.equal(aug.images, again.images) and not torch.equal(aug.images, other_seed.images)
 
     variant = parse_variant("bagan_4", [4], GANS)
-    gan = build_training_set(variant, train, TINY, 0, load_extra_synthetic(variant, train, project.synthetic))
+    gan = build_training_set(
+        variant, train, TINY, 0, load_extra_synthetic(variant, train, project.synthetic, 1)
+    )
     extra = gan.images[len(train) :]
     assert len(extra) == 4 * n_classes
     assert torch.equal(extra.flatten(1)[:, 0].long() - SYNTHETIC_VALUE, gan.labels[len(train) :])
@@ -249,6 +258,41 @@ def test_training_resumes_from_its_checkpoint(prepared, tmp_path):
         torch.testing.assert_close(a, b)
 
 
+def test_steps_budget_gives_every_training_set_the_same_optimizer_steps(prepared):
+    """A training set 8x the size gets the same optimizer steps and the same val schedule, not 8x."""
+    train, val = load_split(prepared, "train"), load_split(prepared, "val")
+    big_images, big_labels = train.images.repeat(8, 1, 1), train.labels.repeat(8)
+    params = TINY.model_copy(update={"budget": "steps", "steps": 7, "eval_every": 3, "patience": 10})
+    counted = {}
+    for name, (images, labels) in {
+        "small": (train.images, train.labels),
+        "big": (big_images, big_labels),
+    }.items():
+        steps, rounds = [], []
+        trained = train_classifier(
+            images,
+            labels,
+            val,
+            params,
+            seed=0,
+            on_step=steps.append,
+            on_epoch=rounds.append,
+        )
+        counted[name] = (len(steps), [e.step for e in rounds], trained.steps, trained.images_seen)
+    assert counted["small"][:3] == counted["big"][:3] == (7, [3, 6, 7], 7)
+    assert counted["small"][3] == counted["big"][3] == 7 * TINY.batch_size
+    assert len(big_labels) // TINY.batch_size > 7  # one epoch of the big set alone is more than the budget
+
+
+def test_steps_budget_resumes_mid_epoch_with_the_same_batches(prepared):
+    from cxraug.classifier.train import step_batches
+
+    labels = load_split(prepared, "train").labels
+    whole = [b.tolist() for b in step_batches(labels, 32, 5, False, 0, 40)]
+    resumed = [b.tolist() for b in step_batches(labels, 32, 5, False, 13, 40)]
+    assert resumed == whole[13:] and len(whole) == 40
+
+
 # ------------------------------------------------------------------------------------------- the stage
 
 
@@ -276,7 +320,7 @@ def test_stage_writes_every_output_and_an_mlflow_run(project, tracking_uri, monk
         assert val_arg.images is not None and torch.equal(val_arg.images, val.images)
         synthetic_rows = (train_images.flatten(1) == train_images.flatten(1)[:, :1]).all(1)
         assert int(synthetic_rows.sum()) >= 4 * val.n_classes
-    assert len(predicts) == 2  # the test split is scored exactly once per seed ...
+    assert len(predicts) == 4  # 2 generator x 2 classifier seeds; the test split is scored once per run ...
     for (_, images, *_), _kw in predicts:
         assert torch.equal(images, test.images)
     for split in (val, test):
@@ -290,7 +334,11 @@ def test_stage_writes_every_output_and_an_mlflow_run(project, tracking_uri, monk
     for c in classes:
         lo, hi = metrics["per_class_auc_ci"][c]
         assert lo <= metrics["per_class_auc"][c] <= hi
-    assert metrics["seeds"] == [0, 1] and set(metrics["best_epoch"]) == {"0", "1"}
+    assert metrics["runs"] == ["g0s0", "g0s1", "g1s0", "g1s1"] and metrics["generator_seeds"] == [0, 1]
+    assert set(metrics["per_run"]) == set(metrics["runs"]) == set(metrics["per_run_auc"])
+    assert metrics["bootstrap"]["n_units"] == 2  # runs clustered by generator replicate
+    for r in metrics["per_run"].values():
+        assert 0 < r["best_step"] <= r["steps"] and r["images_seen"] >= r["steps"] * TINY.batch_size // 2
     assert metrics["macro_auc_ci"][0] <= metrics["macro_auc"] <= metrics["macro_auc_ci"][1]
     train_counts = load_split(project.prepared, "train").class_counts().tolist()
     assert list(metrics["train_images"].values()) == [n + 4 for n in train_counts]
@@ -298,20 +346,22 @@ def test_stage_writes_every_output_and_an_mlflow_run(project, tracking_uri, monk
     assert metrics["variant"] == "bagan_4" and metrics["mlflow_run_id"] == result.run_id
 
     scores = np.load(project.scores / "bagan_4.npz")
-    assert scores["scores"].shape == (2, len(test), len(classes)) and scores["scores"].dtype == np.float32
+    assert scores["scores"].shape == (4, len(test), len(classes)) and scores["scores"].dtype == np.float32
+    assert scores["generator_seeds"].tolist() == [0, 0, 1, 1] and scores["runs"].tolist() == metrics["runs"]
     np.testing.assert_allclose(scores["scores"].sum(-1), 1, atol=1e-5)
     assert scores["labels"].tolist() == test.labels.tolist()
     assert scores["patient_ids"].tolist() == test.patient_ids.astype(str).tolist()
     assert scores["image_index"].tolist() == test.image_index.astype(str).tolist()
-    assert scores["seeds"].tolist() == [0, 1] and scores["classes"].tolist() == classes
+    assert scores["seeds"].tolist() == [0, 1, 0, 1] and scores["classes"].tolist() == classes
     # ... and the saved model is seed 0's best checkpoint: it reproduces seed 0's test scores
     model = load_classifier(project.models / "bagan_4.pt")
     np.testing.assert_allclose(
         predict_proba(model, test.images, predicts[0][0][2]), scores["scores"][0], atol=1e-5
     )
-    # every seed's weights are in the file too (external-test scores them all)
+    # every run's weights are in the file too, named by its key (external-test scores them all)
     seeded = load_seed_classifiers(project.models / "bagan_4.pt")
-    assert [seed for seed, _ in seeded] == [0, 1]
+    assert [seed for seed, _ in seeded] == [0, 1, 0, 1]
+    assert saved_runs(project.models / "bagan_4.pt") == [("g0s0", 0), ("g0s1", 0), ("g1s0", 1), ("g1s1", 1)]
     for s, (_, net) in enumerate(seeded):
         np.testing.assert_allclose(
             predict_proba(net, test.images, predicts[0][0][2]), scores["scores"][s], atol=1e-5
@@ -322,11 +372,11 @@ def test_stage_writes_every_output_and_an_mlflow_run(project, tracking_uri, monk
 
     client = mlflow.MlflowClient(tracking_uri)
     run = client.get_run(result.run_id)
-    assert run.data.tags["synthetic.run_id"] == "gan-run-123"
-    assert len(run.data.tags["synthetic.index_md5"]) == 32
-    history = client.get_metric_history(result.run_id, "s1/val_auc_macro")
-    assert [m.step for m in history] == [1, 2]
-    assert f"s0/val_auc/{slug(classes[-1])}" in run.data.metrics and "test_auc_macro" in run.data.metrics
+    assert run.data.tags["synthetic.seed1.run_id"] == "gan-run-1"
+    assert len(run.data.tags["synthetic.seed0.index_md5"]) == 32
+    history = client.get_metric_history(result.run_id, "g1s1/val_auc_macro")
+    assert len(history) == 2  # one point per val check, at its optimizer step
+    assert f"g0s0/val_auc/{slug(classes[-1])}" in run.data.metrics and "test_auc_macro" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "figures")}
     assert artifacts == {"figures/roc.png", "figures/confusion.png"}
     assert client.list_artifacts(result.run_id, "model")
@@ -364,7 +414,7 @@ def test_stage_resumes_finished_seeds_and_the_mlflow_run(project, tracking_uri, 
 
 def test_stage_needs_the_synthetic_data_of_a_gan_variant(project, tracking_uri):
     with pytest.raises(
-        CxraugError, match=r"opengan/index.csv: not found; run `dvc repro synthesize@opengan`"
+        CxraugError, match=r"opengan/seed0/index.csv: not found; run `dvc repro synthesize@opengan-0`"
     ):
         run_classify("opengan_4", params_with(), project)
 

@@ -1,4 +1,4 @@
-"""The classify stage carries the test split's PATIENTS into its reported intervals.
+"""The classify stage carries the test split's PATIENTS into its reported (two-level) intervals.
 
 The fixture's test split has 60 patients with 4 images each; a patient's images share one label and one
 score (as a patient's X-rays are alike), so resampling images instead of patients gives intervals about
@@ -17,7 +17,7 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 import cxraug.stages.classify as classify_module
-from cxraug.classifier.seeds import SeedResult
+from cxraug.classifier.seeds import SeedResult, run_key
 from cxraug.core.config import ClassifyParams, Params
 from cxraug.nets.vgg import VGG16
 from cxraug.stages.classify import Paths
@@ -90,8 +90,9 @@ def test_stage_intervals_resample_patients(project, tracking_uri, monkeypatch):
     scores = patient_scores(PATIENTS, PER_PATIENT)
     state = VGG16(len(CLASSES), image_size=SIZE, width=SETTINGS.width).state_dict()
 
-    def scripted_seed(variant, splits, params, seed, *args, **kwargs):
-        return SeedResult(seed, scores, 1, 0.5, [], {c: 60 for c in CLASSES}, state)
+    def scripted_seed(variant, splits, params, seed, *args, generator_seed=None, **kwargs):
+        key = run_key(seed, generator_seed)
+        return SeedResult(seed, scores, 1, 0.5, [], {c: 60 for c in CLASSES}, state, key, generator_seed)
 
     monkeypatch.setattr(classify_module, "train_seed", scripted_seed)
     classify_module.run(Params(classify=SETTINGS), replace(project, variant="baseline"))
@@ -99,7 +100,7 @@ def test_stage_intervals_resample_patients(project, tracking_uri, monkeypatch):
 
     test = np.load(project.prepared / "test.npz")
     labels, patients = test["labels"], test["patient_ids"]
-    assert metrics["test_patients"] == PATIENTS and metrics["bootstrap"]["unit"] == "patient"
+    assert metrics["test_patients"] == PATIENTS and "test patients" in metrics["bootstrap"]["unit"]
     for k, c in enumerate(CLASSES):
         assert metrics["per_class_auc"][c] == pytest.approx(
             roc_auc_score(labels == k, scores[:, k]), abs=1e-5
@@ -136,9 +137,10 @@ def test_every_variant_is_evaluated_on_the_prepared_val_and_test(project, tracki
     state = VGG16(len(CLASSES), image_size=SIZE, width=SETTINGS.width).state_dict()
     seen = {}
 
-    def scripted_seed(variant, splits, params, seed, *args, **kwargs):
+    def scripted_seed(variant, splits, params, seed, *args, generator_seed=None, **kwargs):
         seen[variant.name] = splits
-        return SeedResult(seed, scores, 1, 0.5, [], {c: 60 for c in CLASSES}, state)
+        key = run_key(seed, generator_seed)
+        return SeedResult(seed, scores, 1, 0.5, [], {c: 60 for c in CLASSES}, state, key, generator_seed)
 
     monkeypatch.setattr(classify_module, "train_seed", scripted_seed)
     params = Params(classify=SETTINGS.model_copy(update={"bootstrap": 100}))

@@ -134,6 +134,7 @@ def test_external_names_are_checked_in_params():
 
 PARAMS_YAML = {
     "generators": ["bagan", "opengan"],
+    "replicates": {"generator_seeds": [0]},
     "prepare": {"image_size": 32},
     "synthesize": {"n_per_class": [4]},
     "classify": {"seeds": [0, 1], "epochs": 1, "batch_size": 32, "width": 0.0625, "bootstrap": 200},

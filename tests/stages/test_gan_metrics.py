@@ -357,7 +357,7 @@ def project(tmp_path_factory, demo_raw):
     prepare(PrepareParams(image_size=32), demo_raw, root / "data/prepared", root / "prepare.json")
     train, test = load_split(root / "data/prepared", "train"), load_split(root / "data/prepared", "test")
     torch.manual_seed(0)
-    save_embedder(Embedder(32, embed_dim=16, d_base=8), root / "models/embedder.pt", train.classes, [])
+    save_embedder(Embedder(32, embed_dim=16, d_base=8), root / "models/embedder/seed0.pt", train.classes, [])
     vgg = build_vgg16(len(train.classes), image_size=32, width=0.0625)
     save_classifier(vgg, root / "models/classifier/baseline.pt", train.classes)
     rng = np.random.default_rng(0)
@@ -392,7 +392,7 @@ def project(tmp_path_factory, demo_raw):
         images = torch.cat([own[:3], noisy[3:]])
         ones = torch.ones(len(images))
         draws.append(ClassDraw(name, k, 20, images, ones, ones, images[:0], 0.5))
-    write_synthetic(draws, root / "data/synthetic/bagan")
+    write_synthetic(draws, root / "data/synthetic/bagan/seed0")
     return root
 
 
@@ -413,7 +413,7 @@ def test_stage_writes_the_documented_metrics_and_an_mlflow_run(project, tracking
 
     monkeypatch.chdir(project)
     result = gan_metrics.run(stage_params(), gan_metrics.Paths("bagan"))
-    m = json.loads((project / "metrics/gan/bagan.json").read_text())
+    m = json.loads((project / "metrics/gan/bagan/seed0.json").read_text())
     assert m == json.loads(json.dumps(result.metrics))
     classes = m["classes"]
     assert m["gan"] == "bagan" and m["extractors"] == ["random", "embedder", "classifier"]
@@ -451,7 +451,7 @@ def test_stage_writes_the_documented_metrics_and_an_mlflow_run(project, tracking
 
     client = mlflow.MlflowClient()
     run = client.get_run(m["mlflow_run_id"])
-    assert run.data.tags["dvc.stage"] == "gan_metrics@bagan" and run.data.tags["gan"] == "bagan"
+    assert run.data.tags["dvc.stage"] == "gan_metrics@bagan-0" and run.data.tags["gan"] == "bagan"
     gen = fid["overall"]["generated_vs_real"]
     assert run.data.metrics["fidelity/generated_vs_real/fd_random"] == pytest.approx(gen["fd_random"])
     assert run.data.metrics["memorisation/copy_fraction_pixel"] == pixel["copy_fraction"]
@@ -483,8 +483,8 @@ def test_stage_writes_the_documented_metrics_and_an_mlflow_run(project, tracking
     )
     if m["class_blind"]:
         assert md.index("Warning: class-blind generator") < md.index("## Augmenting")
-        assert "+ BAGAN ⚠ class-blind" in md and "(`bagan_20`) ⚠ class-blind" in md
-    assert "`dvc repro gan_metrics@opengan`" in md
+        assert "+ BAGAN ⚠ class-blind" in md  # (no comparison row: only the baseline has scores here)
+    assert "`dvc repro gan_metrics@opengan-<k>`" in md
     assert (project / "reports/figures/gan_precision_recall.png").is_file()
 
 
@@ -492,7 +492,7 @@ def test_stage_mistakes_are_one_line_errors(project, tracking_uri, monkeypatch, 
     from cxraug.stages import gan_metrics
 
     monkeypatch.chdir(project)
-    with pytest.raises(CxraugError, match=r"synthesize@opengan"):
+    with pytest.raises(CxraugError, match=r"synthesize@opengan-0"):
         gan_metrics.run(stage_params(), gan_metrics.Paths("opengan"))
     with pytest.raises(CxraugError, match="unknown GAN"):
         gan_metrics.run(stage_params(), gan_metrics.Paths("stylegan"))

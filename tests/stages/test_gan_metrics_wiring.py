@@ -37,9 +37,9 @@ def test_cas_trains_on_the_synthetic_images_only(project, tracking_uri, monkeypa
     gan_metrics.run(stage_params(extractors=["embedder"]), gan_metrics.Paths("bagan"))
 
     train, val, test = (load_split(project / "data/prepared", s) for s in ("train", "val", "test"))
-    index = pd.read_csv(project / "data/synthetic/bagan/index.csv")
+    index = pd.read_csv(project / "data/synthetic/bagan/seed0/index.csv")
     written = sorted(
-        (int(row.label), np.asarray(Image.open(project / "data/synthetic/bagan" / row.file)).tobytes())
+        (int(row.label), np.asarray(Image.open(project / "data/synthetic/bagan/seed0" / row.file)).tobytes())
         for row in index.itertuples()
     )
     (images, labels, val_arg) = trained[0]
@@ -52,7 +52,7 @@ def test_cas_trains_on_the_synthetic_images_only(project, tracking_uri, monkeypa
     (test_images, scores) = predicted[0]
     assert torch.equal(test_images, test.images)
 
-    m = json.loads((project / "metrics/gan/bagan.json").read_text())["cas"]
+    m = json.loads((project / "metrics/gan/bagan/seed0.json").read_text())["cas"]
     assert m["train_images"] == dict(
         zip(train.classes, torch.bincount(synthetic_labels, minlength=train.n_classes).tolist(), strict=True)
     )

@@ -194,7 +194,7 @@ def test_stage_writes_metrics_and_logs_acceptance_to_mlflow(tracking_uri, fake_r
     assert len(pd.read_csv(out / "index.csv")) == result.accepted == 40 + nodule["accepted"]
 
     run = mlflow.MlflowClient().get_run(result.run_id)
-    assert run.data.tags["gan.run_id"] == "trainrun123" and run.data.tags["dvc.stage"] == "synthesize@fake"
+    assert run.data.tags["gan.run_id"] == "trainrun123" and run.data.tags["dvc.stage"] == "synthesize@fake-0"
     assert run.data.metrics["acceptance_rate.nodule"] == pytest.approx(nodule["acceptance_rate"], abs=1e-6)
     assert run.data.metrics["shortfall.nodule"] == 20 - nodule["accepted"]
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id)}

@@ -476,9 +476,16 @@ TINY = {
         "device": "cpu",
         "precision": "fp32",
     },
-    "synthesize": {"filter": {"threshold": 0.0}, "batch_size": 64, "device": "cpu", "precision": "fp32"},
+    "synthesize": {
+        # keep every candidate: a 2-epoch D ranks "generated" first, so BAGAN's argmax default keeps none
+        "filter": {"threshold": 0.0, "per_gan": {"bagan": {"mode": "threshold"}}},
+        "batch_size": 64,
+        "device": "cpu",
+        "precision": "fp32",
+    },
     "classify": {
         "seeds": [0],
+        "budget": "epochs",
         "epochs": 2,
         "patience": 1,
         "width": 0.0625,

@@ -235,7 +235,9 @@ def opengan(prepared: Path, embedder_path: Path, params: Params, budget: Budget)
 def classifier(prepared: Path, params: Params, budget: Budget) -> LoopResult:
     """train_classifier's step (VGG16, cross-entropy, fused AdamW); the epoch ends score the val split."""
 
-    p = params.classify.model_copy(update={"epochs": budget.epochs, "patience": budget.epochs})
+    p = params.classify.model_copy(
+        update={"budget": "epochs", "epochs": budget.epochs, "patience": budget.epochs}
+    )
     train, val = load_split(prepared, "train"), load_split(prepared, "val")
     clock = StepClock()
     with tempfile.TemporaryDirectory(prefix="cxraug-bench-classify-") as tmp:

@@ -19,7 +19,8 @@ from cxraug.classifier.predict import predict_proba
 from cxraug.classifier.train import EpochLog, train_classifier
 from cxraug.core.config import ClassifyParams
 from cxraug.data.datasets import Split
-from cxraug.metrics.auc import bootstrap_ci, paired_bootstrap, per_class_auc
+from cxraug.metrics.auc import per_class_auc
+from cxraug.metrics.inference import two_level_comparison, two_level_interval
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,9 @@ class CasResult:
 
     def summary(self, test: Split, params: ClassifyParams) -> dict:
         labels = test.labels.numpy()
-        ci = bootstrap_ci(self.scores, labels, test.patient_ids, params.bootstrap, params.ci_level)
+        ci = two_level_interval(
+            self.scores, labels, test.patient_ids, n_boot=params.bootstrap, level=params.ci_level
+        )
         per_seed = [per_class_auc(s, labels) for s in self.scores]
         return {
             "seeds": self.seeds,
@@ -43,7 +46,7 @@ class CasResult:
             },
             "macro_auc": round(ci.macro, 5),
             "macro_auc_ci": [round(ci.macro_lo, 5), round(ci.macro_hi, 5)],
-            "macro_auc_std": round(ci.macro_std_over_seeds, 5),
+            "macro_auc_std": round(float(ci.run_std[-1]), 5),
             "per_seed_macro_auc": {
                 str(s): round(float(a.mean()), 5) for s, a in zip(self.seeds, per_seed, strict=True)
             },
@@ -53,7 +56,7 @@ class CasResult:
             "bootstrap": {
                 "resamples": ci.n_boot,
                 "level": params.ci_level,
-                "unit": "patient",
+                "unit": "training runs x test patients (one run: patients only)",
                 "undefined_resamples": ci.undefined_resamples,
             },
         }
@@ -95,8 +98,9 @@ def classification_accuracy_score(
 def compare_with_baseline(
     cas_scores: np.ndarray, baseline_scores: np.ndarray, test: Split, n_boot: int, level: float
 ) -> dict:
-    """AUC(CAS) - AUC(real-data baseline) on the same test patients: paired patient bootstrap."""
-    c = paired_bootstrap(
+    """AUC(CAS) - AUC(real-data baseline) on the same test patients: the two-level paired comparison
+    (metrics/inference.py; the two classifiers were trained independently)."""
+    c = two_level_comparison(
         cas_scores, baseline_scores, test.labels.numpy(), test.patient_ids, n_boot=n_boot, level=level
     )
 

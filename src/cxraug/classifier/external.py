@@ -19,19 +19,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxraug.classifier.predict import load_seed_classifiers, predict_proba
+from cxraug.classifier.predict import load_seed_classifiers, predict_proba, saved_runs
 from cxraug.core import layout
 from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import Precision, atomic_savez, pick_precision, safe_load
 from cxraug.data.external import ExternalSet
-from cxraug.metrics.auc import bootstrap_ci, per_class_auc
+from cxraug.metrics.auc import per_class_auc
+from cxraug.metrics.inference import two_level_interval
 from cxraug.nets.vgg import VGG16
 
 
 @dataclass(frozen=True)
 class SeedModel:
-    seed: int
+    seed: int  # the classifier seed
     model: VGG16  # eval mode; `classes` names its outputs
+    key: str = ""  # the run: s<c>, or g<g>s<c> for a GAN variant (classifier/seeds.py)
+    generator_seed: int | None = None
 
 
 def load_seed_models(path: str | Path, device: torch.device | str = "cpu") -> list[SeedModel]:
@@ -39,7 +42,11 @@ def load_seed_models(path: str | Path, device: torch.device | str = "cpu") -> li
     saved = safe_load(path)
     if not isinstance(saved, dict) or not {"config", "classes", "state_dict"} <= saved.keys():
         raise CxraugError(f"{path}: not a classifier written by `cxraug classify`; rerun classify")
-    return [SeedModel(seed, model) for seed, model in load_seed_classifiers(path, device)]
+    models = load_seed_classifiers(path, device)
+    runs = saved_runs(path)
+    if len(runs) != len(models):  # a file written before classify named its runs
+        runs = [(f"s{seed}", None) for seed, _ in models]
+    return [SeedModel(seed, m, key, g) for (seed, m), (key, g) in zip(models, runs, strict=True)]
 
 
 def score_external(
@@ -88,9 +95,12 @@ def external_metrics(
     *,
     variant: str | None = None,
     name: str | None = None,
+    generator_seeds: Sequence[int | None] | None = None,
 ) -> dict:
-    """The metrics file's content (JSON-ready; undefined values are None): per-class and macro AUC (seed
-    mean) with bootstrap CIs over patients where the set has them, else over images; the std over seeds;
+    """The metrics file's content (JSON-ready; undefined values are None): per-class and macro AUC (mean
+    over runs) with two-level intervals (metrics/inference.py: training runs x external patients where the
+    set has them, else images; a GAN variant's runs grouped by `generator_seeds`, one per run); the SD
+    over runs;
     images per class, skips by reason and the md5 of the scored pixels. `mlflow_run_id` is left None for
     the caller that logs the run; `variant` and `name` (the external set's NAME) are recorded as given."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -99,6 +109,12 @@ def external_metrics(
         raise ValueError(
             f"scores {scores.shape} do not fit {len(seeds)} seeds x {len(external)} images x {len(classes)}"
         )
+    generators = None if generator_seeds is None or None in generator_seeds else list(generator_seeds)
+    run_names = (
+        [str(int(s)) for s in seeds]
+        if generators is None
+        else [f"g{g}s{int(s)}" for g, s in zip(generators, seeds, strict=True)]
+    )
     present = [k for k, n in enumerate(external.counts().values()) if n]
     k_all = len(classes)
     auc, lo, hi, std = (np.full(k_all, np.nan) for _ in range(4))
@@ -112,12 +128,15 @@ def external_metrics(
         remap[present] = np.arange(len(present))
         labels = remap[external.labels]
         sub = scores[:, :, present]
-        ci = bootstrap_ci(sub, labels, external.bootstrap_ids, n_boot, level, bootstrap_seed)
-        auc[present], lo[present], hi[present], std[present] = ci.estimate, ci.lo, ci.hi, ci.std_over_seeds
+        groups = None if generators is None else np.asarray([f"g{g}" for g in generators])
+        ci = two_level_interval(
+            sub, labels, external.bootstrap_ids, groups, n_boot=n_boot, level=level, seed=bootstrap_seed
+        )
+        auc[present], lo[present], hi[present], std[present] = ci.estimate, ci.lo, ci.hi, ci.run_std[:-1]
         for s in range(len(seeds)):
             per_seed[s, present] = per_class_auc(sub[s], labels)
         macro, macro_lo, macro_hi = ci.macro, ci.macro_lo, ci.macro_hi
-        macro_std, resamples, undefined = ci.macro_std_over_seeds, ci.n_boot, ci.undefined_resamples
+        macro_std, resamples, undefined = float(ci.run_std[-1]), ci.n_boot, ci.undefined_resamples
     return {
         "variant": variant,
         "name": name,
@@ -136,7 +155,8 @@ def external_metrics(
         "macro_auc_ci": None if np.isnan(macro_lo) else [round(macro_lo, 5), round(macro_hi, 5)],
         "macro_over": [classes[k] for k in present] if len(present) >= 2 else [],
         "absent_classes": external.absent_classes,
-        "per_seed_auc": {str(int(s)): _rounded(per_seed[i], classes) for i, s in enumerate(seeds)},
+        "generator_seeds": generators,
+        "per_seed_auc": {key: _rounded(per_seed[i], classes) for i, key in enumerate(run_names)},
         "images": len(external),
         "images_per_class": external.counts(),
         "patients": None if external.patient_ids is None else int(len(np.unique(external.patient_ids))),

@@ -46,18 +46,21 @@ def save_classifier(
     path: str | Path,
     classes: tuple[str, ...],
     more_seeds: Sequence[tuple[int, Mapping[str, torch.Tensor]]] = (),
+    runs: Sequence[tuple[str, int | None]] = (),
     **meta: str | int | float,
 ) -> Path:
     """Weights + the constructor settings needed to rebuild the net (loadable with weights_only=True).
-    `model` is the first seed's net (what `load_classifier` returns); `more_seeds` holds (seed, state
-    dict) of the variant's other seeds, which `load_seed_classifiers` returns as well."""
+    `model` is the first run's net (what `load_classifier` returns); `more_seeds` holds (classifier seed,
+    state dict) of the variant's other runs, which `load_seed_classifiers` returns as well; `runs`, when
+    given, names every run, first included: (key s<c> or g<g>s<c>, generator seed or None)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     extra = [
         {"seed": int(seed), "state_dict": {k: v.detach().cpu().contiguous() for k, v in sd.items()}}
         for seed, sd in more_seeds
     ]
     payload = {"config": dict(model.config), "classes": list(classes), "meta": meta, "state_dict": state}
-    return atomic_save({**payload, "more_seeds": extra}, path)
+    named = [{"key": str(k), "generator_seed": -1 if g is None else int(g)} for k, g in runs]
+    return atomic_save({**payload, "more_seeds": extra, "runs": named}, path)
 
 
 def _build(saved: dict, state_dict: Mapping[str, torch.Tensor], device: torch.device | str) -> VGG16:
@@ -71,6 +74,15 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> VGG
     """The first seed's trained VGG16 in eval mode (its `classes` attribute names the outputs)."""
     saved = safe_load(path)
     return _build(saved, saved["state_dict"], device)
+
+
+def saved_runs(path: str | Path) -> list[tuple[str, int | None]]:
+    """(key, generator seed or None) of every run in the file, first run first; [] for a file written
+    before classify named its runs."""
+    return [
+        (m["key"], None if m["generator_seed"] < 0 else m["generator_seed"])
+        for m in safe_load(path).get("runs", [])
+    ]
 
 
 def load_seed_classifiers(path: str | Path, device: torch.device | str = "cpu") -> list[tuple[int, VGG16]]:

@@ -2,18 +2,27 @@
 
 Knows nothing about DVC paths or variants, so the classify stage, Optuna (short runs) and CAS
 (training on synthetic images only) all call the same `train_classifier`. The loop reads top to bottom:
-one epoch = one pass over the training set (or as many class-balanced draws), then the val AUC; the
-weights with the best val macro AUC are kept, training stops after `patience` epochs without a better
-one. The test split never enters this module: the caller predicts on it once with the returned model.
+one round of training, then the val AUC; the weights with the best val macro AUC are kept, training stops
+after `patience` rounds without a better one. The test split never enters this module: the caller
+predicts on it once with the returned model.
+
+What a round is depends on `classify.budget`:
+  steps (default)  `eval_every` optimizer steps, at most `steps` in all, whatever the training set's size:
+                   every variant gets the same gradient steps and the same early-stopping schedule, so a
+                   variant with 3,000 extra images per class does not also get several times the training.
+                   The batches are consecutive epochs of the training set, epoch e shuffled by a generator
+                   seeded with (seed, e), so a resumed run replays the same batches.
+  epochs           one pass over the training set (or as many class-balanced draws), at most `epochs`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,26 +43,67 @@ from cxraug.data.datasets import Split, to_model_range
 from cxraug.metrics.auc import per_class_auc
 from cxraug.nets.vgg import VGG16, build_vgg16
 
-logger = logging.getLogger("cxraug.classify")
+logger = logging.getLogger("cxraug.classify")  # the stage's messages (resume notes)
 
 
 @dataclass(frozen=True)
 class EpochLog:
-    epoch: int  # 1-based
+    epoch: int  # 1-based evaluation round (an epoch under budget "epochs")
     train_loss: float
     val_auc: list[float]  # per class
     val_macro_auc: float
     seconds: float
     images_per_second: float
+    step: int = 0  # optimizer steps taken when this round's val AUC was measured
+    images_seen: int = 0  # training images (with repeats) those steps used
 
 
 @dataclass
 class TrainedClassifier:
-    model: VGG16  # holds the best-epoch weights, in eval mode
-    best_epoch: int
+    model: VGG16  # holds the best round's weights, in eval mode
+    best_epoch: int  # its round
     best_val_macro_auc: float
     history: list[EpochLog] = field(default_factory=list)
     precision: Precision | None = None
+    best_step: int = 0
+    steps: int = 0  # optimizer steps taken in all (early stopping ends a run before its budget)
+    images_seen: int = 0
+
+
+def network_label(params: ClassifyParams) -> str:
+    """The network as configured, for table headers: "VGG16-BN, pooled head", "VGG16, classic head",
+    with the width when it is not VGG16's own ("VGG16-BN x1/16, pooled head")."""
+    name = "VGG16-BN" if params.norm == "batch" else "VGG16"
+    if params.width != 1:
+        name += f" x1/{1 / params.width:g}" if params.width < 1 else f" x{params.width:g}"
+    return f"{name}, {params.head} head"
+
+
+def rounds(params: ClassifyParams) -> int:
+    """Evaluation rounds of the budget: epochs, or ceil(steps / eval_every)."""
+    return params.epochs if params.budget == "epochs" else -(-params.steps // params.eval_every)
+
+
+def step_batches(
+    labels: torch.Tensor, batch_size: int, seed: int, balanced: bool, start: int, stop: int
+) -> Iterator[torch.Tensor]:
+    """The index batches of steps start..stop-1 of the steps budget: consecutive epochs of the training
+    set (`run_epoch_batches`), epoch e drawn from a generator seeded by (seed, e), so any step can be
+    resumed from without replaying the optimizer."""
+    per_epoch = max(1, len(labels) // batch_size) if len(labels) >= batch_size else 1
+    epoch, skip = divmod(start, per_epoch)
+    step = start
+    while step < stop:
+        state = np.random.SeedSequence([seed, 0xC1A5, epoch]).generate_state(1)[0]
+        batches = run_epoch_batches(labels, batch_size, torch.Generator().manual_seed(int(state)), balanced)
+        for i, idx in enumerate(batches):
+            if i < skip:
+                continue
+            if step >= stop:
+                return
+            yield idx
+            step += 1
+        epoch, skip = epoch + 1, 0
 
 
 def inverse_frequency_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -150,60 +200,77 @@ def train_classifier(
     val_images, val_labels = val.images.to(device), val.labels.numpy()
 
     best = {"epoch": 0, "auc": -1.0, "state": _cpu_state(model), "bad_epochs": 0, "history": []}
+    best |= {"step": 0, "best_step": 0, "images_seen": 0}
     resumed = (
         checkpoint.restore({"model": model}, {"optimizer": optimizer}, generator) if checkpoint else None
     )
     if resumed is not None:
-        best = resumed.extra
+        best = {"step": resumed.step, "best_step": 0, "images_seen": 0, **resumed.extra}
         if ctx.is_main:
             logger.info(
-                "resuming classifier seed %d from checkpoint: epoch %d of %d",
+                "resuming classifier seed %d from checkpoint: round %d of %d (step %d)",
                 seed,
                 resumed.epoch,
-                params.epochs,
+                rounds(params),
+                resumed.step,
             )
     history = [EpochLog(**h) for h in best["history"]]
     start_epoch = resumed.epoch if resumed else 0
     ctx.decorrelate(seed)  # each rank its own dropout masks
     trained = ctx.wrap(model)  # DDP for the training passes; evaluation uses `model`
 
-    for epoch in range(start_epoch + 1, params.epochs + 1):
+    for epoch in range(start_epoch + 1, rounds(params) + 1):
         if best["bad_epochs"] >= params.patience:
             break  # a resumed run that had already stopped
         started = time.perf_counter()
         model.train()
         total_loss, seen = torch.zeros((), device=device), 0
-        for idx in run_epoch_batches(cpu_labels, params.batch_size, generator, balanced):
+        if params.budget == "steps":
+            stop = min(best["step"] + params.eval_every, params.steps)
+            batches = step_batches(cpu_labels, params.batch_size, seed, balanced, best["step"], stop)
+        else:
+            batches = run_epoch_batches(cpu_labels, params.batch_size, generator, balanced)
+        for idx in batches:
             idx = idx.to(device)
             loss = train_step(trained, optimizer, images, labels, idx, precision, weights, ctx.shard)
             total_loss += loss * len(idx)
             seen += len(idx)
+            best["step"] += 1
             if on_step is not None:  # benchmarks time the loop with it
                 on_step(seen // len(idx))
+        best["images_seen"] += seen
         total_loss = ctx.mean(total_loss)  # the ranks' terms -> the global batches' mean loss
         train_seconds = time.perf_counter() - started
 
         scores = predict_proba(model, val_images, precision, params.eval_batch_size, ctx)
         val_auc = per_class_auc(scores, val_labels)
-        log = EpochLog(
+        entry = EpochLog(
             epoch=epoch,
             train_loss=float(total_loss) / max(seen, 1),
             val_auc=[float(a) for a in val_auc],
             val_macro_auc=float(val_auc.mean()),
             seconds=time.perf_counter() - started,
             images_per_second=seen / train_seconds if train_seconds else float("nan"),
+            step=best["step"],
+            images_seen=best["images_seen"],
         )
-        history.append(log)
-        if log.val_macro_auc > best["auc"]:  # strict: ties keep the earlier epoch
-            best.update(epoch=epoch, auc=log.val_macro_auc, state=_cpu_state(model), bad_epochs=0)
+        history.append(entry)
+        if entry.val_macro_auc > best["auc"]:  # strict: ties keep the earlier round
+            best.update(
+                epoch=epoch,
+                auc=entry.val_macro_auc,
+                state=_cpu_state(model),
+                bad_epochs=0,
+                best_step=entry.step,
+            )
         else:
             best["bad_epochs"] += 1
         best["history"] = [asdict(h) for h in history]
         if on_epoch is not None and ctx.is_main:
-            on_epoch(log)
+            on_epoch(entry)
         if checkpoint is not None:  # written by rank 0
             checkpoint.save(
-                step=epoch,
+                step=best["step"],
                 epoch=epoch,
                 modules={"model": model},
                 optimizers={"optimizer": optimizer},
@@ -214,7 +281,16 @@ def train_classifier(
 
     model.load_state_dict(best["state"])
     model.eval()
-    return TrainedClassifier(model, int(best["epoch"]), float(best["auc"]), history, precision)
+    return TrainedClassifier(
+        model,
+        int(best["epoch"]),
+        float(best["auc"]),
+        history,
+        precision,
+        best_step=int(best["best_step"]),
+        steps=int(best["step"]),
+        images_seen=int(best["images_seen"]),
+    )
 
 
 # ------------------------------------------------------------------------------------------- save / load

@@ -37,13 +37,16 @@ def train_bagan(
     out: Annotated[Path, _option("directory for the models and class Gaussians")] = layout.BAGAN_MODELS,
     metrics: Annotated[Path, _option("final metrics JSON")] = layout.TRAIN_BAGAN_METRICS,
     checkpoints: Annotated[Path, _option("resumable training state")] = layout.TRAIN_BAGAN_CHECKPOINTS,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="generator replicate: overrides the section's seed")
+    ] = None,
 ) -> None:
     """Train BAGAN: an autoencoder on the real training images, a Gaussian per class over its latent
     codes, then a GAN whose generator starts as the decoder and whose discriminator has K+1 outputs.
     Interrupted? Run it again: it resumes from the last checkpoint, in the same MLflow run."""
     from cxraug.stages import train_bagan as stage
 
-    echo(stage.run(load(params), stage.Paths(prepared, out, metrics, checkpoints)))
+    echo(stage.run(load(params), stage.Paths(prepared, out, metrics, checkpoints, seed)))
 
 
 @app.command("train-embedder")
@@ -53,11 +56,14 @@ def train_embedder(
     out: Annotated[Path, _option("the frozen embedder")] = layout.EMBEDDER,
     metrics: Annotated[Path, _option("val k-NN accuracy, recall@1, timings")] = layout.TRAIN_EMBEDDER_METRICS,
     checkpoints: Annotated[Path, _option("resumable training state")] = layout.TRAIN_EMBEDDER_CHECKPOINTS,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="generator replicate: overrides the section's seed")
+    ] = None,
 ) -> None:
     """Train the metric-learning embedder (supervised contrastive) on the train split; report val k-NN."""
     from cxraug.stages import train_embedder as stage
 
-    echo(stage.run(load(params), stage.Paths(prepared, out, metrics, checkpoints)))
+    echo(stage.run(load(params), stage.Paths(prepared, out, metrics, checkpoints, seed)))
 
 
 @app.command("train-opengan")
@@ -68,11 +74,14 @@ def train_opengan(
     out: Annotated[Path, _option("model directory (opengan.pt + embedder.pt)")] = layout.OPENGAN_MODELS,
     metrics: Annotated[Path, _option("losses, sample agreement, timings")] = layout.TRAIN_OPENGAN_METRICS,
     checkpoints: Annotated[Path, _option("resumable training state")] = layout.TRAIN_OPENGAN_CHECKPOINTS,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="generator replicate: overrides the section's seed")
+    ] = None,
 ) -> None:
     """Train the OpenGAN-style GAN: G(z, e) with embedding-conditional batch norm, projection D(x, e)."""
     from cxraug.stages import train_opengan as stage
 
-    echo(stage.run(load(params), stage.Paths(prepared, embedder, out, metrics, checkpoints)))
+    echo(stage.run(load(params), stage.Paths(prepared, embedder, out, metrics, checkpoints, seed)))
 
 
 @app.command("train-diffusion")
@@ -82,12 +91,15 @@ def train_diffusion(
     out: Annotated[Path, _option("model directory (unet.pt + diffusion.json)")] = layout.DIFFUSION_MODELS,
     metrics: Annotated[Path, _option("losses, step and sampler rates")] = layout.TRAIN_DIFFUSION_METRICS,
     checkpoints: Annotated[Path, _option("resumable training state")] = layout.TRAIN_DIFFUSION_CHECKPOINTS,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="generator replicate: overrides the section's seed")
+    ] = None,
 ) -> None:
     """Train the class-conditional diffusion model (DDPM, classifier-free guidance, EMA weights).
     Interrupted? Run it again: it resumes from the last checkpoint, in the same MLflow run."""
     from cxraug.stages import train_diffusion as stage
 
-    echo(stage.run(load(params), stage.Paths(prepared, out, metrics, checkpoints)))
+    echo(stage.run(load(params), stage.Paths(prepared, out, metrics, checkpoints, seed)))
 
 
 @app.command()
@@ -107,13 +119,16 @@ def synthesize(
         _option("unseen class: a folder of its example images (any size/mode); needs --label, --n, --out"),
     ] = None,
     label: Annotated[str | None, _option("name of the unseen class (with --exemplars)")] = None,
+    generator_seed: Annotated[
+        int, typer.Option(min=0, help="the generator replicate sampled (models/GAN/seedK by default)")
+    ] = 0,
     n: Annotated[int | None, typer.Option(min=1, help="images to keep (with --exemplars)")] = None,
     prepared: Annotated[
         Path, _option("real training images (train.npz) for synthesize.filter.drop_near_copies")
     ] = layout.PREPARED,
 ) -> None:
-    """Sample every class of a trained generator and keep candidates it scores >=
-    synthesize.filter.threshold (all of them for a GAN in synthesize.filter.unfiltered: OpenGAN by default).
+    """Sample every class of a trained generator and keep the candidates that pass its filter rule
+    (synthesize.filter.per_gan.GAN: argmax, threshold or none).
 
     Writes OUT/CLASS/00000.png ... and OUT/index.csv (file, class, label, score) in acceptance order,
     replacing OUT whole. With --exemplars, OpenGAN draws one unseen class conditioned on the exemplars'
@@ -122,7 +137,7 @@ def synthesize(
     """
     from cxraug.stages import synthesize as stage
 
-    paths = stage.Paths(gan, models, out, metrics, prepared, exemplars, label, n)
+    paths = stage.Paths(gan, models, out, metrics, prepared, exemplars, label, n, generator_seed)
     echo(stage.run(load(params), paths))
 
 
@@ -162,7 +177,8 @@ def gan_metrics(
     classifier: Annotated[
         Path, _option("feature space 'classifier' (its penultimate layer)")
     ] = layout.CLASSIFIERS / "baseline.pt",
-    out: Annotated[Path, _option("directory of GAN.json")] = layout.GAN_METRICS,
+    out: Annotated[Path, _option("directory of GAN/seedK.json")] = layout.GAN_METRICS,
+    generator_seed: Annotated[int, typer.Option(min=0, help="the generator replicate evaluated")] = 0,
 ) -> None:
     """Generator quality and privacy: FD, KID, precision and recall per feature space against the held-out
     real val split, beside real train vs val (the floor), at equal set sizes, overall and per class (by
@@ -172,7 +188,9 @@ def gan_metrics(
     generators flagged. Writes OUT/GAN.json."""
     from cxraug.stages import gan_metrics as stage
 
-    paths = stage.Paths(gan, prepared, synthetic, embedder, classifier, out=out)
+    paths = stage.Paths(
+        gan, prepared, synthetic, embedder, classifier, out=out, generator_seed=generator_seed
+    )
     echo(stage.run(load(params), paths))
 
 
@@ -185,17 +203,28 @@ def report(
     prepared: Annotated[Path, _option("data/prepared (real training images)")] = layout.PREPARED,
     out: Annotated[Path, _option("directory for results.md and figures/")] = layout.REPORTS,
     compare: Annotated[Path, _option("paired comparison vs baseline (JSON)")] = layout.COMPARE,
-    gan_metrics: Annotated[Path, _option("metrics/gan/GAN.json (gan-metrics)")] = layout.GAN_METRICS,
+    gan_metrics: Annotated[Path, _option("metrics/gan/GAN/seedK.json (gan-metrics)")] = layout.GAN_METRICS,
     external_metrics: Annotated[
         Path, _option("metrics/external/NAME/VARIANT.json (external-test)")
     ] = layout.EXTERNAL_METRICS,
+    train_bagan_metrics: Annotated[
+        Path, _option("metrics/train_bagan/seedK.json (D on real val)")
+    ] = layout.METRICS / "train_bagan",
 ) -> None:
     """Tables laid out like the paper's (one per n in synthesize.n_per_class, with 95% CIs and the published
     values beside ours), a paired bootstrap of every variant vs baseline, and figures."""
     from cxraug.stages import report as stage
 
     paths = stage.Paths(
-        classify_metrics, scores, synthetic, prepared, gan_metrics, out, compare, external_metrics
+        classify_metrics,
+        scores,
+        synthetic,
+        prepared,
+        gan_metrics,
+        out,
+        compare,
+        external_metrics,
+        train_bagan_metrics,
     )
     echo(stage.run(load(params), paths))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 RAW = Path("data/raw")
 PREPARED = Path("data/prepared")
 MODELS = Path("models")
-EMBEDDER = MODELS / "embedder.pt"
+EMBEDDERS = MODELS / "embedder"  # seed<k>.pt: one per generator replicate
 CLASSIFIERS = MODELS / "classifier"
 SYNTHETIC = Path("data/synthetic")
 SCORES = Path("data/scores")
@@ -26,43 +26,59 @@ EXTERNAL_SCORES = SCORES / "external"  # external-test: <NAME>/<V>.npz
 EXTERNAL_METRICS = METRICS / "external"  # external-test: <NAME>/<V>.json
 
 
+def replicate(seed: int) -> str:
+    """The name of generator replicate `seed` in every path below (replicates.generator_seeds)."""
+    return f"seed{seed}"
+
+
 def stage_metrics(stage: str) -> Path:
-    """metrics/<stage>.json of a single-instance stage (prepare, train_bagan, ...)."""
+    """metrics/<stage>.json of a single-instance stage (prepare, ...)."""
     return METRICS / f"{stage}.json"
 
 
-def checkpoints(stage: str) -> Path:
-    return CHECKPOINTS / stage
+def replicate_metrics(stage: str, seed: int) -> Path:
+    """metrics/<stage>/seed<k>.json of one replicate of a generator's training stage."""
+    return METRICS / stage / f"{replicate(seed)}.json"
 
 
-def model_dir(gan: str) -> Path:
-    return MODELS / gan
+def checkpoints(stage: str, seed: int | None = None) -> Path:
+    return CHECKPOINTS / stage if seed is None else CHECKPOINTS / stage / replicate(seed)
 
 
-def synthetic_dir(gan: str) -> Path:
-    return SYNTHETIC / gan
+def model_dir(gan: str, seed: int = 0) -> Path:
+    return MODELS / gan / replicate(seed)
 
 
-def synthesize_metrics(gan: str) -> Path:
-    return SYNTHESIZE_METRICS / f"{gan}.json"
+def embedder(seed: int = 0) -> Path:
+    return EMBEDDERS / f"{replicate(seed)}.pt"
+
+
+def synthetic_dir(gan: str, seed: int = 0) -> Path:
+    return SYNTHETIC / gan / replicate(seed)
+
+
+def synthesize_metrics(gan: str, seed: int = 0) -> Path:
+    return SYNTHESIZE_METRICS / gan / f"{replicate(seed)}.json"
 
 
 def gan_metrics(gan: str) -> Path:
     return GAN_METRICS / f"{gan}.json"
 
 
-# each stage's own files, by name (the CLI's defaults)
+# each stage's own files, by name (the CLI's defaults: replicate 0)
 PREPARE_METRICS = stage_metrics("prepare")
+EMBEDDER = embedder(0)
 BAGAN_MODELS = model_dir("bagan")
 OPENGAN_MODELS = model_dir("opengan")
-TRAIN_BAGAN_METRICS, TRAIN_BAGAN_CHECKPOINTS = stage_metrics("train_bagan"), checkpoints("train_bagan")
-TRAIN_EMBEDDER_METRICS = stage_metrics("train_embedder")
-TRAIN_EMBEDDER_CHECKPOINTS = checkpoints("train_embedder")
-TRAIN_OPENGAN_METRICS = stage_metrics("train_opengan")
-TRAIN_OPENGAN_CHECKPOINTS = checkpoints("train_opengan")
+TRAIN_BAGAN_METRICS = replicate_metrics("train_bagan", 0)
+TRAIN_BAGAN_CHECKPOINTS = checkpoints("train_bagan", 0)
+TRAIN_EMBEDDER_METRICS = replicate_metrics("train_embedder", 0)
+TRAIN_EMBEDDER_CHECKPOINTS = checkpoints("train_embedder", 0)
+TRAIN_OPENGAN_METRICS = replicate_metrics("train_opengan", 0)
+TRAIN_OPENGAN_CHECKPOINTS = checkpoints("train_opengan", 0)
 DIFFUSION_MODELS = model_dir("diffusion")
-TRAIN_DIFFUSION_METRICS = stage_metrics("train_diffusion")
-TRAIN_DIFFUSION_CHECKPOINTS = checkpoints("train_diffusion")
+TRAIN_DIFFUSION_METRICS = replicate_metrics("train_diffusion", 0)
+TRAIN_DIFFUSION_CHECKPOINTS = checkpoints("train_diffusion", 0)
 
 
 def external_scores(name: str, variant: str) -> Path:

@@ -48,3 +48,8 @@ class Hooks:
 
 
 NO_HOOKS = Hooks()
+
+
+def replicate_section(section, seed: int | None):
+    """A generator's params section with its seed set to that of replicate `seed` (None: unchanged)."""
+    return section if seed is None else section.model_copy(update={"seed": seed})

@@ -91,7 +91,7 @@ class ExternalSet:
 
     @property
     def bootstrap_ids(self) -> np.ndarray:
-        """The resampling unit per image, for `metrics.auc.bootstrap_ci`'s patient_ids argument."""
+        """The resampling unit per image, for `metrics.inference.two_level_interval`'s patient_ids."""
         return self.patient_ids if self.patient_ids is not None else np.arange(len(self)).astype(str)
 
     def counts(self) -> dict[str, int]:

@@ -211,7 +211,7 @@ class _Columns:
     undefined_resamples: int
 
 
-def _two_level(arms, labels, patient_ids, n_boot, level, run_level, seed) -> _Columns:
+def _two_level(arms, labels, patient_ids, n_boot, level, run_level, seed, bounds) -> _Columns:
     """The shared engine: draws of sum_arm sign * (run-mean AUC), their interval and p-value per column."""
     if run_level not in ("t", "resample"):
         raise ValueError(f"run_level must be 't' or 'resample', got {run_level!r}")
@@ -239,6 +239,7 @@ def _two_level(arms, labels, patient_ids, n_boot, level, run_level, seed) -> _Co
     else:
         draws = _resampled_run_draws(arms, tables, rng)
     lo, hi = percentile_interval(draws, alpha_of(level))
+    lo, hi = np.clip(lo, *bounds), np.clip(hi, *bounds)  # AUC in [0, 1]: keeps coverage and the p-value
     return _Columns(
         estimate=estimate,
         lo=lo,
@@ -316,7 +317,7 @@ def two_level_interval(
     training unit of each of the R runs (e.g. its generator seed), default: every run its own unit."""
     runs, groups = _runs(scores, run_groups)
     units = np.unique(groups.astype(str), return_inverse=True)[1]
-    c = _two_level([_Arm(runs, units, 0, 1.0)], labels, patient_ids, n_boot, level, run_level, seed)
+    c = _two_level([_Arm(runs, units, 0, 1.0)], labels, patient_ids, n_boot, level, run_level, seed, (0, 1))
     table = c.run_aucs[0]
     return AucInterval(
         estimate=c.estimate[:-1],
@@ -379,7 +380,7 @@ def two_level_comparison(
     of a and run i of b, e.g. two classifiers on one generator seed); a shared unit is drawn once for both,
     so its effect cancels in the difference."""
     arms = _paired_arms(scores_a, scores_b, run_groups_a, run_groups_b, paired_runs)
-    c = _two_level(arms, labels, patient_ids, n_boot, level, run_level, seed)
+    c = _two_level(arms, labels, patient_ids, n_boot, level, run_level, seed, (-1, 1))
     return AucComparison(
         difference=c.estimate[:-1],
         lo=c.lo[:-1],

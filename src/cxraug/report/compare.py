@@ -1,47 +1,39 @@
-"""The paired comparison of every variant with the baseline on the same test images."""
+"""Every comparison the study is about, per table (n images per class), with two-level intervals and
+p-values adjusted across the table.
+
+For a table with n: each generator variant <gan>_n vs `baseline`, vs `standard_aug_n` (the same number of
+extra images, made by classic transforms) and vs every other generator at the same n; standard_aug_n and
+the cheap rebalancing (weighted_loss, oversample) vs `baseline`. Each comparison is
+`metrics.inference.two_level_comparison`: one patient resample applied to both variants, training runs
+(clustered by generator seed for GAN variants) drawn independently for each, so its interval covers the
+test sample AND the training randomness; the p-value is read off the same draws, so p < 0.05 exactly
+when the 95% interval excludes 0. The family a table's p-values are adjusted over is every cell of that
+table's comparisons (classes and macro): `report.adjust`, Holm by default (docs/report.md says why).
+"""
 
 from __future__ import annotations
+
+from itertools import combinations
 
 import numpy as np
 
 from cxraug.core.config import ReportParams
 from cxraug.core.errors import CxraugError
-from cxraug.metrics.auc import paired_bootstrap
+from cxraug.gans import registry
+from cxraug.metrics.inference import adjust, two_level_comparison
 from cxraug.report.inputs import BASELINE, TestScores, VariantMetrics
 
-SIGNIFICANCE = 0.05  # p-value below which a cell is marked † (paired bootstrap vs baseline)
+SIGNIFICANCE = 0.05  # ADJUSTED p-value below which a cell is marked †
 
 
-def compare_to_baseline(
-    scores: dict[str, TestScores], variants: list[str], params: ReportParams
-) -> dict[str, dict]:
-    """Paired patient-level bootstrap of AUC(variant) - AUC(baseline), per class and macro; variants or a
-    baseline without scores are left out (the caller reports them missing)."""
-    if BASELINE not in scores:
-        return {}
-
-    base = scores[BASELINE]
-    results = {}
-    for v in variants:
-        if v == BASELINE or v not in scores:
-            continue
-        s = scores[v]
-        if not (np.array_equal(s.image_index, base.image_index) and np.array_equal(s.labels, base.labels)):
-            raise CxraugError(
-                f"data/scores/{v}.npz and data/scores/{BASELINE}.npz scored different test images; "
-                "rerun classify for both on the same data/prepared"
-            )
-        c = paired_bootstrap(
-            s.scores, base.scores, base.labels, base.patient_ids, n_boot=params.n_bootstrap, seed=params.seed
-        )
-        results[v] = {
-            "macro": _entry(c.macro_difference, c.macro_lo, c.macro_hi, c.macro_p_value),
-            "per_class": {
-                name: _entry(c.difference[k], c.lo[k], c.hi[k], c.p_value[k])
-                for k, name in enumerate(base.classes)
-            },
-        }
-    return results
+def planned_pairs(n: int) -> list[tuple[str, str, str]]:
+    """(a, b, what) of the table for n: a - b is estimated."""
+    gans = [f"{g}_{n}" for g in registry.names()]
+    pairs = [(g, BASELINE, "vs baseline") for g in gans]
+    pairs += [(g, f"standard_aug_{n}", "vs standard aug, same n") for g in gans]
+    pairs += [(a, b, "generator vs generator, same n") for a, b in combinations(gans, 2)]
+    pairs += [(v, BASELINE, "vs baseline") for v in (f"standard_aug_{n}", "weighted_loss", "oversample")]
+    return pairs
 
 
 def _entry(difference: float, lo: float, hi: float, p_value: float) -> dict:
@@ -53,8 +45,61 @@ def _entry(difference: float, lo: float, hi: float, p_value: float) -> dict:
     }
 
 
-def _comparison_of(comparisons: dict[str, dict], variant: str, row: str) -> dict | None:
-    c = comparisons.get(variant)
-    if c is None:
-        return None
-    return c["macro"] if row == VariantMetrics.MACRO else c["per_class"].get(row)
+def _compare(a: TestScores, b: TestScores, names: tuple[str, str], params: ReportParams, level: float):
+    if not (np.array_equal(a.image_index, b.image_index) and np.array_equal(a.labels, b.labels)):
+        raise CxraugError(
+            f"data/scores/{names[0]}.npz and data/scores/{names[1]}.npz scored different test images; "
+            "rerun classify for both on the same data/prepared"
+        )
+    return two_level_comparison(
+        a.scores,
+        b.scores,
+        b.labels,
+        b.patient_ids,
+        run_groups_a=a.run_groups,
+        run_groups_b=b.run_groups,
+        n_boot=params.n_bootstrap,
+        level=level,
+        seed=params.seed,
+    )
+
+
+def compare_table(
+    n: int, scores: dict[str, TestScores], params: ReportParams, level: float = 0.95
+) -> list[dict]:
+    """The table's comparisons (those whose two variants have scores), with p adjusted over all its cells."""
+    rows = []
+    for a, b, what in planned_pairs(n):
+        if a not in scores or b not in scores:
+            continue
+        c = _compare(scores[a], scores[b], (a, b), params, level)
+        classes = scores[b].classes
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "comparison": what,
+                "runs": [
+                    int(np.prod(scores[a].scores.shape[:-2])),
+                    int(np.prod(scores[b].scores.shape[:-2])),
+                ],
+                "units": list(c.n_units),
+                "macro": _entry(c.macro_difference, c.macro_lo, c.macro_hi, c.macro_p_value),
+                "per_class": {
+                    name: _entry(c.difference[k], c.lo[k], c.hi[k], c.p_value[k])
+                    for k, name in enumerate(classes)
+                },
+            }
+        )
+    cells = [cell for r in rows for cell in (r["macro"], *r["per_class"].values())]
+    for cell, p in zip(cells, adjust([c["p_value"] for c in cells], params.adjust), strict=True):
+        cell["p_adjusted"] = round(float(p), 6)
+        cell["significant"] = bool(p < SIGNIFICANCE)
+    return rows
+
+
+def comparison_of(rows: list[dict], a: str, b: str, row: str) -> dict | None:
+    for r in rows:
+        if (r["a"], r["b"]) == (a, b):
+            return r["macro"] if row == VariantMetrics.MACRO else r["per_class"].get(row)
+    return None

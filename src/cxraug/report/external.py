@@ -7,8 +7,9 @@ A class absent from the external set has no AUC: its cells say "undefined", neve
 Paired comparisons: the internal tables' paired bootstrap vs the baseline (report/compare.py) works on a
 TestScores per variant; data/scores/external/<NAME>/<V>.npz has the same fields, so the same comparison
 (and whatever adjustment the internal tables adopt) applies by reading those files into TestScores and
-passing them to `compare_to_baseline`, then adding a comparison table per NAME below `external_table`. It is
-left out until the internal comparison's adjusted p-values land, so both use the same method.
+passing them to `compare_table`, then adding a comparison table per NAME below `external_table`. It is left
+out for now (the internal tables' adjusted p-values landed with issue 13; the external one is not yet
+wired).
 """
 
 from __future__ import annotations

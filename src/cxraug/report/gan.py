@@ -1,9 +1,10 @@
-"""The report's GAN section, for every generator of cxraug.gans.registry: per feature space, each figure
-of metrics/gan/<gan>.json as "generated vs real" (synthetic vs the held-out real val split) next to
-"real vs real" (real train vs real val: the floor, what a perfect generator would score), overall and per
-class; then CAS and the near-copy shares. A degenerate space is named, never scored. A class-blind
-generator is warned about at the top of the report and beside its rows (`blind_generators`, used by
-report/tables.py). A missing generator or figure is a "—". And a precision/recall figure per space."""
+"""The report's GAN section, for every generator of cxraug.gans.registry and each of its replicates: per
+feature space, each figure of metrics/gan/<gan>/seed<k>.json as "generated vs real" (synthetic vs the
+held-out real val split) next to "real vs real" (real train vs real val: the floor, what a perfect generator
+would score), overall and per class; then CAS and the near-copy shares. A degenerate space is named, never
+scored. A class-blind generator is warned about at the top of the report and beside its rows
+(`blind_generators`, used by report/tables.py). A missing generator or figure is a "—". And a
+precision/recall figure per space."""
 
 from __future__ import annotations
 
@@ -24,27 +25,40 @@ METRICS = ("fd", "kid", "precision", "recall")
 
 
 def read_gan_metrics(directory: Path | None) -> dict[str, dict]:
-    """metrics/gan/<gan>.json of every generator that has one (an older file is a one-line error)."""
+    """metrics/gan/<gan>/seed<k>.json of every generator replicate that has one, keyed "<gan>" for the
+    first replicate found and "<gan> seed<k>" for the others (each replicate is a row); an older file is a
+    one-line error."""
     found = {}
     for gan in registry.names():
-        path = Path(directory) / f"{gan}.json" if directory is not None else None
-        if path is not None and path.is_file():
+        replicates = sorted((Path(directory) / gan).glob("seed*.json")) if directory is not None else []
+        for i, path in enumerate(replicates):
+            key = gan if i == 0 else f"{gan} {path.stem}"
             try:
-                found[gan] = json.loads(path.read_text())
-                fid = found[gan]["fidelity"]
+                found[key] = json.loads(path.read_text())
+                fid = found[key]["fidelity"]
                 if not isinstance(fid["per_class"], dict) or "generated_vs_real" not in fid["overall"]:
                     raise TypeError("no generated_vs_real / real_vs_real figures")
             except (ValueError, KeyError, TypeError) as e:
                 raise CxraugError(
                     f"{path}: not a gan_metrics file of this version ({e}); "
-                    f"rerun `dvc repro gan_metrics@{gan}`"
+                    f"rerun `dvc repro gan_metrics@{gan}-{path.stem.removeprefix('seed')}`"
                 ) from None
     return found
 
 
+def generator(key: str) -> str:
+    """The generator of a read_gan_metrics key ("bagan", "bagan seed1" -> "bagan")."""
+    return key.split(" ", 1)[0]
+
+
 def blind_generators(found: dict[str, dict]) -> dict[str, list[str]]:
-    """Generator -> why its images are class-blind, for those that are."""
-    return {gan: m["class_blind"] for gan, m in found.items() if m.get("class_blind")}
+    """Generator -> why its images are class-blind (its first class-blind replicate's reasons), for
+    those with a class-blind replicate."""
+    blind: dict[str, list[str]] = {}
+    for key, m in found.items():
+        if m.get("class_blind"):
+            blind.setdefault(generator(key), m["class_blind"])
+    return blind
 
 
 def blind_warning(found: dict[str, dict]) -> list[str]:
@@ -163,7 +177,8 @@ def gan_section(
         "## GAN quality and memorisation",
         "",
         "Each generator's synthetic images against the held-out REAL VAL split, which no generator trains "
-        "on (`cxraug gan-metrics`, `metrics/gan/<gan>.json`): **generated vs real** = synthetic vs val, "
+        "on (`cxraug gan-metrics`, `metrics/gan/<gan>/seed<k>.json`, one per generator replicate): "
+        "**generated vs real** = synthetic vs val, "
         "next to **real vs real** = real train vs val, the floor a perfect generator would reach. Both sides "
         "of both comparisons hold the same images per class (val's class mix overall; the larger side "
         "subsampled, mean ± std over draws), so a figure is read against the floor on its own row. fd and "
@@ -177,21 +192,26 @@ def gan_section(
         "",
     ]
     notes = []
-    blind = blind_generators(found)
-    for gan in registry.names():
+    for gan in [
+        *found,
+        *(g for g in registry.names() if g not in found),
+    ]:  # every replicate, then the missing
         metrics = found.get(gan)
-        label = f" {BLIND}" if gan in blind else ""
-        parts += [f"### {registry.get(gan).label} (`{gan}`){label}", ""]
+        reasons = (metrics or {}).get("class_blind")
+        label = f" {BLIND}" if reasons else ""
+        seed = f" seed{metrics['generator_seed']}" if metrics and "generator_seed" in metrics else ""
+        seed = "" if " " in gan else seed  # "<gan> seed<k>" names its replicate already
+        parts += [f"### {registry.get(generator(gan)).label} (`{gan}`){seed}{label}", ""]
         if metrics is None:
             parts += ["No figures.", ""]
             notes.append(
-                f"`{gan}` GAN metrics: {directory}/{gan}.json not found, shown as —; "
-                f"run `dvc repro gan_metrics@{gan}`"
+                f"`{gan}` GAN metrics: {directory}/{gan}/seed<k>.json not found, shown as —; "
+                f"run `dvc repro gan_metrics@{gan}-<k>` (k in replicates.generator_seeds)"
             )
             continue
-        if gan in blind:
+        if reasons:
             parts += [
-                f"**{BLIND}**: {'; '.join(blind[gan])}. Its figures are not evidence about the method.",
+                f"**{BLIND}**: {'; '.join(reasons)}. Its figures are not evidence about the method.",
                 "",
             ]
         spaces = metrics["fidelity"]["spaces"]
@@ -246,7 +266,13 @@ def precision_recall_figure(found: dict[str, dict], classes: tuple[str, ...]) ->
                         marker="*" if big else "o",
                         facecolors=color if filled else "none",
                         edgecolors=color,
-                        label=(registry.get(gan).label if filled else "real vs real") if big else None,
+                        label=(
+                            registry.get(generator(gan)).label + gan.removeprefix(generator(gan))
+                            if filled
+                            else "real vs real"
+                        )
+                        if big
+                        else None,
                     )
                     if not big and filled:
                         ax.annotate(name[:3], (r, p), fontsize=6, xytext=(2, 2), textcoords="offset points")

@@ -71,7 +71,13 @@ def describe(provenance: dict | None) -> str:
     if "cov_estimator" in provenance:
         parts.append(f"class covariance {provenance['cov_estimator']}, draw {provenance['class_sampling']}")
     f = provenance.get("filter", {})
-    parts.append(f"filter: score >= {f['threshold']:g}" if f.get("filtered") else "unfiltered")
+    mode = f.get("mode", "none")
+    if mode == "threshold":
+        parts.append(f"filter: score >= {f['threshold']:g}")
+    elif mode == "argmax":
+        parts.append("filter: the discriminator's top class is the intended one")
+    else:
+        parts.append("unfiltered")
     return "; ".join(parts)
 
 

@@ -54,7 +54,7 @@ class Inputs:
     scores: Path  # data/scores/<V>.npz
     synthetic: Path  # data/synthetic/<gan>/
     prepared: Path  # data/prepared/
-    gan_metrics: Path | None = None  # metrics/gan/<gan>.json (report/gan.py)
+    gan_metrics: Path | None = None  # metrics/gan/<gan>/seed<k>.json (report/gan.py)
     external_metrics: Path | None = None  # metrics/external/<NAME>/<V>.json (report/external.py)
 
 
@@ -70,6 +70,9 @@ class VariantMetrics:
     seeds: list[int]
     train_images: dict[str, int] = field(default_factory=dict)
     run_id: str | None = None
+    network: str | None = None  # "VGG16-BN, pooled head" (classify.norm / head / width)
+    runs: list[str] = field(default_factory=list)
+    per_run: dict[str, dict] = field(default_factory=dict)  # steps, best step, images seen
 
     MACRO = "macro AUC"
 
@@ -87,6 +90,9 @@ class VariantMetrics:
                 seeds=list(m["seeds"]),
                 train_images=dict(m.get("train_images") or {}),
                 run_id=m.get("mlflow_run_id"),
+                network=m.get("network"),
+                runs=list(m.get("runs") or []),
+                per_run=dict(m.get("per_run") or {}),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise CxraugError(
@@ -103,18 +109,21 @@ class TestScores:
     patient_ids: np.ndarray
     image_index: np.ndarray
     classes: tuple[str, ...]
+    run_groups: np.ndarray | None = None  # generator seed of each run (GAN variants), else None
 
     @classmethod
     def read(cls, path: Path) -> TestScores:
         try:
             with np.load(path, allow_pickle=False) as z:
                 scores = z["scores"]
+                groups = z["generator_seeds"] if "generator_seeds" in z.files else None
                 return cls(
                     scores=scores if scores.ndim == 3 else scores[None],
                     labels=z["labels"].astype(np.int64),
                     patient_ids=z["patient_ids"].astype(str),
                     image_index=z["image_index"].astype(str),
                     classes=tuple(str(c) for c in z["classes"]),
+                    run_groups=groups if groups is not None and (groups >= 0).all() else None,
                 )
         except (OSError, ValueError, KeyError) as e:
             raise CxraugError(f"{path}: not a classify scores file ({e}); rerun classify") from None
@@ -147,7 +156,11 @@ def read_scores(inputs: Inputs, variants: list[str]) -> dict[str, TestScores]:
 
 
 def read_synthetic_indexes(directory: Path) -> dict:
-
+    """{"<gan>/seed<k>": index} of every generator replicate's synthetic set."""
     if not directory.is_dir():
         return {}
-    return {d.name: read_index(d) for d in sorted(directory.iterdir()) if (d / "index.csv").is_file()}
+    return {
+        f"{d.parent.name}/{d.name}": read_index(d)
+        for d in sorted(directory.glob("*/seed*"))
+        if (d / "index.csv").is_file()
+    }

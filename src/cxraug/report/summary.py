@@ -36,19 +36,25 @@ def summarize(kind: str, detail: dict) -> dict:
         return _auc(detail)
     if kind == "gan":
         row = _auc(detail["cas"]) if detail.get("cas") else {}
-        fd = detail.get("fidelity", {}).get("overall", {}).get("fd_embedder")
+        overall = detail.get("fidelity", {}).get("overall", {})
+        fd = overall.get("generated_vs_real", overall).get("fd_embedder")  # vs val (issue 15's layout)
         copies = detail.get("memorisation", {}).get("pixel", {}).get("copies")
         return {**row, "fd": _round(fd), "copies": copies}
     raise ValueError(f"no summary for metrics of kind {kind!r}")
 
 
 def detail_files(metrics_dir: Path) -> Iterator[tuple[str, Path]]:
-    """(kind, path) of every stage's metrics JSON under metrics_dir, the summaries themselves excluded."""
+    """(kind, path) of every stage's metrics JSON under metrics_dir, the summaries themselves excluded:
+    prepare.json, train_<gan>/seed<k>.json, synthesize/<gan>/seed<k>.json, classify/<variant>.json and
+    gan/<gan>/seed<k>.json (one per generator replicate)."""
     for path in sorted(metrics_dir.glob("*.json")):
         if path.stem.startswith("train_") or path.stem == "prepare":
             yield path.stem, path
+    for directory in sorted(p for p in metrics_dir.glob("train_*") if p.is_dir()):
+        for path in sorted(directory.glob("*.json")):
+            yield directory.name, path
     for kind in ("synthesize", "classify", "gan"):
-        for path in sorted((metrics_dir / kind).glob("*.json")):
+        for path in sorted((metrics_dir / kind).rglob("*.json")):
             yield kind, path
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxraug.report.compare import SIGNIFICANCE, _comparison_of
+from cxraug.report.compare import SIGNIFICANCE, comparison_of
 from cxraug.report.gan import BLIND
 from cxraug.report.inputs import BASELINE, Inputs, TestScores, VariantMetrics, family, label, table_variants
 from cxraug.report.paper import CITATION, PAPER_FAMILIES, paper_auc
@@ -20,10 +20,17 @@ def auc_cell(m: VariantMetrics, row: str, bold: bool, significant: bool) -> str:
     return f"{value}{'†' if significant else ''}{spread} ({lo:.3f}–{hi:.3f})"
 
 
+def header_label(variant: str, metrics: dict[str, VariantMetrics]) -> str:
+    """A column's name; the baseline's names the network as configured ("VGG16-BN, pooled head")."""
+    if variant == BASELINE and variant in metrics and metrics[variant].network:
+        return metrics[variant].network
+    return label(variant)
+
+
 def auc_table(
     n: int,
     metrics: dict[str, VariantMetrics],
-    comparisons: dict[str, dict],
+    comparisons: list[dict],
     classes: tuple[str, ...],
     blind: frozenset[str] = frozenset(),
 ) -> str:
@@ -33,7 +40,7 @@ def auc_table(
     with_paper = any(paper_auc(n, f, c) is not None for f in PAPER_FAMILIES for c in classes)
     header, align = ["class"], ["---"]
     for v in variants:
-        header.append(label(v) + (f" {BLIND}" if family(v) in blind else ""))
+        header.append(header_label(v, metrics) + (f" {BLIND}" if family(v) in blind else ""))
         align.append("---")
         if with_paper and family(v) in PAPER_FAMILIES:
             header.append("*paper*")
@@ -45,8 +52,8 @@ def auc_table(
         cells = [row]
         for v in variants:
             if v in metrics:
-                cmp = _comparison_of(comparisons, v, row)
-                significant = cmp is not None and cmp["p_value"] < SIGNIFICANCE
+                cmp = comparison_of(comparisons, v, BASELINE, row)
+                significant = cmp is not None and cmp["significant"]
                 cells.append(auc_cell(metrics[v], row, round(metrics[v].mean[row], 3) == best, significant))
             else:
                 cells.append("—")
@@ -57,25 +64,57 @@ def auc_table(
     return "\n".join(lines)
 
 
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def comparison_table(
-    n: int, comparisons: dict[str, dict], classes: tuple[str, ...], blind: frozenset[str] = frozenset()
+    comparisons: list[dict], classes: tuple[str, ...], blind: frozenset[str] = frozenset()
 ) -> str:
-    variants = [v for v in table_variants(n) if v != BASELINE]
+    """One row per planned comparison of the table: difference (95% two-level CI), raw p / adjusted p;
+    † only where the ADJUSTED p is below SIGNIFICANCE. A class-blind generator's rows carry BLIND."""
     rows = (*classes, VariantMetrics.MACRO)
-    lines = ["| variant | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
-    for v in variants:
+    lines = ["| comparison | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+    for r in comparisons:
         cells = []
         for row in rows:
-            c = _comparison_of(comparisons, v, row)
+            c = r["macro"] if row == VariantMetrics.MACRO else r["per_class"].get(row)
             if c is None:
                 cells.append("—")
                 continue
-            lo, hi = c["ci_low"], c["ci_high"]
-            mark = "†" if c["p_value"] < SIGNIFICANCE else ""
-            p = "p<0.001" if c["p_value"] < 0.001 else f"p={c['p_value']:.3f}"
-            cells.append(f"{c['difference']:+.3f}{mark} ({lo:+.3f}, {hi:+.3f}) {p}")
-        mark = f" {BLIND}" if family(v) in blind else ""
-        lines.append(f"| {label(v)} (`{v}`){mark} | " + " | ".join(cells) + " |")
+            mark = "†" if c["significant"] else ""
+            cells.append(
+                f"{c['difference']:+.3f}{mark} ({c['ci_low']:+.3f}, {c['ci_high']:+.3f}) "
+                f"p {_p(c['p_value'])} / adj {_p(c['p_adjusted'])}"
+            )
+        mark = f" {BLIND}" if {family(r["a"]), family(r["b"])} & blind else ""
+        lines.append(f"| `{r['a']}` − `{r['b']}`{mark} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def budget_table(metrics: dict[str, VariantMetrics]) -> str:
+    """Per variant and run: optimizer steps taken, best step, images seen (classify.budget)."""
+    lines = ["| variant | run | steps | best step | images seen |", "|---|---|---|---|---|"]
+    for v, m in metrics.items():
+        for key, r in m.per_run.items():
+            lines.append(f"| `{v}` | {key} | {r['steps']:,} | {r['best_step']:,} | {r['images_seen']:,} |")
+    return "\n".join(lines)
+
+
+def discriminator_table(d_metrics: dict[str, dict], classes: tuple[str, ...]) -> str:
+    """BAGAN's D on the REAL val split, per replicate: per-class one-vs-rest AUC (recall), balanced
+    accuracy."""
+    lines = [
+        "| BAGAN replicate | " + " | ".join(classes) + " | macro AUC | balanced accuracy |",
+        "|---|" + "---|" * (len(classes) + 2),
+    ]
+    for name, m in d_metrics.items():
+        cells = [f"{m['d_val_auc'][c]:.3f} ({m['d_val_recall'][c]:.0%})" for c in classes]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {m['d_val_macro_auc']:.3f} | {m['d_val_balanced_accuracy']:.1%} |"
+        )
     return "\n".join(lines)
 
 
@@ -92,8 +131,10 @@ def synthetic_table(synthetic: dict[str, object], classes: tuple[str, ...]) -> s
 
 
 def provenance_table(metrics: dict[str, VariantMetrics]) -> str:
-    lines = ["| variant | seeds | MLflow run |", "|---|---|---|"]
-    lines += [f"| `{v}` | {m.seeds} | `{m.run_id or 'unknown'}` |" for v, m in metrics.items()]
+    lines = ["| variant | runs | MLflow run |", "|---|---|---|"]
+    lines += [
+        f"| `{v}` | {', '.join(m.runs) or m.seeds} | `{m.run_id or 'unknown'}` |" for v, m in metrics.items()
+    ]
     return "\n".join(lines)
 
 
@@ -117,7 +158,7 @@ def missing_notes(
 def render_markdown(
     n_per_class: list[int],
     metrics: dict[str, VariantMetrics],
-    comparisons: dict[str, dict],
+    comparisons: dict[int, list[dict]],
     classes: tuple[str, ...],
     synthetic: dict,
     notes: list[str],
@@ -125,6 +166,8 @@ def render_markdown(
     test: TestScores | None,
     out_dir: Path,
     gan_parts: list[str] | None = None,
+    d_metrics: dict[str, dict] | None = None,
+    adjust_method: str = "holm",
     external_parts: list[str] | None = None,
     gan_warning: list[str] | None = None,
     blind: frozenset[str] = frozenset(),
@@ -133,10 +176,10 @@ def render_markdown(
         match = [f for f in figures if f.stem == stem]
         return f"![{alt}]({match[0].relative_to(out_dir).as_posix()})\n" if match else ""
 
-    seed_sets = {tuple(m.seeds) for m in metrics.values()}
-    seeds = "differ by variant (see Provenance)" if len(seed_sets) > 1 else "—"
-    if len(seed_sets) == 1:
-        seeds = ", ".join(map(str, next(iter(seed_sets))))
+    run_counts = sorted({len(m.runs or m.seeds) for m in metrics.values()})
+    seeds = "/".join(map(str, run_counts)) or "—"
+    network = metrics[BASELINE].network if BASELINE in metrics and metrics[BASELINE].network else "VGG16"
+    adjusted = {"holm": "Holm", "fdr_bh": "Benjamini–Hochberg (FDR)"}[adjust_method]
     parts = [
         "# Results",
         "",
@@ -154,19 +197,21 @@ def render_markdown(
         )
         parts.append("")
     parts += [
-        f"Seeds: {seeds}. Each cell: AUC (one-vs-rest, softmax) averaged over "
-        "seeds ± its std over seeds (95% patient-level bootstrap CI of the seed-mean AUC). **Bold**: best of "
-        "our variants in the row at the 3 decimals shown. †: differs from VGG16 in the paired bootstrap "
-        f"(same patients resampled for both), p < {SIGNIFICANCE}. *paper*: the published value, "
-        f"{CITATION}; NewGAN is our `opengan`. VGG16, weighted loss and oversample do not depend on n: the "
-        "same runs appear in every table.",
+        f"Network: {network}. Training runs per variant: {seeds} (GAN variants: classify.seeds "
+        "classifiers on every generator replicate, a full cross; see Provenance). Each cell: AUC "
+        "(one-vs-rest, softmax), the mean over runs of each run's test AUC ± its SD over runs (95% "
+        "two-level CI: training runs AND test patients resampled, metrics/inference.py). **Bold**: best of "
+        "our variants in the row at the 3 decimals shown. †: differs from the baseline after "
+        f"{adjusted} adjustment over every cell of the table's comparisons, adjusted p < {SIGNIFICANCE}. "
+        f"*paper*: the published value, {CITATION}; NewGAN is our `opengan`. The baseline, weighted loss "
+        "and oversample do not depend on n: the same runs appear in every table.",
         "",
     ]
     for n in n_per_class:
         parts += [
             f"## Augmenting {n:,} images per class",
             "",
-            auc_table(n, metrics, comparisons, classes, blind),
+            auc_table(n, metrics, comparisons.get(n, []), classes, blind),
             "",
         ]
         if not any(paper_auc(n, f, c) is not None for f in PAPER_FAMILIES for c in classes):
@@ -178,12 +223,16 @@ def render_markdown(
             ]
         parts += [
             figure(f"auc_n{n}", f"per-class AUC, n = {n}"),
-            f"### Paired comparison with VGG16, n = {n:,}",
+            f"### Comparisons, n = {n:,}",
             "",
-            "AUC(variant) − AUC(VGG16) of the seed-mean AUC, 95% CI and two-sided p-value from the paired "
-            "patient-level bootstrap (also in `metrics/compare.json`).",
+            "AUC(a) − AUC(b): every generator vs the baseline, vs standard augmentation with the same n and "
+            "vs the other generators; standard augmentation and rebalancing vs the baseline. 95% two-level "
+            "CI (one patient resample for both, training runs drawn independently per variant), the raw "
+            f"two-sided p of the same draws (p < 0.05 exactly when the CI excludes 0) and the {adjusted}-"
+            "adjusted p over every cell of this table; † marks adjusted p < 0.05 only. All in "
+            "`metrics/compare.json`.",
             "",
-            comparison_table(n, comparisons, classes, blind),
+            comparison_table(comparisons.get(n, []), classes, blind),
             "",
             figure(f"roc_n{n}", f"ROC curves, n = {n}"),
         ]
@@ -198,6 +247,20 @@ def render_markdown(
         ]
     if gan_parts:
         parts += [*gan_parts, figure("gan_precision_recall", "precision vs recall of the GANs")]
+    if d_metrics:
+        parts += [
+            "## BAGAN's discriminator on the real val split",
+            "",
+            "The argmax filter keeps an image when D's top output is its intended class, so D must tell the "
+            "real classes apart. Per class: one-vs-rest AUC of D's probability of the class on real val "
+            "images (in brackets: recall of D's top real class); balanced accuracy = mean recall "
+            "(`metrics/train_bagan/seed<k>.json`).",
+            "",
+            discriminator_table(d_metrics, classes),
+            "",
+        ]
+    if any(m.per_run for m in metrics.values()):
+        parts += ["## Training budget per run", "", budget_table(metrics), ""]
     parts += ["## Training sets", "", figure("class_distribution", "class distribution of the training sets")]
     parts += ["## Missing", ""]
     parts += [f"- {note}" for note in notes] or ["Nothing: every variant was run."]

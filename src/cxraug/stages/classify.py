@@ -5,9 +5,17 @@ validation (early stopping) and test (reported once per seed, with the best-val 
 prepared splits, loaded by `evaluation_splits` for every variant; their md5s are written into the metrics
 file so any two variants can be checked to share them.
 
-Outputs: models/classifier/<V>.pt (best checkpoint of every seed; `load_classifier` gives the FIRST),
-data/scores/<V>.npz (test softmax of every seed), metrics/classify/<V>.json, plots/roc/<V>.csv.
-Per-seed progress lives in checkpoints/classify/<V>/ (epoch checkpoints, finished seeds), so a stopped
+Replicates: a variant without a generator trains one run per classifier seed (classify.seeds); a GAN
+variant trains every classifier seed on every generator replicate (replicates.generator_seeds, a full
+cross: R_g x R_c runs, keys g<g>s<c>), so both the generator's and the classifier's randomness are
+sampled and the two can be told apart. All runs of a variant live in ONE MLflow run (the variant's), each
+replicate's curves and final figures under its key (g0s1/val_auc_macro, ...): a parent/child tree would
+add nothing a key prefix does not show, and would complicate resuming the stage in the same run.
+
+Outputs: models/classifier/<V>.pt (best checkpoint of every run; `load_classifier` gives the FIRST),
+data/scores/<V>.npz (test softmax of every run, with its key and generator seed), metrics/classify/<V>.json
+(two-level intervals, metrics/inference.py; per run: AUCs, steps, best step, images seen), plots/roc/<V>.csv.
+Per-run progress lives in checkpoints/classify/<V>/ (round checkpoints, finished runs), so a stopped
 stage resumes where it was, in the same MLflow run.
 """
 
@@ -25,6 +33,7 @@ import torch
 
 from cxraug.classifier.predict import save_classifier
 from cxraug.classifier.seeds import SeedResult, SeedStore, train_seed
+from cxraug.classifier.summary import summarize
 from cxraug.classifier.variants import Variant, parse_variant
 from cxraug.core import distributed, layout
 from cxraug.core.config import ClassifyParams, Params
@@ -42,7 +51,6 @@ from cxraug.core.tracking import stage_run
 from cxraug.core.training import fingerprint
 from cxraug.data.datasets import Split, load_split
 from cxraug.gans import registry
-from cxraug.metrics.auc import bootstrap_ci, per_class_auc
 from cxraug.metrics.figures import confusion_figure, roc_figure, roc_points
 from cxraug.nets.vgg import VGG16
 from cxraug.synthesis.files import load_synthetic
@@ -72,11 +80,11 @@ def _check_synthetic(directory: Path, images: torch.Tensor, train: Split) -> Non
 
 
 def load_extra_synthetic(
-    variant: Variant, train: Split, synthetic_root: Path
+    variant: Variant, train: Split, synthetic_root: Path, generator_seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A GAN variant's synthetic images (first n per class), decoded once when the stage starts."""
+    """A GAN variant's synthetic images (first n per class) of one generator replicate."""
 
-    directory = Path(synthetic_root) / variant.kind
+    directory = Path(synthetic_root) / variant.kind / layout.replicate(generator_seed)
     images, labels = load_synthetic(directory, variant.n)
     _check_synthetic(directory, images, train)
     counts = torch.bincount(labels, minlength=train.n_classes).tolist()
@@ -84,7 +92,7 @@ def load_extra_synthetic(
     if short:
         raise CxraugError(
             f"{directory}: {variant.name} needs {variant.n} synthetic images of every class, got "
-            f"{', '.join(short)}; rerun synthesize@{variant.kind}"
+            f"{', '.join(short)}; rerun synthesize@{variant.kind}-{generator_seed}"
         )
     return images, labels
 
@@ -133,23 +141,27 @@ class Paths:
         return replace(self, **moved)
 
 
-def _gan_tags(variant: Variant, paths: Paths) -> dict[str, str]:
-    """Link a GAN variant's run to the synthesize run and the exact synthetic data that fed it."""
+def _gan_tags(variant: Variant, paths: Paths, generator_seeds: list[int]) -> dict[str, str]:
+    """Link a GAN variant's run to each replicate's synthesize run and the exact synthetic data that fed it
+    (tags synthetic.seed<k>.index_md5, .run_id, .gan_run_id)."""
     if variant.gan is None:
         return {"variant": variant.name}
     tags = {"variant": variant.name, "synthetic.gan": variant.gan, "synthetic.n_per_class": str(variant.n)}
-    index = paths.synthetic / variant.gan / "index.csv"
-    if index.is_file():
-        tags["synthetic.index_md5"] = file_md5(index)
-    synth_metrics = paths.synthesize_metrics / f"{variant.gan}.json"
-    if synth_metrics.is_file():
-        try:
-            info = json.loads(synth_metrics.read_text())
-        except json.JSONDecodeError:
-            info = {}
-        for key in ("mlflow_run_id", "gan_run_id"):
-            if info.get(key):
-                tags[f"synthetic.{key.removeprefix('mlflow_')}"] = str(info[key])
+    tags["generator_seeds"] = ",".join(map(str, generator_seeds))
+    for g in generator_seeds:
+        name = layout.replicate(g)
+        index = paths.synthetic / variant.gan / name / "index.csv"
+        if index.is_file():
+            tags[f"synthetic.{name}.index_md5"] = file_md5(index)
+        synth_metrics = paths.synthesize_metrics / variant.gan / f"{name}.json"
+        if synth_metrics.is_file():
+            try:
+                info = json.loads(synth_metrics.read_text())
+            except json.JSONDecodeError:
+                info = {}
+            for key in ("mlflow_run_id", "gan_run_id"):
+                if info.get(key):
+                    tags[f"synthetic.{name}.{key.removeprefix('mlflow_')}"] = str(info[key])
     return tags
 
 
@@ -160,10 +172,11 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     variant = parse_variant(paths.variant, params.synthesize.n_per_class, registry.names())
     train, val, test = evaluation_splits(paths.prepared)
     inputs = [paths.prepared / f"{s}.npz" for s in ("train", "val", "test")]
-    if variant.gan:
-        inputs.append(paths.synthetic / variant.gan / "index.csv")
+    generator_seeds = list(params.replicates.generator_seeds) if variant.gan else [None]
+    for g in generator_seeds if variant.gan else ():
+        inputs.append(paths.synthetic / variant.gan / layout.replicate(g) / "index.csv")
         if not inputs[-1].is_file():
-            raise CxraugError(f"{inputs[-1]}: not found; run `dvc repro synthesize@{variant.gan}` first")
+            raise CxraugError(f"{inputs[-1]}: not found; run `dvc repro synthesize@{variant.gan}-{g}` first")
     store = SeedStore(paths.checkpoints / variant.name, f"{variant.name}:{fingerprint(settings, inputs)}")
     ctx = distributed.setup(pick_device(settings.device))
     with ctx.main_first():  # rank 0 alone tracks, writes and clears; the others train their shards
@@ -177,17 +190,29 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
         inputs=inputs,
         run_name=variant.name,
         resume_run_id=resume_run_id,
-        extra_tags=_gan_tags(variant, paths),
+        extra_tags=_gan_tags(variant, paths, generator_seeds if variant.gan else []),
     )
     metrics, outputs = {}, []
     with ctx.main_only(run) as run_id:
         if ctx.is_main:
             store.remember_run(run_id)
-        synthetic = load_extra_synthetic(variant, train, paths.synthetic) if variant.gan else None
-        seeds = [
-            train_seed(variant, (train, val, test), settings, seed, store, run_id, synthetic, keep_state=True)
-            for seed in settings.seeds
-        ]
+        seeds = []
+        for g in generator_seeds:  # a full cross: every classifier seed on every generator replicate
+            synthetic = load_extra_synthetic(variant, train, paths.synthetic, g) if variant.gan else None
+            seeds += [
+                train_seed(
+                    variant,
+                    (train, val, test),
+                    settings,
+                    seed,
+                    store,
+                    run_id,
+                    synthetic,
+                    keep_state=True,  # every run's weights go in the model file (external-test scores them)
+                    generator_seed=g,
+                )
+                for seed in settings.seeds
+            ]
         if ctx.is_main:
             metrics = summarize(variant, settings, seeds, test, run_id)
             metrics["eval_sets"] = {"val": split_md5(val), "test": split_md5(test)}
@@ -217,52 +242,12 @@ def _summary(variant: Variant, m: dict, seconds: float) -> str:
     per_class = ", ".join(f"{c} {a:.3f}" for c, a in m["per_class_auc"].items())
     return (
         f"{variant.name}: test macro AUC {m['macro_auc']:.3f} "
-        f"[{m['macro_auc_ci'][0]:.3f}, {m['macro_auc_ci'][1]:.3f}] over seeds {m['seeds']} "
-        f"(best epochs {list(m['best_epoch'].values())}) in {seconds:.0f}s; {per_class}"
+        f"[{m['macro_auc_ci'][0]:.3f}, {m['macro_auc_ci'][1]:.3f}] (two-level) over {len(m['runs'])} runs "
+        f"(best steps {[r['best_step'] for r in m['per_run'].values()]}) in {seconds:.0f}s; {per_class}"
     )
 
 
 # ------------------------------------------------------------------------------------------------ outputs
-
-
-def summarize(
-    variant: Variant, settings: ClassifyParams, seeds: list[SeedResult], test: Split, run_id: str
-) -> dict:
-    """The metrics file: seed means, std over seeds and patient-bootstrap CIs of the test AUCs."""
-    classes = list(test.classes)
-    scores = np.stack([s.test_scores for s in seeds])
-    ci = bootstrap_ci(scores, test.labels.numpy(), test.patient_ids, settings.bootstrap, settings.ci_level)
-    per_seed = {str(s.seed): per_class_auc(s.test_scores, test.labels.numpy()) for s in seeds}
-    return {
-        "variant": variant.name,
-        "classes": classes,
-        "seeds": [s.seed for s in seeds],
-        "per_class_auc": dict(zip(classes, ci.estimate.round(5).tolist(), strict=True)),
-        "per_class_auc_std": dict(zip(classes, ci.std_over_seeds.round(5).tolist(), strict=True)),
-        "per_class_auc_ci": {
-            c: [round(float(lo), 5), round(float(hi), 5)]
-            for c, lo, hi in zip(classes, ci.lo, ci.hi, strict=True)
-        },
-        "macro_auc": round(ci.macro, 5),
-        "macro_auc_std": round(ci.macro_std_over_seeds, 5),
-        "macro_auc_ci": [round(ci.macro_lo, 5), round(ci.macro_hi, 5)],
-        "per_seed_auc": {
-            seed: dict(zip(classes, auc.round(5).tolist(), strict=True)) for seed, auc in per_seed.items()
-        },
-        "best_epoch": {str(s.seed): s.best_epoch for s in seeds},
-        "best_val_macro_auc": {str(s.seed): round(s.best_val_macro_auc, 5) for s in seeds},
-        "train_images": seeds[0].train_counts,
-        "extra_images_per_class": variant.n,
-        "test_images": len(test),
-        "test_patients": int(len(np.unique(test.patient_ids))),
-        "bootstrap": {
-            "resamples": ci.n_boot,
-            "level": settings.ci_level,
-            "unit": "patient",
-            "undefined_resamples": ci.undefined_resamples,
-        },
-        "mlflow_run_id": run_id,
-    }
 
 
 def write_outputs(
@@ -289,7 +274,8 @@ def write_outputs(
         model,
         paths.models / f"{variant.name}.pt",
         classes,
-        more_seeds=[(s.seed, s.state_dict) for s in seeds[1:]],  # every seed: external-test scores them all
+        more_seeds=[(s.seed, s.state_dict) for s in seeds[1:]],  # every run: external-test scores them all
+        runs=[(s.key, s.generator_seed) for s in seeds],
         variant=variant.name,
         seed=first.seed,
         best_epoch=first.best_epoch,
@@ -298,6 +284,8 @@ def write_outputs(
     scores_path = atomic_savez(
         paths.scores / f"{variant.name}.npz",
         scores=scores,
+        runs=np.asarray([s.key for s in seeds], dtype=str),
+        generator_seeds=np.asarray([-1 if s.generator_seed is None else s.generator_seed for s in seeds]),
         labels=test.labels.numpy().astype(np.int64),
         patient_ids=np.asarray(test.patient_ids).astype(str),
         seeds=np.asarray([s.seed for s in seeds], dtype=np.int64),
@@ -326,15 +314,19 @@ def log_run(variant: Variant, seeds: list[SeedResult], test: Split, metrics: dic
         final.update(
             {f"test_auc/{slug(c)}": auc, f"test_auc_ci_lo/{slug(c)}": lo, f"test_auc_ci_hi/{slug(c)}": hi}
         )
-    for s in seeds:
-        final[f"s{s.seed}/best_epoch"] = s.best_epoch
-        final[f"s{s.seed}/test_auc_macro"] = float(
-            np.mean(list(metrics["per_seed_auc"][str(s.seed)].values()))
-        )
+    for s in seeds:  # each replicate under its key (s<c> or g<g>s<c>)
+        final[f"{s.key}/best_round"] = s.best_epoch
+        final[f"{s.key}/best_step"] = s.best_step
+        final[f"{s.key}/steps"] = s.steps
+        final[f"{s.key}/images_seen"] = s.images_seen
+        final[f"{s.key}/test_auc_macro"] = float(np.mean(list(metrics["per_run_auc"][s.key].values())))
     mlflow.log_metrics(final)
     scores = np.stack([s.test_scores for s in seeds]).mean(0)
     roc = roc_points(scores, test.labels.numpy(), test.classes)
-    title = f"{variant.name}, test: seed-mean scores of {len(seeds)} seed(s); AUC: mean of the seeds' AUCs"
+    title = (
+        f"{variant.name} ({metrics['network']}), test: run-mean scores of {len(seeds)} run(s); "
+        "AUC: mean of the runs' AUCs"
+    )
     for fig, name in (
         (roc_figure(roc, metrics["per_class_auc"], title), "roc.png"),
         (confusion_figure(scores, test.labels.numpy(), test.classes, title), "confusion.png"),

@@ -121,7 +121,14 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     ) as run_id:
         scores = score_external(models, external, settings.precision, settings.eval_batch_size)
         metrics = external_metrics(
-            scores, external, seeds, settings.bootstrap, settings.ci_level, variant=variant.name, name=name
+            scores,
+            external,
+            seeds,
+            settings.bootstrap,
+            settings.ci_level,
+            variant=variant.name,
+            name=name,
+            generator_seeds=[m.generator_seed for m in models],
         )
         metrics["mlflow_run_id"] = run_id
         metrics["classify_run_id"] = classify_run

@@ -1,7 +1,7 @@
-"""`gan_metrics@<gan>` stage: is the generator good, does it copy its training images, and is any of it
-evidence at all?
+"""`gan_metrics@<gan>-<k>` stage: is replicate k of the generator good, does it copy its training images,
+and is any of it evidence at all?
 
-For the synthetic images written by synthesize@<gan> (any generator of cxraug.gans.registry):
+For the synthetic images written by synthesize@<gan>-<k> (any generator of cxraug.gans.registry):
 
 1. Fidelity with a scale (metrics/reference.py over metrics/fidelity.py, torch-fidelity's code): FD, KID,
    precision and recall of the synthetic images against the HELD-OUT REAL VAL split ("generated vs
@@ -9,15 +9,15 @@ For the synthetic images written by synthesize@<gan> (any generator of cxraug.ga
    set sizes (the larger side subsampled `draws` times; mean and `_sd`), overall at val's class mix and
    per class, in every feature space of `gan_metrics.extractors` (+ Inception-v3 from a local file):
    `random` (a fixed random conv net no generator saw: the independent space), `embedder` (OpenGAN's own:
-   it trains, conditions and filters with it) and `classifier` (the real-data VGG16's penultimate layer).
-   A space whose real features do not spread is reported as degenerate, without figures.
+   it trains, conditions and filters with it; replicate k's) and `classifier` (the real-data VGG16's
+   penultimate layer). A space whose real features do not spread is reported as degenerate, without figures.
 2. Classification accuracy score (classifier/cas.py): trained on synthetic only, tested on real test.
 3. Memorisation audit (metrics/memorisation.py): every synthetic image's nearest real training image in
    pixels and in the first extractor's space, against a yardstick that excludes a patient's own films.
 4. Class-blindness: CAS at chance, or synthetic images not separable by class in an independent space
    where the real val images are: `class_blind` lists the reasons and the report warns.
 
-Writes metrics/gan/<gan>.json and one MLflow run (experiment `gan_metrics`).
+Writes metrics/gan/<gan>/seed<k>.json and one MLflow run (experiment `gan_metrics`).
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ class Paths:
     classifier: Path = layout.CLASSIFIERS / "baseline.pt"
     baseline_metrics: Path = layout.CLASSIFY_METRICS / "baseline.json"
     baseline_scores: Path = layout.SCORES / "baseline.npz"
-    synthesize_metrics: Path = layout.SYNTHESIZE_METRICS  # <...>/<gan>.json (its MLflow run id)
-    out: Path = layout.GAN_METRICS  # <out>/<gan>.json
+    synthesize_metrics: Path = layout.SYNTHESIZE_METRICS  # <...>/<gan>/seed<k>.json (its MLflow run id)
+    out: Path = layout.GAN_METRICS  # <out>/<gan>/seed<k>.json
+    generator_seed: int = 0  # which replicate: <synthetic>/<gan>/seed<k>
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -140,6 +141,7 @@ def cas_settings(params: Params) -> ClassifyParams:
     return base.model_copy(
         update={
             "seeds": list(gm.cas.seeds),
+            "budget": "epochs" if gm.cas.epochs else base.budget,  # cas.epochs set: an epochs budget
             "epochs": gm.cas.epochs or base.epochs,
             "patience": gm.cas.patience or base.patience,
             "device": gm.device,
@@ -175,9 +177,11 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     started = time.perf_counter()
     settings = params.gan_metrics
     gan = registry.get(paths.gan).name
-    synthetic_dir = paths.synthetic / gan
+    seed = paths.generator_seed
+    replicate = layout.replicate(seed)
+    synthetic_dir = paths.synthetic / gan / replicate
     if not (synthetic_dir / "index.csv").is_file():
-        raise CxraugError(f"{synthetic_dir}/index.csv: not found; run `dvc repro synthesize@{gan}` first")
+        raise CxraugError(f"{synthetic_dir}/index.csv: not found; run `dvc repro synthesize@{gan}-{seed}`")
     files = extractor_files(settings, paths)
     device = pick_device(settings.device)
     train, val, test = (load_split(paths.prepared, s) for s in ("train", "val", "test"))
@@ -187,12 +191,17 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     )
     inputs = [synthetic_dir / "index.csv", *(paths.prepared / f"{s}.npz" for s in ("train", "val", "test"))]
     inputs += list(files.values())
-    tags = {"gan": gan, "synthetic.index_md5": file_md5(synthetic_dir / "index.csv")}
-    tags |= {"synthetic.run_id": _run_id_of(paths.synthesize_metrics / f"{gan}.json") or "unknown"}
+    tags = {
+        "gan": gan,
+        "generator_seed": str(seed),
+        "synthetic.index_md5": file_md5(synthetic_dir / "index.csv"),
+    }
+    synth_run = _run_id_of(paths.synthesize_metrics / gan / f"{replicate}.json")
+    tags |= {"synthetic.run_id": synth_run or "unknown"}
 
     with stage_run(
         experiment="gan_metrics",
-        stage=f"gan_metrics@{gan}",
+        stage=f"gan_metrics@{gan}-{seed}",
         params=settings,
         inputs=inputs,
         run_name=gan,
@@ -293,9 +302,14 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
         for reason in metrics["class_blind"]:
             log.warning("gan_metrics@%s: class-blind: %s", gan, reason)
         _log_to_mlflow(metrics, audits, images, train.images, settings.audit_pairs)
-    path = atomic_write_json(paths.out / f"{gan}.json", metrics)
+    metrics["generator_seed"] = seed
+    path = atomic_write_json(paths.out / gan / f"{replicate}.json", metrics)
     return StageResult(
-        f"gan_metrics@{gan}", _summary(gan, metrics, time.perf_counter() - started), (path,), run_id, metrics
+        f"gan_metrics@{gan}-{seed}",
+        _summary(gan, metrics, time.perf_counter() - started),
+        (path,),
+        run_id,
+        metrics,
     )
 
 

@@ -1,15 +1,17 @@
-"""`report` stage: the study's tables with our numbers (and the published ones beside them), a paired
-comparison of every variant against the baseline, and figures.
+"""`report` stage: the study's tables with our numbers (and the published ones beside them), every
+planned comparison (report/compare.py) with two-level CIs and adjusted p-values, BAGAN's discriminator on
+real val, the training budget of every run, and figures.
 
-Reads only finished outputs: metrics/classify/<V>.json (AUC mean/std over seeds and 95% CI), data/scores/
-<V>.npz (test softmax per seed, for the paired bootstrap and ROC curves), data/synthetic/<gan>/ and
-data/prepared/train.npz (image grids, class counts). A variant that has not been run is shown as "—" and
-listed under "Missing", never silently dropped. Writes <out>/results.md, <out>/figures/*.png and a JSON
-of the paired comparison (metrics/compare.json).
+Reads only finished outputs: metrics/classify/<V>.json (AUC mean/SD over runs and two-level CI), data/
+scores/<V>.npz (test softmax per run, for the comparisons and ROC curves), metrics/train_bagan/seed<k>.json,
+data/synthetic/<gan>/seed<k>/ and data/prepared/train.npz (image grids, class counts). A variant that has
+not been run is shown as "—" and listed under "Missing", never silently dropped. Writes <out>/results.md,
+<out>/figures/*.png and every comparison in metrics/compare.json.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import atomic_dir, atomic_write_json, atomic_write_text
 from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
 from cxraug.data.datasets import load_split
-from cxraug.report.compare import compare_to_baseline
+from cxraug.report.compare import compare_table
 from cxraug.report.external import external_section, read_external_metrics
 from cxraug.report.figures import write_figures
 from cxraug.report.gan import blind_generators, blind_warning, gan_section, read_gan_metrics
@@ -49,8 +51,26 @@ class ReportResult:
     run_id: str | None = None
 
 
+def read_discriminator_metrics(directory: Path | None) -> dict[str, dict]:
+    """{"seed<k>": metrics/train_bagan/seed<k>.json} of every BAGAN replicate that reports D on val."""
+    if directory is None or not Path(directory).is_dir():
+        return {}
+    found = {}
+    for path in sorted(Path(directory).glob("seed*.json")):
+        m = json.loads(path.read_text())
+        if "d_val_auc" in m:
+            found[path.stem] = m
+    return found
+
+
 def make_report(
-    params: ReportParams, n_per_class: list[int], inputs: Inputs, out_dir: Path, compare_path: Path
+    params: ReportParams,
+    n_per_class: list[int],
+    inputs: Inputs,
+    out_dir: Path,
+    compare_path: Path,
+    level: float = 0.95,
+    train_bagan_metrics: Path | None = None,
 ) -> ReportResult:
 
     train = load_split(inputs.prepared, "train")
@@ -63,7 +83,8 @@ def make_report(
             raise CxraugError(
                 f"{inputs.scores}/{v}.npz is for classes {list(s.classes)}, not {list(classes)}"
             )
-    comparisons = compare_to_baseline(scores, variants, params)
+    comparisons = {n: compare_table(n, scores, params, level) for n in n_per_class}
+    d_metrics = read_discriminator_metrics(train_bagan_metrics)
     synthetic = read_synthetic_indexes(inputs.synthetic)
     missing = [v for v in variants if v not in metrics]
     notes = missing_notes(variants, metrics, scores, inputs)
@@ -89,6 +110,8 @@ def make_report(
         test,
         out_dir,
         gan_parts,
+        d_metrics,
+        params.adjust,
         external_parts=external_section(read_external_metrics(inputs.external_metrics), variants, classes),
         gan_warning=blind_warning(gan_found),
         blind=frozenset(blind_generators(gan_found)),
@@ -97,9 +120,14 @@ def make_report(
     atomic_write_text(out_dir / "results.md", markdown)
     compare = {
         "baseline": BASELINE,
+        "method": "two-level bootstrap (training runs x test patients), metrics/inference.py",
         "n_bootstrap": params.n_bootstrap,
-        "level": 0.95,
-        "variants": comparisons,
+        "level": level,
+        "adjust": params.adjust,
+        "family": "every cell (classes + macro) of one table's comparisons",
+        "tables": {  # keyed "<a> - <b>" so `dvc metrics show` lists every comparison
+            str(n): {f"{r['a']} - {r['b']}": r for r in rows} for n, rows in comparisons.items()
+        },
         "missing": missing,
     }
     result = ReportResult(
@@ -120,9 +148,13 @@ def log_to_mlflow(
     with tracking.stage_run(
         experiment="report", stage="report", params=params, inputs=read, extra_tags=tags
     ) as run_id:
+        differences = {
+            f"macro_difference.{r['a']}-{r['b']}": r["macro"]["difference"]
+            for rows in result.compare["tables"].values()
+            for r in rows.values()
+        }
         mlflow.log_metrics(
-            {f"macro_difference.{v}": c["macro"]["difference"] for v, c in result.compare["variants"].items()}
-            | {f"macro_auc.{v}": m.mean[VariantMetrics.MACRO] for v, m in metrics.items()}
+            differences | {f"macro_auc.{v}": m.mean[VariantMetrics.MACRO] for v, m in metrics.items()}
         )
         mlflow.log_artifact(str(result.markdown))
         for f in result.figures:
@@ -143,6 +175,7 @@ class Paths:
     out: Path = layout.REPORTS  # results.md and figures/
     compare: Path = layout.COMPARE
     external_metrics: Path = layout.EXTERNAL_METRICS
+    train_bagan_metrics: Path = layout.METRICS / "train_bagan"  # seed<k>.json: D on real val
 
 
 def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> StageResult:
@@ -154,7 +187,15 @@ def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> Stag
         paths.gan_metrics,
         paths.external_metrics,
     )
-    result = make_report(params.report, params.synthesize.n_per_class, inputs, paths.out, paths.compare)
+    result = make_report(
+        params.report,
+        params.synthesize.n_per_class,
+        inputs,
+        paths.out,
+        paths.compare,
+        params.classify.ci_level,
+        paths.train_bagan_metrics,
+    )
     summary = f"{len(result.present)} variants reported" + (
         f", missing: {', '.join(result.missing)}" if result.missing else ""
     )

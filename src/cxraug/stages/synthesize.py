@@ -3,8 +3,8 @@ the model itself accepts as the intended class (BAGAN: its discriminator's K+1 s
 realness and the embedder's nearest class), then write them as PNGs with an index.
 
 Policy, per class:
-- the threshold is `filter.threshold`, or 0 (every candidate passes, scores still recorded) for a GAN in
-  `filter.unfiltered` (by default OpenGAN, sampled unfiltered as published);
+- the rule is `filter.per_gan.<gan>` (synthesis/filters.py: argmax, threshold or none; by default BAGAN
+  argmax and OpenGAN none, sampled unfiltered as published, scores still recorded);
 - candidates are drawn in batches of `batch_size` until max(n_per_class) pass the threshold or
   ceil(max_tries_factor x wanted) candidates have been drawn (the last batch is shortened to the cap);
 - accepted images keep their draw order, so the first n of a class are what a variant with n synthetic
@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cxraug.core import layout
@@ -40,6 +41,7 @@ from cxraug.gans import registry
 from cxraug.gans.registry import Proposer
 from cxraug.synthesis.draw import ClassDraw, SynthesizeResult, near_copy_filter, synthesize
 from cxraug.synthesis.files import read_exemplars, write_provenance, write_synthetic
+from cxraug.synthesis.filters import filter_rule
 from cxraug.synthesis.tracking import log_to_mlflow, training_run_id
 
 
@@ -51,6 +53,7 @@ def run_synthesize(
     metrics_path: Path | None,
     train_metrics: Path | None = None,
     prepared: Path | None = None,
+    replicate: int = 0,
 ) -> SynthesizeResult:
     """The DVC stage synthesize@<gan>: max(n_per_class) filtered images per class of the trained GAN.
     `prepared` (data/prepared) holds the real training images that `filter.drop_near_copies` compares with."""
@@ -61,7 +64,7 @@ def run_synthesize(
         proposer,
         params,
         pick_precision(device, params.precision),
-        stage=f"synthesize@{gan}",
+        stage=f"synthesize@{gan}-{replicate}",
         gan=gan,
         model_dir=model_dir,
         gan_run=training_run_id(model_dir, train_metrics),
@@ -129,13 +132,13 @@ def _run(
     near_copy=None,
 ) -> SynthesizeResult:
     generator = torch.Generator().manual_seed(params.seed)
-    threshold = params.filter.threshold_for(gan)  # 0 for an unfiltered GAN: every candidate passes
+    rule = filter_rule(params.filter, gan)
     start = time.perf_counter()
     with torch.inference_mode(), precision.autocast():
         draws = synthesize(
             proposer,
             wanted,
-            threshold,
+            rule,
             params.filter.max_tries_factor,
             params.batch_size,
             generator,
@@ -143,15 +146,18 @@ def _run(
         )
     result = SynthesizeResult(draws, time.perf_counter() - start, Path(out_dir))
     write_synthetic(draws, Path(out_dir))
-    write_provenance(Path(out_dir), model_dir, threshold, gan not in params.filter.unfiltered)
+    write_provenance(Path(out_dir), model_dir, rule.mode, rule.threshold)
     result.run_id = log_to_mlflow(result, params, stage, gan, model_dir, gan_run, precision, extra_tags or {})
     if metrics_path is not None:
         atomic_write_json(
             metrics_path,
             {
                 "gan": gan,
-                "threshold": threshold,
-                "filtered": gan not in params.filter.unfiltered,
+                "filter": {
+                    "mode": rule.mode,
+                    "threshold": rule.threshold if rule.mode == "threshold" else None,
+                },
+                "acceptance_rate_per_class": {d.name: round(d.acceptance_rate, 6) for d in draws},
                 "wanted_per_class": wanted,
                 "accepted": result.accepted,
                 "tried": result.tried,
@@ -167,10 +173,11 @@ def _run(
     short = {d.name: d.accepted for d in draws if d.accepted < required}
     if short:
         raise CxraugError(
-            f"{gan}: too few candidates passed threshold {threshold} within "
+            f"{gan}: too few candidates passed the filter ({rule.describe()}) within "
             f"{params.filter.max_tries_factor:g}x tries: accepted {short}, need {required} per class "
-            f"(wrote them to {out_dir}; see the score histograms in MLflow run {result.run_id}); lower "
-            "synthesize.filter.threshold or raise synthesize.filter.max_tries_factor"
+            f"(wrote them to {out_dir}; see the score histograms in MLflow run {result.run_id}); loosen "
+            f"synthesize.filter.per_gan.{gan} (or synthesize.filter.threshold) or raise "
+            "synthesize.filter.max_tries_factor"
         )
     return result
 
@@ -188,6 +195,15 @@ def _near_copy_summary(draws: list[ClassDraw], near_copy) -> dict:
 # ------------------------------------------------------------------------------------------ the stage
 
 
+def replicate_draws(params: SynthesizeParams, generator_seed: int) -> SynthesizeParams:
+    """Replicate 0 draws with synthesize.seed itself; replicate k with a stream derived from (seed, k), so
+    the synthetic draw varies with the generator replicate, as the inference assumes."""
+    if generator_seed == 0:
+        return params
+    derived = int(np.random.SeedSequence([params.seed, generator_seed]).generate_state(1)[0])
+    return params.model_copy(update={"seed": derived})
+
+
 @dataclass(frozen=True)
 class Paths:
     """Where synthesize@<gan> reads and writes. With `exemplars`, the unseen class `label` is drawn
@@ -201,24 +217,27 @@ class Paths:
     exemplars: Path | None = None
     label: str | None = None
     n: int | None = None
+    generator_seed: int = 0  # the replicate: models/<gan>/seed<k> -> data/synthetic/<gan>/seed<k>
 
 
 def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     gan = registry.get(paths.gan).name
-    models = paths.models or layout.model_dir(gan)
+    seed = paths.generator_seed
+    models = paths.models or layout.model_dir(gan, seed)
     if paths.exemplars is None:
         if paths.label is not None or paths.n is not None:
             raise CxraugError("--label and --n describe an unseen class: give them with --exemplars DIR")
         result = run_synthesize(
-            params.synthesize,
+            replicate_draws(params.synthesize, seed),
             gan,
             models,
-            paths.out or layout.synthetic_dir(gan),
-            paths.metrics or layout.synthesize_metrics(gan),
-            train_metrics=layout.stage_metrics(registry.get(gan).train_stage),
+            paths.out or layout.synthetic_dir(gan, seed),
+            paths.metrics or layout.synthesize_metrics(gan, seed),
+            train_metrics=layout.replicate_metrics(registry.get(gan).train_stage, seed),
             prepared=paths.prepared,
+            replicate=seed,
         )
-        stage = f"synthesize@{gan}"
+        stage = f"synthesize@{gan}-{seed}"
     else:
         if paths.label is None or paths.n is None or paths.out is None:
             raise CxraugError("--exemplars needs --label NAME, --n N and --out DIR")
@@ -240,6 +259,6 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
         f"({result.candidates_per_second:,.0f}/s): {kept}"
     )
     outputs = (result.out_dir,) + (
-        (paths.metrics or layout.synthesize_metrics(gan),) if paths.exemplars is None else ()
+        (paths.metrics or layout.synthesize_metrics(gan, seed),) if paths.exemplars is None else ()
     )
     return StageResult(stage, summary, outputs, result.run_id, {"accepted": result.accepted}, result)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cxraug.core import layout
 from cxraug.core.config import Params
-from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
+from cxraug.core.stage import NO_HOOKS, Hooks, StageResult, replicate_section
 from cxraug.gans.bagan.train import train_bagan
 
 STAGE = "train_bagan"
@@ -17,13 +17,19 @@ STAGE = "train_bagan"
 class Paths:
     prepared: Path = layout.PREPARED
     out: Path = layout.model_dir("bagan")
-    metrics: Path = layout.stage_metrics(STAGE)
-    checkpoints: Path = layout.checkpoints(STAGE)
+    metrics: Path = layout.replicate_metrics(STAGE, 0)
+    checkpoints: Path = layout.checkpoints(STAGE, 0)
+    seed: int | None = None  # the generator replicate (replicates.generator_seeds); None: the section's seed
 
 
 def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> StageResult:
     result = train_bagan(
-        params.train_bagan, paths.prepared, paths.out, paths.metrics, paths.checkpoints, hooks
+        replicate_section(params.train_bagan, paths.seed),
+        paths.prepared,
+        paths.out,
+        paths.metrics,
+        paths.checkpoints,
+        hooks,
     )
     m = result.metrics
     if not m:  # torchrun ranks > 0 report nothing
@@ -36,6 +42,8 @@ def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> Stag
     summary = (
         f"trained BAGAN ({m['ae_steps']} autoencoder + {m['gan_steps']} GAN steps, {m['precision']}"
         f"{', ' + rates if rates else ''}) in {m['seconds']:.0f}s; D on val: "
-        f"{m['val_d_acc_real']:.1%} correct class, {m['val_real_taken_as_fake']:.1%} taken as generated"
+        f"{m['val_d_acc_real']:.1%} correct class, {m['val_real_taken_as_fake']:.1%} taken as generated, "
+        f"balanced accuracy {m['d_val_balanced_accuracy']:.1%}, per-class AUC "
+        + ", ".join(f"{c} {a:.2f}" for c, a in m["d_val_auc"].items())
     )
     return StageResult(STAGE, summary, (paths.out, paths.metrics), result.run_id, m, result)

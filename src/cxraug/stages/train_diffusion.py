@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cxraug.core import layout
 from cxraug.core.config import Params
-from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
+from cxraug.core.stage import NO_HOOKS, Hooks, StageResult, replicate_section
 from cxraug.gans.diffusion.train import train_diffusion
 
 STAGE = "train_diffusion"
@@ -17,13 +17,19 @@ STAGE = "train_diffusion"
 class Paths:
     prepared: Path = layout.PREPARED
     out: Path = layout.model_dir("diffusion")
-    metrics: Path = layout.stage_metrics(STAGE)
-    checkpoints: Path = layout.checkpoints(STAGE)
+    metrics: Path = layout.replicate_metrics(STAGE, 0)
+    checkpoints: Path = layout.checkpoints(STAGE, 0)
+    seed: int | None = None  # the generator replicate (replicates.generator_seeds); None: the section's seed
 
 
 def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> StageResult:
     result = train_diffusion(
-        params.train_diffusion, paths.prepared, paths.out, paths.metrics, paths.checkpoints, hooks
+        replicate_section(params.train_diffusion, paths.seed),
+        paths.prepared,
+        paths.out,
+        paths.metrics,
+        paths.checkpoints,
+        hooks,
     )
     m = result.summary
     if not m:  # torchrun ranks > 0 report nothing

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cxraug.core import layout
 from cxraug.core.config import Params
-from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
+from cxraug.core.stage import NO_HOOKS, Hooks, StageResult, replicate_section
 from cxraug.gans.opengan.train_embedder import train_embedder
 
 STAGE = "train_embedder"
@@ -17,13 +17,19 @@ STAGE = "train_embedder"
 class Paths:
     prepared: Path = layout.PREPARED
     out: Path = layout.EMBEDDER
-    metrics: Path = layout.stage_metrics(STAGE)
-    checkpoints: Path = layout.checkpoints(STAGE)
+    metrics: Path = layout.replicate_metrics(STAGE, 0)
+    checkpoints: Path = layout.checkpoints(STAGE, 0)
+    seed: int | None = None  # the generator replicate (replicates.generator_seeds); None: the section's seed
 
 
 def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> StageResult:
     result = train_embedder(
-        params.train_embedder, paths.prepared, paths.out, paths.metrics, paths.checkpoints, hooks
+        replicate_section(params.train_embedder, paths.seed),
+        paths.prepared,
+        paths.out,
+        paths.metrics,
+        paths.checkpoints,
+        hooks,
     )
     r = result.retrieval
     if r is None:  # torchrun ranks > 0 report nothing

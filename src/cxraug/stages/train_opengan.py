@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cxraug.core import layout
 from cxraug.core.config import Params
-from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
+from cxraug.core.stage import NO_HOOKS, Hooks, StageResult, replicate_section
 from cxraug.gans.opengan.train import train_opengan
 
 STAGE = "train_opengan"
@@ -18,13 +18,14 @@ class Paths:
     prepared: Path = layout.PREPARED
     embedder: Path = layout.EMBEDDER
     out: Path = layout.model_dir("opengan")
-    metrics: Path = layout.stage_metrics(STAGE)
-    checkpoints: Path = layout.checkpoints(STAGE)
+    metrics: Path = layout.replicate_metrics(STAGE, 0)
+    checkpoints: Path = layout.checkpoints(STAGE, 0)
+    seed: int | None = None  # the generator replicate (replicates.generator_seeds); None: the section's seed
 
 
 def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> StageResult:
     result = train_opengan(
-        params.train_opengan,
+        replicate_section(params.train_opengan, paths.seed),
         paths.prepared,
         paths.embedder,
         paths.out,

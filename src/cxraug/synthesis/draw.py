@@ -1,8 +1,8 @@
 """The filter loop of synthesis: draw class-conditional candidates from a `Proposer` in batches and keep
-those whose score passes the threshold.
+those that pass the generator's filter rule (synthesis/filters.py: argmax, threshold or none).
 
 Policy, per class:
-- candidates are drawn in batches of `batch_size` until `wanted` pass the threshold or
+- candidates are drawn in batches of `batch_size` until `wanted` pass the rule or
   ceil(max_tries_factor x wanted) candidates have been drawn (the last batch is shortened to the cap);
 - accepted images keep their draw order, so the first n of a class are what a variant with n synthetic
   images per class trains on (`synthesis.files.load_synthetic`), and the n=1000 set is a prefix of the
@@ -29,6 +29,7 @@ from cxraug.core.runtime import progress
 from cxraug.data.datasets import load_split
 from cxraug.gans.registry import Proposer
 from cxraug.metrics.memorisation import NearCopyFilter, patient_codes
+from cxraug.synthesis.filters import FilterRule
 
 KEEP_REJECTED = 32  # rejected candidates kept per class, only to show them beside the accepted ones
 
@@ -45,6 +46,8 @@ class ClassDraw:
     candidate_scores: torch.Tensor  # float32 [tried], every candidate drawn, in draw order
     rejected: torch.Tensor  # uint8 [<= KEEP_REJECTED, H, W], the first rejected candidates
     threshold: float
+    candidate_passed: torch.Tensor | None = None  # bool [tried]: each candidate passed the rule
+    rule: str = "threshold"  # FilterRule.describe() of the rule applied
     near_copies: int | None = None  # passing candidates dropped as near-copies; None: filter off
     copies: torch.Tensor | None = None  # uint8 [<= KEEP_REJECTED, H, W], the first of them
 
@@ -58,7 +61,9 @@ class ClassDraw:
 
     @property
     def passed(self) -> int:
-        """Candidates at or above the threshold, including any drawn beyond the number wanted."""
+        """Candidates that pass the rule, including any drawn beyond the number wanted."""
+        if self.candidate_passed is not None:
+            return int(self.candidate_passed.sum())
         return int((self.candidate_scores >= self.threshold).sum())
 
     @property
@@ -76,6 +81,7 @@ class ClassDraw:
             "shortfall": self.shortfall,
             "tried": self.tried,
             "acceptance_rate": round(self.acceptance_rate, 6),
+            "filter": self.rule,
             "mean_score": round(float(self.scores.mean()), 6) if self.accepted else None,
             "mean_candidate_score": round(float(self.candidate_scores.nanmean()), 6) if self.tried else None,
         } | ({} if self.near_copies is None else {"near_copies_dropped": self.near_copies})
@@ -104,24 +110,27 @@ def draw_class(
     proposer: Proposer,
     class_index: int,
     wanted: int,
-    threshold: float,
+    rule: FilterRule | float,
     max_tries: int,
     batch_size: int,
     generator: torch.Generator,
     near_copy: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> ClassDraw:
-    """Draw batches of candidates until `wanted` pass `threshold` or `max_tries` were drawn.
-    A NaN score never passes. `near_copy` (uint8 images -> bool per image): passing candidates it flags
-    are dropped; those met before the class was complete are counted."""
-    images, scores, candidate_scores, rejected, copies = [], [], [], [], []
+    """Draw batches of candidates until `wanted` pass `rule` (a bare number: threshold mode) or
+    `max_tries` were drawn. A NaN score never passes a threshold. `near_copy` (uint8 images -> bool per
+    image): passing candidates it flags are dropped; those met before the class was complete are counted."""
+    rule = rule if isinstance(rule, FilterRule) else FilterRule("threshold", float(rule))
+    images, scores, candidate_scores, candidate_passed, rejected, copies = [], [], [], [], [], []
     accepted = tried = kept_rejected = dropped = 0
     name = proposer.classes[class_index]
     bar = progress(total=wanted, desc=f"synthesize {name}", unit="img", leave=False)
     while accepted < wanted and tried < max_tries:
         n = min(batch_size, max_tries - tried)
-        batch, batch_scores = _checked(*proposer.propose(class_index, n, generator), n, proposer)
+        batch, batch_scores, top = rule.propose(proposer, class_index, n, generator)
+        batch, batch_scores = _checked(batch, batch_scores, n, proposer)
         tried += n
-        passed = batch_scores >= threshold
+        passed = rule.passes(batch_scores, top)
+        candidate_passed.append(passed)
         take = passed.nonzero().squeeze(1)[: wanted - accepted]
         if near_copy is not None:
             take, batch_copies = _drop_copies(
@@ -147,7 +156,11 @@ def draw_class(
         scores=torch.cat(scores) if scores else torch.zeros(0),
         candidate_scores=torch.cat(candidate_scores) if candidate_scores else torch.zeros(0),
         rejected=torch.cat(rejected) if rejected else empty_images,
-        threshold=threshold,
+        threshold=rule.threshold if rule.mode == "threshold" else float("nan"),
+        candidate_passed=torch.cat(candidate_passed)
+        if candidate_passed
+        else torch.zeros(0, dtype=torch.bool),
+        rule=rule.describe(),
         near_copies=dropped if near_copy is not None else None,
         copies=(torch.cat(copies) if copies else empty_images) if near_copy is not None else None,
     )
@@ -169,7 +182,7 @@ def _drop_copies(
 def synthesize(
     proposer: Proposer,
     wanted: int,
-    threshold: float,
+    rule: FilterRule | float,
     max_tries_factor: float,
     batch_size: int,
     generator: torch.Generator,
@@ -184,7 +197,7 @@ def synthesize(
             proposer,
             c,
             wanted,
-            threshold,
+            rule,
             max_tries,
             batch_size,
             torch.Generator().manual_seed(seed),

@@ -29,17 +29,21 @@ def training_run_id(model_dir: Path, train_metrics: Path | None = None) -> str |
 
 
 def score_histograms(draws: list[ClassDraw]):
-    """One panel per class: candidate scores that passed vs were rejected, and the threshold."""
+    """One panel per class: candidate scores that passed vs were rejected by the rule (and the threshold)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(3.2 * len(draws), 2.8), layout="constrained")
     bins = np.linspace(0, 1, 41)
     for ax, d in zip(fig.subplots(1, len(draws), squeeze=False)[0], draws, strict=True):
         s = d.candidate_scores.numpy()
-        ax.hist(s[s >= d.threshold], bins=bins, color="tab:green", label="passed")
-        ax.hist(s[s < d.threshold], bins=bins, color="tab:red", alpha=0.7, label="rejected")
-        ax.axvline(d.threshold, color="k", linestyle="--", linewidth=1)
-        ax.set_title(f"{d.name}\n{d.accepted}/{d.wanted} kept, {d.acceptance_rate:.0%} pass", fontsize=9)
+        passed = d.candidate_passed.numpy() if d.candidate_passed is not None else s >= d.threshold
+        ax.hist(s[passed], bins=bins, color="tab:green", label="passed")
+        ax.hist(s[~passed], bins=bins, color="tab:red", alpha=0.7, label="rejected")
+        if d.threshold == d.threshold:  # a threshold rule: draw its cut-off
+            ax.axvline(d.threshold, color="k", linestyle="--", linewidth=1)
+        ax.set_title(
+            f"{d.name} ({d.rule})\n{d.accepted}/{d.wanted} kept, {d.acceptance_rate:.0%} pass", fontsize=9
+        )
         ax.set_xlabel("score")
     fig.axes[0].set_ylabel("candidates")
     fig.axes[0].legend(fontsize=8)

@@ -45,6 +45,7 @@ from cxraug.gans import registry
 from cxraug.gans.opengan.train_embedder import train_embedder
 from cxraug.metrics.auc import per_class_auc
 from cxraug.synthesis.draw import near_copy_filter, synthesize
+from cxraug.synthesis.filters import filter_rule
 from cxraug.tune.tracking import TrialFailed, log_trial_params, report, trial_run_id
 
 log = logging.getLogger(__name__)
@@ -198,12 +199,12 @@ class GanObjective:
         within the cap on tries is pruned (no classifier could use it)."""
 
         s = self.params.synthesize
-        threshold = s.filter.threshold_for(self.gan)  # 0: an unfiltered GAN keeps every candidate
+        rule = filter_rule(s.filter, self.gan)  # synthesize.filter.per_gan: argmax, threshold or none
         with torch.inference_mode():
             draws = synthesize(
                 proposer,
                 n,
-                threshold,
+                rule,
                 s.filter.max_tries_factor,
                 s.batch_size,
                 torch.Generator().manual_seed(s.seed),
@@ -213,7 +214,7 @@ class GanObjective:
         short = {d.name: d.accepted for d in draws if d.accepted < n}
         if short:
             raise optuna.TrialPruned(
-                f"too few candidates passed synthesize.filter.threshold {threshold} within "
+                f"too few candidates passed the filter ({rule.describe()}) within "
                 f"{s.filter.max_tries_factor:g}x tries: {short}, wanted {n} per class"
             )
         shown = min(n, 8)

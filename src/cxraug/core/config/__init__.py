@@ -22,6 +22,8 @@ from cxraug.core.config.evaluation import (
 )
 from cxraug.core.config.external import ExternalDataset, ExternalParams
 from cxraug.core.config.generators import (
+    GanFilterParams,
+    ReplicatesParams,
     SynthesisFilterParams,
     SynthesizeParams,
     TrainBaganParams,
@@ -50,11 +52,13 @@ __all__ = [
     "ExternalDataset",
     "ExternalParams",
     "ClassifyParams",
+    "GanFilterParams",
     "GanMetricsParams",
     "IntStepRange",
     "LogUniformRange",
     "Params",
     "PrepareParams",
+    "ReplicatesParams",
     "ReportParams",
     "Section",
     "SynthesisFilterParams",
@@ -88,6 +92,7 @@ class Params(Section):
     train_embedder: TrainEmbedderParams = Field(default_factory=TrainEmbedderParams)
     train_opengan: TrainOpenganParams = Field(default_factory=TrainOpenganParams)
     train_diffusion: TrainDiffusionParams = Field(default_factory=TrainDiffusionParams)
+    replicates: ReplicatesParams = Field(default_factory=ReplicatesParams)
     synthesize: SynthesizeParams = Field(default_factory=SynthesizeParams)
     report: ReportParams = Field(default_factory=ReportParams)
     classify: ClassifyParams = Field(default_factory=ClassifyParams)

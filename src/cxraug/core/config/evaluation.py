@@ -14,6 +14,9 @@ class ReportParams(Section):
     n_bootstrap: int = Field(
         2000, ge=100, le=100_000, description="patient-level resamples of the paired comparison vs baseline"
     )
+    adjust: Literal["holm", "fdr_bh"] = Field(
+        "holm", description="multiplicity adjustment of each table's p-values: holm (FWER) | fdr_bh (FDR)"
+    )
     seed: int = Field(0, ge=0, description="seed of the paired bootstrap")
     grid_images: int = Field(
         8, ge=1, le=32, description="images per class and source in the real vs synthetic figure"
@@ -26,8 +29,21 @@ class ClassifyParams(Section):
     seeds: list[int] = Field(
         default_factory=lambda: [0, 1, 2], min_length=1, description="one full training per seed"
     )
-    epochs: int = Field(40, ge=1, le=1000, description="most epochs (passes over the training set)")
-    patience: int = Field(8, ge=1, description="stop after this many epochs without a better val macro AUC")
+    budget: Literal["steps", "epochs"] = Field(
+        "steps",
+        description="steps: every variant trains `steps` optimizer steps with val checked every "
+        "`eval_every` (extra images do not buy extra training); epochs: `epochs` passes over the "
+        "variant's training set",
+    )
+    steps: int = Field(4000, ge=1, le=10_000_000, description="most optimizer steps (budget: steps)")
+    eval_every: int = Field(200, ge=1, description="optimizer steps between val checks (budget: steps)")
+    epochs: int = Field(40, ge=1, le=1000, description="most epochs (budget: epochs)")
+    patience: int = Field(
+        8,
+        ge=1,
+        description="stop after this many val checks (epochs or eval_every steps) without a better "
+        "val macro AUC",
+    )
     batch_size: int = Field(64, ge=2, le=4096, description="training batch")
     eval_batch_size: int = Field(512, ge=1, description="batch for val/test predictions")
     lr: float = Field(3e-4, gt=0, le=1, description="AdamW learning rate")

@@ -149,19 +149,33 @@ class TrainOpenganParams(Section):
     seed: int = Field(0, ge=0, description="seed of init, batches and noise")
 
 
+class GanFilterParams(Section):
+    """One generator's filter rule (synthesis/filters.py)."""
+
+    mode: Literal["argmax", "threshold", "none"] = Field(
+        "threshold",
+        description="argmax: the model's top class is the intended one (the paper's BAGAN rule); "
+        "threshold: score >= threshold; none: keep every candidate",
+    )
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="mode threshold: the cut-off; null = synthesize.filter.threshold"
+    )
+
+
 class SynthesisFilterParams(Section):
+    per_gan: dict[str, GanFilterParams] = Field(
+        default_factory=lambda: {
+            "bagan": GanFilterParams(mode="argmax"),
+            "opengan": GanFilterParams(mode="none"),
+        },
+        description="the rule per generator; a generator not listed uses mode threshold",
+    )
     threshold: float = Field(
         0.5,
         ge=0,
         le=1,
-        description="keep a candidate only if its score (the model's confidence that it "
+        description="mode threshold: keep a candidate only if its score (the model's confidence that it "
         "shows the intended class) is >= this",
-    )
-    unfiltered: list[Literal["bagan", "opengan"]] = Field(
-        default_factory=lambda: ["opengan"],
-        description="GANs whose candidates are all kept (scores recorded, not thresholded): the published "
-        "OpenGAN samples unfiltered, and its score, calibrated on trained classes, cannot vouch for an "
-        "unseen class drawn from exemplars",
     )
     max_tries_factor: float = Field(
         20.0, ge=1, description="cap on candidates drawn per class, as a multiple of the images wanted"
@@ -177,10 +191,6 @@ class SynthesisFilterParams(Section):
         description="near-copy: the candidate's nearest real training image is closer (pixel RMSE) than this "
         "x the median distance of a real training image to its nearest other real training image",
     )
-
-    def threshold_for(self, gan: str) -> float:
-        """The score a candidate of this GAN must reach: 0 (every candidate) if the GAN is unfiltered."""
-        return 0.0 if gan in self.unfiltered else self.threshold
 
 
 class SynthesizeParams(Section):
@@ -261,4 +271,24 @@ class TrainDiffusionParams(Section):
     def _widths(cls, v: list[int]) -> list[int]:
         if any(not 4 <= w <= 1024 for w in v):
             raise ValueError(f"every width must be within 4..1024 (got {v})")
+        return v
+
+
+class ReplicatesParams(Section):
+    """The training runs behind every number (docs/classification.md "Replicates"): each generator (BAGAN;
+    the embedder and OpenGAN together) is trained once per generator seed, synthesis runs per generator
+    seed, and each GAN variant trains classify.seeds classifiers on every generator seed (a full cross)."""
+
+    generator_seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2],
+        min_length=1,
+        description="one training of every generator per seed (stages train_<gan>@<seed>, "
+        "synthesize@<gan>-<seed>)",
+    )
+
+    @field_validator("generator_seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError(f"seeds must be distinct non-negative integers (got {v})")
         return v

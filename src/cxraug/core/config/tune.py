@@ -119,7 +119,7 @@ class TuneParams(Section):
             "train_bagan": {"ae_epochs": 10, "epochs": 20},
             "train_embedder": {"epochs": 10},
             "train_opengan": {"epochs": 15},
-            "classify": {"seeds": [0], "epochs": 10, "patience": 3},
+            "classify": {"seeds": [0], "budget": "epochs", "epochs": 10, "patience": 3},
         },
         description="partial sections (train_bagan, train_embedder, train_opengan, synthesize, classify) "
         "put over params.yaml for every trial: the short schedule",

@@ -37,19 +37,30 @@ class BaganProposer:
     def propose(
         self, class_index: int, n: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        images, scores, _ = self.propose_ranked(class_index, n, generator)
+        return images, scores
+
+    def propose_ranked(
+        self, class_index: int, n: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """propose's images and scores, and per image whether D's largest of its K+1 outputs is the
+        intended class (synthesis's argmax rule)."""
         if not 0 <= class_index < len(self.classes):
             raise CxraugError(
                 f"class index {class_index} out of range: BAGAN knows {len(self.classes)} classes"
             )
         z = self.sampler(torch.full((n,), class_index), generator)
-        images, scores = [], []
+        images, scores, top = [], [], []
         with evaluating(self.generator, self.discriminator), self.precision.autocast():
             for sl in slices(n, self.batch_size):
                 kept = to_uint8(self.generator(z[sl]))
                 logits = self.discriminator(self.precision.batch(to_model_range(kept))).float()
                 images.append(kept.cpu())
                 scores.append(logits.softmax(1)[:, class_index].cpu())
-        return torch.cat(images), torch.cat(scores)
+                top.append((logits.argmax(1) == class_index).cpu())
+        if not images:
+            return torch.empty(0, 0, 0, dtype=torch.uint8), torch.empty(0), torch.empty(0, dtype=torch.bool)
+        return torch.cat(images), torch.cat(scores), torch.cat(top)
 
 
 def load_proposer(model_dir: Path, device: torch.device) -> BaganProposer:

@@ -90,7 +90,10 @@ class BaganTracker:
     def final(self, metrics: dict) -> None:
         import mlflow
 
-        mlflow.log_metrics({f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+        scalars = {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        for key in ("d_val_auc", "d_val_recall", "d_val_argmax_pass"):  # D on real val, per class
+            scalars |= {f"final/{key}/{slug(c)}": float(v) for c, v in metrics.get(key, {}).items()}
+        mlflow.log_metrics(scalars)
 
 
 def _epoch(epoch: int, of: int) -> str:

@@ -35,6 +35,7 @@ from cxraug.core.stage import NO_HOOKS, Hooks
 from cxraug.core.tracking import labelled_grid
 from cxraug.core.training import adam, fingerprint
 from cxraug.data.datasets import Split, load_split
+from cxraug.gans.bagan.critic import discriminator_probabilities, discriminator_report
 from cxraug.gans.bagan.latent import ClassGaussians, LatentSampler, fit_class_gaussians
 from cxraug.gans.bagan.nets import (
     Architecture,
@@ -249,9 +250,12 @@ def _rate(steps: int, since: float) -> float | None:
 def summarize(s: Session, run_id: str, rates: dict[str, float | None], seconds: float) -> dict:
     """metrics/train_bagan.json: held-out checks of the final nets, sizes, throughput of this invocation."""
     p, per_epoch = s.params, s.steps_per_epoch
+    d_probs = discriminator_probabilities(s.nets.discriminator, s.val.images, s.precision)
     return {
         "ae_val_loss": reconstruction_error(s, s.val.images),
         **{k.removeprefix("gan/"): v for k, v in discriminator_on(s, s.val).items()},
+        **discriminator_report(d_probs, s.val.to("cpu")),
+        "seed": p.seed,
         "ae_steps": p.ae_epochs * per_epoch,
         "gan_steps": p.epochs * per_epoch,
         **{k: v for k, v in rates.items() if v is not None},

@@ -4,7 +4,7 @@ Each step takes a (class-balanced) batch of real images at the denoiser's resolu
 and Gaussian noise per image, replaces each label by the null label with probability `label_dropout`
 (classifier-free guidance), and regresses the added noise (MSE). An EMA of the weights is what samples.
 After every epoch a grid per class from fixed noise goes to MLflow's image slider.
-Outputs: models/diffusion/ (see cxraug.gans.diffusion.proposer), metrics/train_diffusion.json;
+Outputs: models/diffusion/seed<k>/ (see cxraug.gans.diffusion.proposer), metrics/train_diffusion/seed<k>.json;
 checkpoints/train_diffusion/state.pt every `checkpoint_every` steps, resumed (same MLflow run) on rerun.
 """
 

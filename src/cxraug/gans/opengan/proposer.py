@@ -5,7 +5,7 @@ models/opengan/ holds `opengan.pt` (G, D, per-class banks of training-image embe
 `embedder.pt` (a copy of the frozen embedder, so the directory is self-contained).
 
 Score of a candidate x drawn for class c with conditioning e, in [0, 1] (recorded by `synthesize`, and
-thresholded only if `synthesize.filter.unfiltered` does not list opengan; by default it does):
+filtered by `synthesize.filter.per_gan.opengan`; by default mode none keeps every candidate):
 
     score = sigmoid(D(x, e)) * softmax_k( cos(f(x), p_k) / T )[c]
 
