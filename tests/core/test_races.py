@@ -90,3 +90,29 @@ def test_a_data_set_another_stage_logged_first_is_linked_not_lost(tracking_uri, 
         assert [i.dataset.name for i in inputs] == ["train"], run_id
         assert inputs[0].dataset.digest == lineage.dvc_hash(split)
     assert json.loads(inputs[0].dataset.source)["uri"].endswith("train.npz")
+
+
+def test_two_stages_creating_one_experiment_at_once_both_use_it(tracking_uri, tmp_path, monkeypatch):
+    """The other process creates the experiment between our lookup and our insert: MLflow's
+    set_experiment then fails with RESOURCE_ALREADY_EXISTS (58 of 80 such calls did, 4 threads at once on
+    mlflow server + PostgreSQL); use_experiment retries and joins the winner's experiment."""
+    from cxraug.core import tracking
+
+    mlflow.set_tracking_uri(tracking_uri)
+    name, real_set_experiment, calls = f"created-twice-{tmp_path.name}", mlflow.set_experiment, []
+
+    def lose_the_first_time(experiment_name):
+        calls.append(experiment_name)
+        if len(calls) == 1:
+            mlflow.MlflowClient().create_experiment(experiment_name)  # the winner
+            raise MlflowException(f"Experiment '{experiment_name}' already exists.", RESOURCE_ALREADY_EXISTS)
+        return real_set_experiment(experiment_name)
+
+    monkeypatch.setattr(mlflow, "set_experiment", lose_the_first_time)
+    experiment_id = tracking.use_experiment(name)
+    assert calls == [name, name]
+    experiment = mlflow.MlflowClient().get_experiment(experiment_id)
+    assert (
+        experiment.name == name and experiment.tags[tracking.EXPERIMENT_KIND_TAG] == tracking.EXPERIMENT_KIND
+    )
+    assert len(mlflow.MlflowClient().search_experiments(filter_string=f"name = '{name}'")) == 1
