@@ -231,8 +231,16 @@ def test_two_stages_and_two_tune_workers_share_one_server_and_one_study(demo_raw
                 assert child.data.metrics["value"] == pytest.approx(trial.value)
                 history = client.get_metric_history(child.info.run_id, "intermediate_value")
                 assert sorted(m.step for m in history) == sorted(trial.intermediate_values)
-                if trial.params["n_per_class"] > 0:
+                stage_runs = client.search_runs(
+                    [tune_experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{child.info.run_id}'"
+                )
+                trained_a_gan = trial.params["n_per_class"] > 0
+                assert [r.data.tags["dvc.stage"] for r in stage_runs] == ["train_bagan"] * trained_a_gan
+                if trained_a_gan:
                     assert "synthetic_by_class.png" in all_files(client, child.info.run_id)
+            for w in range(2):
+                said = (logs / f"tune{w}.log").read_text()
+                assert f"this worker ran {TRIALS_PER_WORKER} trials" in said, said[-1000:]
     print(
         f"\nservers up in {up - started:.0f} s; prepare + 2 stages + 2 tune workers in {ran - up:.0f} s; "
         f"total {time.monotonic() - started:.0f} s"
