@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import pwd
 import shlex
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +33,7 @@ from cxraug.core.errors import CxraugError
 from cxraug.tune.study import make_sampler, open_storage, open_study, storage_label
 from cxraug.tune.tracking import UID_TAG
 from cxraug.tune.worker import TrialFailed, best_overlay, dvc_command, report, run_worker, write_best
-from tests import tune_workers
+from tests import postgres, tune_workers
 
 REPO = Path(__file__).resolve().parents[2]
 SPAWN = multiprocessing.get_context("spawn")
@@ -77,51 +73,11 @@ def load(storage: str, name: str) -> optuna.Study:
 # --------------------------------------------------------------------------------------------- postgres
 
 
-def _postgres_bin() -> Path | None:
-    found = shutil.which("initdb")
-    candidates = [Path(found).resolve().parent] if found else []
-    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-    return next((d for d in candidates if (d / "initdb").is_file() and (d / "pg_ctl").is_file()), None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres_url():
-    """A throwaway PostgreSQL server on 127.0.0.1 (trust auth, temporary data directory). Skipped only when
-    the server binaries are absent (Debian: apt-get install postgresql; .ci/run does it)."""
-    pytest.importorskip("psycopg2", reason="the PostgreSQL driver is the `postgres` extra (also in `dev`)")
-    bindir = _postgres_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are absent: apt-get install postgresql")
-    prefix: list[str] = []
-    user = None
-    if os.geteuid() == 0:  # initdb refuses to run as root: the server runs as the postgres user
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server as")
-    root = Path(tempfile.mkdtemp(prefix="cxraug-pg-"))
-    if user is not None:
-        os.chown(root, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
-
-    def pg(*args: str) -> None:
-        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
-
-    pg(str(bindir / "initdb"), "-D", str(data), "-U", "cxraug", "--auth=trust", "--no-sync", "-E", "UTF8")
-    options = f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off"
-    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-o", options, "-w", "start")
-    try:
-        yield f"postgresql://cxraug@127.0.0.1:{port}/postgres"
-    finally:
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+    """A throwaway PostgreSQL server (tests/postgres.py); skipped when its binaries or driver are absent."""
+    with postgres.throwaway_server() as url:
+        yield url
 
 
 @pytest.fixture(params=["journal", "sqlite", "postgresql"])
@@ -364,7 +320,7 @@ def test_storage_urls_and_their_mistakes(tmp_path):
     assert isinstance(open_storage(f"sqlite:///{tmp_path / 'deep' / 'optuna.db'}"), RDBStorage)
     with pytest.raises(CxraugError, match="RDB URL .* or a journal file"):
         open_storage("optuna.db")
-    url = f"postgresql://me:secret@127.0.0.1:{_free_port()}/optuna"
+    url = f"postgresql://me:secret@127.0.0.1:{postgres.free_port()}/optuna"
     assert "secret" not in storage_label(url) and "***" in storage_label(url)
     with pytest.raises(CxraugError) as err:
         open_storage(url)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from cxraug.core.races import retry_lost_races
+
 DVC_LOCK = Path("dvc.lock")  # dvc.yaml beside it
 SPLITS = ("train", "val", "test")
 
@@ -104,4 +106,5 @@ def log_datasets(datasets: Mapping[str, Path], lock: Path = DVC_LOCK) -> None:
             source = resolve_dataset_source(path.as_posix())
         dataset = MetaDataset(source, name=context, digest=dvc_hash(path))
         tags = {"dvc.path": recorded.as_posix(), "dvc.md5": dvc_hash(recorded)}
-        mlflow.log_input(dataset, context=context, tags=tags)
+        # two stages logging the same set at once race to create its row (core/races.py)
+        retry_lost_races(mlflow.log_input, dataset, context=context, tags=tags)
