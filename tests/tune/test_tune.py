@@ -453,7 +453,8 @@ TINY = {
         "probe_per_class": 16,
         "pruner": {"enabled": False},
         "search": {"n_per_class": {"low": 0, "high": 100, "step": 50}},
-        "overrides": {"classify": {"epochs": 3}},
+        # patience 3: every trial runs its 3 epochs, so the reported steps do not hang on a val AUC tie
+        "overrides": {"classify": {"epochs": 3, "patience": 3}},
     },
 }
 
