@@ -44,7 +44,9 @@ def scores_of(strength: float, labels: np.ndarray, generator_shift: bool = True)
 
 
 def macro(scores: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean([[roc_auc_score(labels == k, s[:, k]) for k in range(len(CLASSES))] for s in scores]))
+    return float(
+        np.mean([[roc_auc_score(labels == k, s[:, k]) for k in range(len(CLASSES))] for s in scores])
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,12 @@ def report(tmp_path_factory, tracking_uri):
         planted[variant] = scores = scores_of(strength, labels)
         for g in (0, 1):
             per_class = {
-                c: {"accepted": k[g], "tried": TRIED[mode], "passed": k[g], "acceptance_rate": k[g] / TRIED[mode]}
+                c: {
+                    "accepted": k[g],
+                    "tried": TRIED[mode],
+                    "passed": k[g],
+                    "acceptance_rate": k[g] / TRIED[mode],
+                }
                 for c, k in ACCEPTED[mode].items()
             }
             path = root / "metrics/synthesize" / f"bagan-filter-{mode}" / f"seed{g}.json"
@@ -165,7 +172,11 @@ def test_each_mode_is_compared_with_none_paired_by_generator_seed(report):
 def test_external_sets_get_the_internal_comparisons(report):
     compare, md, planted, *_ = report
     table = compare["external"]["ext"]["1000"]
-    assert set(table) == {"bagan_1000 - baseline", "bagan_1000 - standard_aug_1000", "standard_aug_1000 - baseline"}
+    assert set(table) == {
+        "bagan_1000 - baseline",
+        "bagan_1000 - standard_aug_1000",
+        "standard_aug_1000 - baseline",
+    }
     ext_labels = np.arange(200) % len(CLASSES)
     r = table["bagan_1000 - baseline"]
     expected = macro(planted["ext/bagan_1000"], ext_labels) - macro(planted["ext/baseline"], ext_labels)

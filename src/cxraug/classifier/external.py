@@ -219,5 +219,7 @@ def write_external_scores(
     if external.patient_ids is not None:
         arrays["patient_ids"] = external.patient_ids.astype(str)
     if generator_seeds is not None:
-        arrays["generator_seeds"] = np.asarray([-1 if g is None else g for g in generator_seeds], dtype=np.int64)
+        arrays["generator_seeds"] = np.asarray(
+            [-1 if g is None else g for g in generator_seeds], dtype=np.int64
+        )
     return atomic_savez(path, **arrays)

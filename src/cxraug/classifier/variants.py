@@ -41,7 +41,7 @@ class Variant:
 
     @property
     def source(self) -> str | None:
-        """The image set under data/synthetic (and metrics/synthesize) it reads: <gan> or <gan>-filter-<mode>."""
+        """Its image set under data/synthetic and metrics/synthesize: <gan> or <gan>-filter-<mode>."""
         if self.gan is None:
             return None
         return self.gan if self.filter is None else layout.filter_set(self.gan, self.filter)

@@ -96,7 +96,9 @@ def read_external_scores(root: Path | None) -> dict[str, dict[str, TestScores]]:
                     run_groups=groups if groups is not None and (groups >= 0).all() else None,
                 )
         except (OSError, ValueError, KeyError) as e:
-            raise CxraugError(f"{path}: not an external-test scores file ({e}); rerun external-test") from None
+            raise CxraugError(
+                f"{path}: not an external-test scores file ({e}); rerun external-test"
+            ) from None
         found.setdefault(path.parent.name, {})[path.stem] = scores
     return found
 

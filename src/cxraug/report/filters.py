@@ -65,7 +65,9 @@ def read_filter_draws(synthesize_metrics: Path, gan: str, mode: str) -> FilterDr
                 accepted.setdefault(name, []).append(c["accepted"])
             wanted = m["wanted_per_class"]
         except (ValueError, KeyError, TypeError) as e:
-            raise CxraugError(f"{path}: not a synthesize metrics file ({e}); rerun synthesize_filter") from None
+            raise CxraugError(
+                f"{path}: not a synthesize metrics file ({e}); rerun synthesize_filter"
+            ) from None
     return FilterDraws(mode, [p.stem for p in paths], tried, passed, accepted, wanted)
 
 
@@ -129,7 +131,9 @@ def _mode_label(mode: str, sensitivity: FilterSensitivityParams) -> str:
     return f"threshold {sensitivity.threshold:g}" if mode == "threshold" else mode
 
 
-def filter_table(rows: list[FilterRow], sensitivity: FilterSensitivityParams, classes: tuple[str, ...]) -> str:
+def filter_table(
+    rows: list[FilterRow], sensitivity: FilterSensitivityParams, classes: tuple[str, ...]
+) -> str:
     head = ["filter", "kept", "synthetic images trained on, per class", *classes, VariantMetrics.MACRO]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -167,7 +171,10 @@ def filter_section(
         "",
     ]
     if missing:
-        parts += [f"Not trained yet: {', '.join(f'`{v}`' for v in missing)} (`dvc repro classify_filter`).", ""]
+        parts += [
+            f"Not trained yet: {', '.join(f'`{v}`' for v in missing)} (`dvc repro classify_filter`).",
+            "",
+        ]
     if comparisons:
         parts += [
             f"Paired differences from `{rows[0].mode}` (95% two-level CI, raw p / {adjusted}-adjusted p over "

@@ -97,7 +97,10 @@ def load_extra_synthetic(
     if short and sensitivity:
         log.warning(
             "%s: filter %s fell short of %d per class: %s; training on the images that passed",
-            directory, variant.filter, variant.n, ", ".join(short),
+            directory,
+            variant.filter,
+            variant.n,
+            ", ".join(short),
         )
     elif short:
         raise CxraugError(
@@ -190,7 +193,9 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     for g in generator_seeds if variant.gan else ():
         inputs.append(paths.synthetic / variant.source / layout.replicate(g) / "index.csv")
         if not inputs[-1].is_file():
-            producer = f"synthesize_filter@{variant.filter}" if variant.filter else f"synthesize@{variant.gan}"
+            producer = (
+                f"synthesize_filter@{variant.filter}" if variant.filter else f"synthesize@{variant.gan}"
+            )
             raise CxraugError(f"{inputs[-1]}: not found; run `dvc repro {producer}-{g}` first")
     store = SeedStore(paths.checkpoints / variant.name, f"{variant.name}:{fingerprint(settings, inputs)}")
     ctx = distributed.setup(pick_device(settings.device))

@@ -29,8 +29,8 @@ from cxraug.report.external import (
     read_external_metrics,
     read_external_scores,
 )
-from cxraug.report.filters import filter_comparisons, filter_rows, filter_section
 from cxraug.report.figures import write_figures
+from cxraug.report.filters import filter_comparisons, filter_rows, filter_section
 from cxraug.report.gan import blind_generators, blind_warning, gan_section, read_gan_metrics
 from cxraug.report.generators import generators_section
 from cxraug.report.inputs import (

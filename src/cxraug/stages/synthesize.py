@@ -290,7 +290,9 @@ def _run_filter_set(params: Params, paths: Paths, gan: str, models: Path):
     if paths.exemplars is not None or paths.label is not None or paths.n is not None:
         raise CxraugError("--filter-mode draws the trained classes: drop --exemplars, --label and --n")
     if gan != params.filter_sensitivity.gan:
-        raise CxraugError(f"--filter-mode varies filter_sensitivity.gan ({params.filter_sensitivity.gan}), not {gan}")
+        raise CxraugError(
+            f"--filter-mode varies filter_sensitivity.gan ({params.filter_sensitivity.gan}), not {gan}"
+        )
     seed, mode = paths.generator_seed, paths.filter_mode
     name = layout.filter_set(gan, mode)
     metrics = paths.metrics or layout.synthesize_metrics(name, seed)

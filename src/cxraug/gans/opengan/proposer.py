@@ -132,7 +132,9 @@ def _read(model_dir: Path, device: torch.device) -> tuple[dict, torch.nn.Module,
     )
 
 
-def load_proposer(model_dir: Path, device: torch.device, precision: PrecisionMode = "auto") -> OpenganProposer:
+def load_proposer(
+    model_dir: Path, device: torch.device, precision: PrecisionMode = "auto"
+) -> OpenganProposer:
     """A proposer for every class of the prepared data, conditioned per `train_opengan.conditioning` on
     embeddings of its real training images (classes left out of training included: they are drawn from
     their training images as exemplars). Its nets stay fp32: synthesis's autocast (synthesize.precision)
