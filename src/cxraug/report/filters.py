@@ -123,7 +123,7 @@ def _used(row: FilterRow, classes: tuple[str, ...], n: int) -> str:
     empty = [c for c in classes if min(source.get(c, [0])) == 0]
     text = ", ".join(f"{c} {_spread(source.get(c, [0]))}" for c in classes) + f" (of {n:,})"
     if empty:
-        text += f"; **no images of {', '.join(empty)}** in some replicate: those runs add none for it"
+        text += f"; **no images of {', '.join(empty)}** in some replicate (its runs added none)"
     return text
 
 
