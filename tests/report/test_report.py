@@ -275,6 +275,7 @@ def test_report_stage_under_dvc_gives_metrics_and_plots(tmp_path, tracking_uri):
     make_inputs(project)
     (project / "metrics/gan").mkdir(parents=True)  # a dependency; no GAN metrics yet: dashes
     (project / "metrics/train_bagan").mkdir(parents=True)  # nor D on val yet
+    (project / "metrics/synthesize").mkdir(parents=True)  # nor a filter-sensitivity set
     roc = project / "plots/roc"
     roc.mkdir(parents=True)
     roc.joinpath("baseline.csv").write_text("class,fpr,tpr\nNodule,0,0\nNodule,0.5,0.8\nNodule,1,1\n")

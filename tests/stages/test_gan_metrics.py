@@ -208,7 +208,7 @@ class CopyingProposer:
         return images, torch.ones(n)
 
 
-def make_copying(model_dir, device):
+def make_copying(model_dir, device, precision="auto"):
     return CopyingProposer()
 
 

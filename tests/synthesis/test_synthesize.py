@@ -46,7 +46,7 @@ class FakeProposer:
         return sum(n for c, n in self.calls if c == class_index)
 
 
-def make_fake(model_dir: Path, device) -> FakeProposer:
+def make_fake(model_dir: Path, device, precision="auto") -> FakeProposer:
     return FakeProposer()
 
 

@@ -197,10 +197,15 @@ def external_paths(
 
 
 def write_external_scores(
-    path: str | Path, external: ExternalSet, scores: np.ndarray, seeds: Sequence[int]
+    path: str | Path,
+    external: ExternalSet,
+    scores: np.ndarray,
+    seeds: Sequence[int],
+    generator_seeds: Sequence[int | None] | None = None,
 ) -> Path:
     """data/scores/external/<NAME>/<V>.npz, atomically, with the test scores' fields (`patient_ids` only
-    where the set has patients)."""
+    where the set has patients; `generator_seeds` of each run, -1 for none, so the comparisons cluster a
+    GAN variant's runs by generator seed as on the internal test)."""
     scores = np.asarray(scores, dtype=np.float32)
     if scores.shape[:2] != (len(seeds), len(external)):
         raise ValueError(f"scores {scores.shape} do not fit {len(seeds)} seeds x {len(external)} images")
@@ -213,4 +218,8 @@ def write_external_scores(
     }
     if external.patient_ids is not None:
         arrays["patient_ids"] = external.patient_ids.astype(str)
+    if generator_seeds is not None:
+        arrays["generator_seeds"] = np.asarray(
+            [-1 if g is None else g for g in generator_seeds], dtype=np.int64
+        )
     return atomic_savez(path, **arrays)

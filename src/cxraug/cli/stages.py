@@ -126,9 +126,16 @@ def synthesize(
     prepared: Annotated[
         Path, _option("real training images (train.npz) for synthesize.filter.drop_near_copies")
     ] = layout.PREPARED,
+    filter_mode: Annotated[
+        str | None,
+        _option(
+            "the filter-sensitivity set: filter by this mode (none | argmax | threshold), "
+            "filter_sensitivity.n_per_class per class, a shortfall recorded, not an error"
+        ),
+    ] = None,
 ) -> None:
     """Sample every class of a trained generator and keep the candidates that pass its filter rule
-    (synthesize.filter.per_gan.GAN: argmax, threshold or none).
+    (synthesize.filter.per_gan.GAN: argmax, threshold or none; --filter-mode overrides it).
 
     Writes OUT/CLASS/00000.png ... and OUT/index.csv (file, class, label, score) in acceptance order,
     replacing OUT whole. With --exemplars, OpenGAN draws one unseen class conditioned on the exemplars'
@@ -137,7 +144,7 @@ def synthesize(
     """
     from cxraug.stages import synthesize as stage
 
-    paths = stage.Paths(gan, models, out, metrics, prepared, exemplars, label, n, generator_seed)
+    paths = stage.Paths(gan, models, out, metrics, prepared, exemplars, label, n, generator_seed, filter_mode)
     echo(stage.run(load(params), paths))
 
 
@@ -147,7 +154,7 @@ def classify(
         str,
         _option(
             "baseline | weighted_loss | oversample | standard_aug_N | GAN_N (bagan_N, opengan_N), "
-            "N in synthesize.n_per_class"
+            "N in synthesize.n_per_class | GAN_N_MODE (filter_sensitivity)"
         ),
     ],
     params: ParamsOption = DEFAULT_PARAMS,
@@ -210,6 +217,12 @@ def report(
     train_bagan_metrics: Annotated[
         Path, _option("metrics/train_bagan/seedK.json (D on real val)")
     ] = layout.METRICS / "train_bagan",
+    synthesize_metrics: Annotated[
+        Path, _option("metrics/synthesize/GAN-filter-MODE/seedK.json (the filter-sensitivity row)")
+    ] = layout.SYNTHESIZE_METRICS,
+    external_scores: Annotated[
+        Path, _option("data/scores/external/NAME/VARIANT.npz (external comparisons)")
+    ] = layout.EXTERNAL_SCORES,
 ) -> None:
     """Tables laid out like the paper's (one per n in synthesize.n_per_class, with 95% CIs and the published
     values beside ours), a paired bootstrap of every variant vs baseline, and figures."""
@@ -225,6 +238,8 @@ def report(
         compare,
         external_metrics,
         train_bagan_metrics,
+        synthesize_metrics,
+        external_scores,
     )
     echo(stage.run(load(params), paths))
 

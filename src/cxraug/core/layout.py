@@ -61,6 +61,12 @@ def synthesize_metrics(gan: str, seed: int = 0) -> Path:
     return SYNTHESIZE_METRICS / gan / f"{replicate(seed)}.json"
 
 
+def filter_set(gan: str, mode: str) -> str:
+    """The image set drawn from `gan` under filter `mode` for the filter-sensitivity row: its name in
+    synthetic_dir and synthesize_metrics (data/synthetic/bagan-filter-argmax/seed0, ...)."""
+    return f"{gan}-filter-{mode}"
+
+
 def gan_metrics(gan: str) -> Path:
     return GAN_METRICS / f"{gan}.json"
 

@@ -56,7 +56,7 @@ class Generator:
     name: str  # as in stage names: train_<name>, synthesize@<name>, classify_gan@<name>-<n>
     label: str  # in report tables
     train: Train
-    load_proposer: Callable[[Path, torch.device], Proposer]
+    load_proposer: Callable[..., Proposer]  # (model_dir, device, precision mode) -> Proposer
     searched: tuple[str, ...]  # the section's learning rates an Optuna study searches
     needs_embedder: bool = False  # trains on the frozen embedder of train_embedder
     load_exemplar_proposer: Callable[..., Proposer] | None = None  # draws classes it never saw
@@ -123,10 +123,11 @@ def get(name: str) -> Generator:
     return GENERATORS[name]
 
 
-def load_proposer(name: str, model_dir: Path, device: torch.device) -> Proposer:
+def load_proposer(name: str, model_dir: Path, device: torch.device, precision: str = "auto") -> Proposer:
+    """`name`'s trained model as a Proposer at `precision` (synthesize.precision: auto, fp32 or bf16)."""
     generator = get(name)
     if not Path(model_dir).is_dir():
         raise CxraugError(
             f"{model_dir}: no trained {name} model; run `dvc repro {generator.train_stage}` first"
         )
-    return generator.load_proposer(Path(model_dir), device)
+    return generator.load_proposer(Path(model_dir), device, precision)

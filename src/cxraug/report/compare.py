@@ -45,7 +45,14 @@ def _entry(difference: float, lo: float, hi: float, p_value: float) -> dict:
     }
 
 
-def _compare(a: TestScores, b: TestScores, names: tuple[str, str], params: ReportParams, level: float):
+def _compare(
+    a: TestScores,
+    b: TestScores,
+    names: tuple[str, str],
+    params: ReportParams,
+    level: float,
+    paired_runs: bool = False,
+):
     if not (np.array_equal(a.image_index, b.image_index) and np.array_equal(a.labels, b.labels)):
         raise CxraugError(
             f"data/scores/{names[0]}.npz and data/scores/{names[1]}.npz scored different test images; "
@@ -58,6 +65,7 @@ def _compare(a: TestScores, b: TestScores, names: tuple[str, str], params: Repor
         b.patient_ids,
         run_groups_a=a.run_groups,
         run_groups_b=b.run_groups,
+        paired_runs=paired_runs,
         n_boot=params.n_bootstrap,
         level=level,
         seed=params.seed,
@@ -68,11 +76,24 @@ def compare_table(
     n: int, scores: dict[str, TestScores], params: ReportParams, level: float = 0.95
 ) -> list[dict]:
     """The table's comparisons (those whose two variants have scores), with p adjusted over all its cells."""
+    return compare_pairs(planned_pairs(n), scores, params, level)
+
+
+def compare_pairs(
+    pairs: list[tuple[str, str, str]],
+    scores: dict[str, TestScores],
+    params: ReportParams,
+    level: float = 0.95,
+    paired_runs: bool = False,
+) -> list[dict]:
+    """Each (a, b, what) whose two variants have scores, as a row of `compare.json`; the p-values are
+    adjusted over every cell (classes and macro) of these rows: one family. paired_runs: equal run groups
+    of a and b are the same training unit (metrics.inference.two_level_comparison)."""
     rows = []
-    for a, b, what in planned_pairs(n):
+    for a, b, what in pairs:
         if a not in scores or b not in scores:
             continue
-        c = _compare(scores[a], scores[b], (a, b), params, level)
+        c = _compare(scores[a], scores[b], (a, b), params, level, paired_runs)
         classes = scores[b].classes
         rows.append(
             {

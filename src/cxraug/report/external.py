@@ -4,12 +4,11 @@ CI), read from metrics/external/<NAME>/<V>.json (the external_* stages).
 
 A class absent from the external set has no AUC: its cells say "undefined", never a number.
 
-Paired comparisons: the internal tables' paired bootstrap vs the baseline (report/compare.py) works on a
-TestScores per variant; data/scores/external/<NAME>/<V>.npz has the same fields, so the same comparison
-(and whatever adjustment the internal tables adopt) applies by reading those files into TestScores and
-passing them to `compare_table`, then adding a comparison table per NAME below `external_table`. It is left
-out for now (the internal tables' adjusted p-values landed with issue 13; the external one is not yet
-wired).
+Paired comparisons: the internal tables' comparisons (report/compare.py `compare_table`: every generator
+vs the baseline, vs standard_aug at the same n and vs the other generators, ...) made on each set's scores,
+data/scores/external/<NAME>/<V>.npz, with the same two-level bootstrap (training runs x patients, or images
+where the set names no patients) and the same adjustment, one family per (set, n). A class the set lacks
+has no AUC and no comparison ("—").
 """
 
 from __future__ import annotations
@@ -18,8 +17,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from cxraug.core.config import ReportParams
 from cxraug.core.errors import CxraugError
-from cxraug.report.inputs import VariantMetrics, label
+from cxraug.report.compare import compare_table
+from cxraug.report.inputs import TestScores, VariantMetrics, label
+from cxraug.report.tables import comparison_table
 
 MACRO = VariantMetrics.MACRO
 NEEDED = {"per_class_auc", "per_class_auc_std", "per_class_auc_ci", "macro_auc", "macro_auc_std"}
@@ -72,6 +76,40 @@ def read_external_metrics(root: Path | None) -> dict[str, dict[str, ExternalResu
     return found
 
 
+def read_external_scores(root: Path | None) -> dict[str, dict[str, TestScores]]:
+    """NAME -> variant -> its scores, for every <root>/<NAME>/<V>.npz. A set without patients resamples
+    images (each image its own patient); runs keep their generator seed (written since issue 13)."""
+    found: dict[str, dict[str, TestScores]] = {}
+    if root is None or not Path(root).is_dir():
+        return found
+    for path in sorted(Path(root).glob("*/*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                image_index = z["image_index"].astype(str)
+                groups = z["generator_seeds"] if "generator_seeds" in z.files else None
+                scores = TestScores(
+                    scores=z["scores"],
+                    labels=z["labels"].astype(np.int64),
+                    patient_ids=z["patient_ids"].astype(str) if "patient_ids" in z.files else image_index,
+                    image_index=image_index,
+                    classes=tuple(str(c) for c in z["classes"]),
+                    run_groups=groups if groups is not None and (groups >= 0).all() else None,
+                )
+        except (OSError, ValueError, KeyError) as e:
+            raise CxraugError(
+                f"{path}: not an external-test scores file ({e}); rerun external-test"
+            ) from None
+        found.setdefault(path.parent.name, {})[path.stem] = scores
+    return found
+
+
+def external_comparisons(
+    n: int, scores: dict[str, TestScores], params: ReportParams, level: float = 0.95
+) -> list[dict]:
+    """The internal table for n's comparisons, on one external set's scores."""
+    return compare_table(n, scores, params, level)
+
+
 def external_table(results: dict[str, ExternalResult], variants: list[str], classes: tuple[str, ...]) -> str:
     """Rows = classes + macro AUC, columns = the variants scored (in the report's order). Bold: best in the
     row at the 3 decimals shown."""
@@ -111,8 +149,10 @@ def external_section(
     found: dict[str, dict[str, ExternalResult]],
     variants: list[str],
     classes: tuple[str, ...],
+    comparisons: dict[str, dict[int, list[dict]]] | None = None,
 ) -> list[str]:
-    """Markdown lines of the "External validation" section (empty when no external set was scored)."""
+    """Markdown lines of the "External validation" section (empty when no external set was scored);
+    `comparisons`: NAME -> n -> `external_comparisons` rows, shown below the set's table."""
     if not found:
         return []
     parts = [
@@ -124,4 +164,13 @@ def external_section(
     ]
     for name, results in found.items():
         parts += [f"### {name}", "", _describe(results), "", external_table(results, variants, classes), ""]
+        for n, rows in (comparisons or {}).get(name, {}).items():
+            if rows:
+                parts += [
+                    f"Comparisons on {name}, n = {n:,} (as in the internal comparison table: 95% two-level "
+                    "CI, raw p / adjusted p over every cell of this table, † adjusted p < 0.05):",
+                    "",
+                    comparison_table(rows, classes),
+                    "",
+                ]
     return parts

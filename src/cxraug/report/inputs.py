@@ -156,11 +156,12 @@ def read_scores(inputs: Inputs, variants: list[str]) -> dict[str, TestScores]:
 
 
 def read_synthetic_indexes(directory: Path) -> dict:
-    """{"<gan>/seed<k>": index} of every generator replicate's synthetic set."""
+    """{"<gan>/seed<k>": index} of every generator replicate's synthetic set (not the filter-sensitivity
+    sets <gan>-filter-<mode>: report/filters.py shows those)."""
     if not directory.is_dir():
         return {}
     return {
         f"{d.parent.name}/{d.name}": read_index(d)
         for d in sorted(directory.glob("*/seed*"))
-        if (d / "index.csv").is_file()
+        if (d / "index.csv").is_file() and "-filter-" not in d.parent.name
     }

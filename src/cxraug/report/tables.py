@@ -169,6 +169,7 @@ def render_markdown(
     d_metrics: dict[str, dict] | None = None,
     adjust_method: str = "holm",
     external_parts: list[str] | None = None,
+    filter_parts: list[str] | None = None,
     gan_warning: list[str] | None = None,
     blind: frozenset[str] = frozenset(),
 ) -> str:
@@ -236,6 +237,7 @@ def render_markdown(
             "",
             figure(f"roc_n{n}", f"ROC curves, n = {n}"),
         ]
+    parts += filter_parts or []  # report/filters.py: how BAGAN's result moves with its filter
     parts += external_parts or []  # report/external.py: one table per external set
     parts += ["## Real and synthetic images", "", figure("real_vs_synthetic", "real vs synthetic images")]
     if synthetic:

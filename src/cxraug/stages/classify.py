@@ -82,14 +82,27 @@ def _check_synthetic(directory: Path, images: torch.Tensor, train: Split) -> Non
 def load_extra_synthetic(
     variant: Variant, train: Split, synthetic_root: Path, generator_seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A GAN variant's synthetic images (first n per class) of one generator replicate."""
+    """A GAN variant's synthetic images (first n per class) of one generator replicate. A filter-sensitivity
+    variant takes what its filter passed when a class fell short (down to none: that class then gets no
+    extra images), logged here and counted in its metrics (`synthetic_images`)."""
 
-    directory = Path(synthetic_root) / variant.kind / layout.replicate(generator_seed)
-    images, labels = load_synthetic(directory, variant.n)
+    directory = Path(synthetic_root) / variant.source / layout.replicate(generator_seed)
+    sensitivity = variant.filter is not None
+    images, labels = load_synthetic(directory, variant.n, at_most=sensitivity)
+    if not len(images):
+        images = torch.zeros((0, *train.images.shape[1:]), dtype=torch.uint8)
     _check_synthetic(directory, images, train)
     counts = torch.bincount(labels, minlength=train.n_classes).tolist()
     short = [f"{c} ({k})" for c, k in zip(train.classes, counts, strict=True) if k != variant.n]
-    if short:
+    if short and sensitivity:
+        log.warning(
+            "%s: filter %s fell short of %d per class: %s; training on the images that passed",
+            directory,
+            variant.filter,
+            variant.n,
+            ", ".join(short),
+        )
+    elif short:
         raise CxraugError(
             f"{directory}: {variant.name} needs {variant.n} synthetic images of every class, got "
             f"{', '.join(short)}; rerun synthesize@{variant.kind}-{generator_seed}"
@@ -147,13 +160,15 @@ def _gan_tags(variant: Variant, paths: Paths, generator_seeds: list[int]) -> dic
     if variant.gan is None:
         return {"variant": variant.name}
     tags = {"variant": variant.name, "synthetic.gan": variant.gan, "synthetic.n_per_class": str(variant.n)}
+    if variant.filter is not None:
+        tags["synthetic.filter"] = variant.filter
     tags["generator_seeds"] = ",".join(map(str, generator_seeds))
     for g in generator_seeds:
         name = layout.replicate(g)
-        index = paths.synthetic / variant.gan / name / "index.csv"
+        index = paths.synthetic / variant.source / name / "index.csv"
         if index.is_file():
             tags[f"synthetic.{name}.index_md5"] = file_md5(index)
-        synth_metrics = paths.synthesize_metrics / variant.gan / f"{name}.json"
+        synth_metrics = paths.synthesize_metrics / variant.source / f"{name}.json"
         if synth_metrics.is_file():
             try:
                 info = json.loads(synth_metrics.read_text())
@@ -169,14 +184,19 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     """Train and evaluate one variant for every seed; write its four outputs and one MLflow run."""
     started = time.perf_counter()
     settings = params.classify
-    variant = parse_variant(paths.variant, params.synthesize.n_per_class, registry.names())
+    variant = parse_variant(
+        paths.variant, params.synthesize.n_per_class, registry.names(), params.filter_sensitivity
+    )
     train, val, test = evaluation_splits(paths.prepared)
     inputs = [paths.prepared / f"{s}.npz" for s in ("train", "val", "test")]
     generator_seeds = list(params.replicates.generator_seeds) if variant.gan else [None]
     for g in generator_seeds if variant.gan else ():
-        inputs.append(paths.synthetic / variant.gan / layout.replicate(g) / "index.csv")
+        inputs.append(paths.synthetic / variant.source / layout.replicate(g) / "index.csv")
         if not inputs[-1].is_file():
-            raise CxraugError(f"{inputs[-1]}: not found; run `dvc repro synthesize@{variant.gan}-{g}` first")
+            producer = (
+                f"synthesize_filter@{variant.filter}" if variant.filter else f"synthesize@{variant.gan}"
+            )
+            raise CxraugError(f"{inputs[-1]}: not found; run `dvc repro {producer}-{g}` first")
     store = SeedStore(paths.checkpoints / variant.name, f"{variant.name}:{fingerprint(settings, inputs)}")
     ctx = distributed.setup(pick_device(settings.device))
     with ctx.main_first():  # rank 0 alone tracks, writes and clears; the others train their shards
@@ -196,9 +216,12 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     with ctx.main_only(run) as run_id:
         if ctx.is_main:
             store.remember_run(run_id)
-        seeds = []
+        seeds, used = [], {}
         for g in generator_seeds:  # a full cross: every classifier seed on every generator replicate
             synthetic = load_extra_synthetic(variant, train, paths.synthetic, g) if variant.gan else None
+            if synthetic is not None:
+                counts = torch.bincount(synthetic[1], minlength=train.n_classes).tolist()
+                used[layout.replicate(g)] = dict(zip(train.classes, counts, strict=True))
             seeds += [
                 train_seed(
                     variant,
@@ -216,6 +239,8 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
         if ctx.is_main:
             metrics = summarize(variant, settings, seeds, test, run_id)
             metrics["eval_sets"] = {"val": split_md5(val), "test": split_md5(test)}
+            if used:  # synthetic images per class each generator replicate's runs trained on
+                metrics["synthetic_images"] = used
             outputs = write_outputs(variant, train.classes, settings, seeds, test, metrics, paths)
             log_run(variant, seeds, test, metrics, outputs[0])
     ctx.barrier()
@@ -229,6 +254,8 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
 
 def stage_name(variant: Variant) -> str:
     """The DVC stage that trains `variant` (dvc.yaml's classify_real / classify_aug / classify_gan)."""
+    if variant.filter is not None:
+        return f"classify_filter@{variant.filter}"
     if variant.gan is not None:
         return f"classify_gan@{variant.gan}-{variant.n}"
     if variant.n:

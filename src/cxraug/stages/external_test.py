@@ -132,7 +132,7 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
         )
         metrics["mlflow_run_id"] = run_id
         metrics["classify_run_id"] = classify_run
-        write_external_scores(scores_path, external, scores, seeds)
+        write_external_scores(scores_path, external, scores, seeds, [m.generator_seed for m in models])
         atomic_write_json(metrics_path, metrics)
         _log_run(metrics)
     seconds = time.perf_counter() - started

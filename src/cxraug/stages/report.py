@@ -17,14 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxraug.core import layout, tracking
-from cxraug.core.config import Params, ReportParams
+from cxraug.core.config import FilterSensitivityParams, Params, ReportParams
 from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import atomic_dir, atomic_write_json, atomic_write_text
 from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
 from cxraug.data.datasets import load_split
 from cxraug.report.compare import compare_table
-from cxraug.report.external import external_section, read_external_metrics
+from cxraug.report.external import (
+    external_comparisons,
+    external_section,
+    read_external_metrics,
+    read_external_scores,
+)
 from cxraug.report.figures import write_figures
+from cxraug.report.filters import filter_comparisons, filter_rows, filter_section
 from cxraug.report.gan import blind_generators, blind_warning, gan_section, read_gan_metrics
 from cxraug.report.generators import generators_section
 from cxraug.report.inputs import (
@@ -71,6 +77,9 @@ def make_report(
     compare_path: Path,
     level: float = 0.95,
     train_bagan_metrics: Path | None = None,
+    sensitivity: FilterSensitivityParams | None = None,
+    synthesize_metrics: Path | None = None,
+    external_scores: Path | None = None,
 ) -> ReportResult:
 
     train = load_split(inputs.prepared, "train")
@@ -84,6 +93,17 @@ def make_report(
                 f"{inputs.scores}/{v}.npz is for classes {list(s.classes)}, not {list(classes)}"
             )
     comparisons = {n: compare_table(n, scores, params, level) for n in n_per_class}
+    filter_parts, filter_compare = [], {}
+    if sensitivity is not None and synthesize_metrics is not None:  # report/filters.py
+        rows = filter_rows(sensitivity, inputs.classify_metrics, synthesize_metrics)
+        row_scores = read_scores(inputs, [r.variant for r in rows])
+        filter_compare = filter_comparisons(rows, row_scores, params, level)
+        adjusted = {"holm": "Holm", "fdr_bh": "Benjamini–Hochberg"}[params.adjust]
+        filter_parts = filter_section(rows, filter_compare, sensitivity, classes, adjusted)
+    external_compare = {  # report/external.py: the internal tables' comparisons on each external set
+        name: {n: external_comparisons(n, found, params, level) for n in n_per_class}
+        for name, found in read_external_scores(external_scores).items()
+    }
     d_metrics = read_discriminator_metrics(train_bagan_metrics)
     synthetic = read_synthetic_indexes(inputs.synthetic)
     missing = [v for v in variants if v not in metrics]
@@ -112,7 +132,10 @@ def make_report(
         gan_parts,
         d_metrics,
         params.adjust,
-        external_parts=external_section(read_external_metrics(inputs.external_metrics), variants, classes),
+        external_parts=external_section(
+            read_external_metrics(inputs.external_metrics), variants, classes, external_compare
+        ),
+        filter_parts=filter_parts,
         gan_warning=blind_warning(gan_found),
         blind=frozenset(blind_generators(gan_found)),
     )
@@ -129,6 +152,11 @@ def make_report(
             str(n): {f"{r['a']} - {r['b']}": r for r in rows} for n, rows in comparisons.items()
         },
         "missing": missing,
+        "filter_sensitivity": {f"{r['a']} - {r['b']}": r for r in filter_compare},  # its own family
+        "external": {  # per external set NAME, the tables' comparisons on its scores (one family per table)
+            name: {str(n): {f"{r['a']} - {r['b']}": r for r in rows} for n, rows in tables.items()}
+            for name, tables in external_compare.items()
+        },
     }
     result = ReportResult(
         out_dir / "results.md", figures, [v for v in variants if v in metrics], missing, compare
@@ -176,6 +204,8 @@ class Paths:
     compare: Path = layout.COMPARE
     external_metrics: Path = layout.EXTERNAL_METRICS
     train_bagan_metrics: Path = layout.METRICS / "train_bagan"  # seed<k>.json: D on real val
+    synthesize_metrics: Path = layout.SYNTHESIZE_METRICS  # <gan>-filter-<mode>/seed<k>.json: filter row
+    external_scores: Path = layout.EXTERNAL_SCORES  # <NAME>/<V>.npz: external comparisons
 
 
 def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> StageResult:
@@ -195,6 +225,9 @@ def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> Stag
         paths.compare,
         params.classify.ci_level,
         paths.train_bagan_metrics,
+        params.filter_sensitivity,
+        paths.synthesize_metrics,
+        paths.external_scores,
     )
     summary = f"{len(result.present)} variants reported" + (
         f", missing: {', '.join(result.missing)}" if result.missing else ""

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from cxraug.core import layout
-from cxraug.core.config import Params, SynthesizeParams
+from cxraug.core.config import GanFilterParams, Params, SynthesizeParams
 from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import Precision, atomic_write_json, pick_device, pick_precision
 from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
@@ -54,24 +54,27 @@ def run_synthesize(
     train_metrics: Path | None = None,
     prepared: Path | None = None,
     replicate: int = 0,
+    stage: str | None = None,
+    required: int | None = None,
 ) -> SynthesizeResult:
     """The DVC stage synthesize@<gan>: max(n_per_class) filtered images per class of the trained GAN.
-    `prepared` (data/prepared) holds the real training images that `filter.drop_near_copies` compares with."""
+    `prepared` (data/prepared) holds the real training images that `filter.drop_near_copies` compares with.
+    The stage fails when a class keeps fewer than `required` (default min(n_per_class)) images."""
     device = pick_device(params.device)
-    proposer = registry.load_proposer(gan, model_dir, device)
+    proposer = registry.load_proposer(gan, model_dir, device, params.precision)
     near_copy = near_copy_filter(params, prepared, device) if params.filter.drop_near_copies else None
     return _run(
         proposer,
         params,
         pick_precision(device, params.precision),
-        stage=f"synthesize@{gan}-{replicate}",
+        stage=stage or f"synthesize@{gan}-{replicate}",
         gan=gan,
         model_dir=model_dir,
         gan_run=training_run_id(model_dir, train_metrics),
         out_dir=out_dir,
         metrics_path=metrics_path,
         wanted=max(params.n_per_class),
-        required=min(params.n_per_class),
+        required=min(params.n_per_class) if required is None else required,
         near_copy=near_copy,
     )
 
@@ -204,6 +207,20 @@ def replicate_draws(params: SynthesizeParams, generator_seed: int) -> Synthesize
     return params.model_copy(update={"seed": derived})
 
 
+def sensitivity_params(params: Params, mode: str) -> SynthesizeParams:
+    """synthesize's settings for the filter-sensitivity set of `mode`: filter_sensitivity.gan filtered by
+    `mode` (threshold filter_sensitivity.threshold), filter_sensitivity.n_per_class images per class."""
+    sensitivity = params.filter_sensitivity
+    if mode not in sensitivity.modes:
+        raise CxraugError(
+            f"--filter-mode {mode}: not in filter_sensitivity.modes ({', '.join(sensitivity.modes)})"
+        )
+    rule = GanFilterParams(mode=mode, threshold=sensitivity.threshold)
+    per_gan = {**params.synthesize.filter.per_gan, sensitivity.gan: rule}
+    filter_ = params.synthesize.filter.model_copy(update={"per_gan": per_gan})
+    return params.synthesize.model_copy(update={"n_per_class": [sensitivity.n_per_class], "filter": filter_})
+
+
 @dataclass(frozen=True)
 class Paths:
     """Where synthesize@<gan> reads and writes. With `exemplars`, the unseen class `label` is drawn
@@ -218,21 +235,25 @@ class Paths:
     label: str | None = None
     n: int | None = None
     generator_seed: int = 0  # the replicate: models/<gan>/seed<k> -> data/synthetic/<gan>/seed<k>
+    filter_mode: str | None = None  # the filter-sensitivity set of this mode (synthesize_filter@<mode>-<k>)
 
 
 def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
     gan = registry.get(paths.gan).name
     seed = paths.generator_seed
     models = paths.models or layout.model_dir(gan, seed)
-    if paths.exemplars is None:
+    if paths.filter_mode is not None:
+        result, stage, metrics = _run_filter_set(params, paths, gan, models)
+    elif paths.exemplars is None:
         if paths.label is not None or paths.n is not None:
             raise CxraugError("--label and --n describe an unseen class: give them with --exemplars DIR")
+        metrics = paths.metrics or layout.synthesize_metrics(gan, seed)
         result = run_synthesize(
             replicate_draws(params.synthesize, seed),
             gan,
             models,
             paths.out or layout.synthetic_dir(gan, seed),
-            paths.metrics or layout.synthesize_metrics(gan, seed),
+            metrics,
             train_metrics=layout.replicate_metrics(registry.get(gan).train_stage, seed),
             prepared=paths.prepared,
             replicate=seed,
@@ -252,13 +273,40 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
             paths.out,
             paths.metrics,
         )
-        stage = "synthesize-exemplars"
+        stage, metrics = "synthesize-exemplars", None
     kept = ", ".join(f"{d.name} {d.accepted}/{d.wanted} ({d.acceptance_rate:.0%} pass)" for d in result.draws)
     summary = (
         f"kept {result.accepted:,} of {result.tried:,} candidates in {result.seconds:.1f}s "
         f"({result.candidates_per_second:,.0f}/s): {kept}"
     )
-    outputs = (result.out_dir,) + (
-        (paths.metrics or layout.synthesize_metrics(gan, seed),) if paths.exemplars is None else ()
-    )
+    outputs = (result.out_dir,) + ((metrics,) if metrics is not None else ())
     return StageResult(stage, summary, outputs, result.run_id, {"accepted": result.accepted}, result)
+
+
+def _run_filter_set(params: Params, paths: Paths, gan: str, models: Path):
+    """synthesize_filter@<mode>-<k>: a mode that cannot fill n per class within the try budget writes what
+    passed and records the shortfall (metrics `per_class`, `shortfall`); it never fails the pipeline, and
+    classify_filter trains on what exists."""
+    if paths.exemplars is not None or paths.label is not None or paths.n is not None:
+        raise CxraugError("--filter-mode draws the trained classes: drop --exemplars, --label and --n")
+    if gan != params.filter_sensitivity.gan:
+        raise CxraugError(
+            f"--filter-mode varies filter_sensitivity.gan ({params.filter_sensitivity.gan}), not {gan}"
+        )
+    seed, mode = paths.generator_seed, paths.filter_mode
+    name = layout.filter_set(gan, mode)
+    metrics = paths.metrics or layout.synthesize_metrics(name, seed)
+    stage = f"synthesize_filter@{mode}-{seed}"
+    result = run_synthesize(
+        replicate_draws(sensitivity_params(params, mode), seed),
+        gan,
+        models,
+        paths.out or layout.synthetic_dir(name, seed),
+        metrics,
+        train_metrics=layout.replicate_metrics(registry.get(gan).train_stage, seed),
+        prepared=paths.prepared,
+        replicate=seed,
+        stage=stage,
+        required=0,
+    )
+    return result, stage, metrics

@@ -80,6 +80,7 @@ class ClassDraw:
             "wanted": self.wanted,
             "shortfall": self.shortfall,
             "tried": self.tried,
+            "passed": self.passed,  # candidates that passed the rule, also any beyond `wanted`
             "acceptance_rate": round(self.acceptance_rate, 6),
             "filter": self.rule,
             "mean_score": round(float(self.scores.mean()), 6) if self.accepted else None,

@@ -68,11 +68,15 @@ def read_index(directory: Path) -> pd.DataFrame:
 
 
 def load_synthetic(
-    directory: str | Path, n_per_class: int, classes: tuple[str, ...] | list[str] | None = None
+    directory: str | Path,
+    n_per_class: int,
+    classes: tuple[str, ...] | list[str] | None = None,
+    at_most: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n_per_class` accepted images of every class (in acceptance order) as uint8 [N, H, W] and
     int64 labels, class by class. With `classes`, the index's label numbers must name the same classes and
-    every one of them must have `n_per_class` images; without, the classes found in index.csv are used."""
+    every one of them must have `n_per_class` images; without, the classes found in index.csv are used.
+    With `at_most`, a class with fewer images gives what it has (a filter-sensitivity set's shortfall)."""
     directory = Path(directory)
     index = read_index(directory)
     named = dict(zip(index["label"], index["class"], strict=False))
@@ -86,10 +90,10 @@ def load_synthetic(
                 f"{directory}/index.csv labels {wrong} do not match the classes {list(classes)}; "
                 "rerun synthesize with the GAN trained on these classes"
             )
-    files = []
+    files, counts = [], []
     for label in labels:
         rows = index[index["label"] == label]
-        if len(rows) < n_per_class:
+        if len(rows) < n_per_class and not at_most:
             name = classes[label] if classes is not None else named[label]
             raise CxraugError(
                 f"{directory} holds {len(rows)} images of class '{name}', {n_per_class} are needed; "
@@ -97,11 +101,14 @@ def load_synthetic(
                 "raise max_tries_factor)"
             )
         files += rows["file"].head(n_per_class).tolist()
+        counts.append(min(len(rows), n_per_class))
     images = [read_png(directory / f) for f in progress(files, desc="read synthetic", unit="img")]
     if len({a.shape for a in images}) > 1:
         raise CxraugError(f"{directory}: images of different sizes {sorted({a.shape for a in images})}")
     stacked = torch.from_numpy(np.stack(images)) if images else torch.zeros((0, 0, 0), dtype=torch.uint8)
-    return stacked, torch.tensor(list(labels), dtype=torch.int64).repeat_interleave(n_per_class)
+    return stacked, torch.tensor(list(labels), dtype=torch.int64).repeat_interleave(
+        torch.tensor(counts, dtype=torch.int64)
+    )
 
 
 def read_png(path: Path) -> np.ndarray:

@@ -177,7 +177,8 @@ class GanObjective:
         self.generator.train(
             params, self.data_dir, model, tmp / "metrics.json", tmp / "checkpoints", hooks, self.embedder_path
         )
-        return self.generator.load_proposer(model, pick_device(self.params.synthesize.device))
+        synth = self.params.synthesize
+        return self.generator.load_proposer(model, pick_device(synth.device), synth.precision)
 
     def epoch_done(self, trial: optuna.Trial, end: EpochEnd) -> None:
         """Every epoch of every phase: the nets must be finite; after a GAN epoch the probe runs on the

@@ -32,6 +32,7 @@ from cxraug.core.config.generators import (
     TrainOpenganParams,
 )
 from cxraug.core.config.section import Section, describe_error
+from cxraug.core.config.sensitivity import FilterSensitivityParams
 from cxraug.core.config.tune import (
     TRIAL_SECTIONS,
     IntStepRange,
@@ -51,6 +52,7 @@ __all__ = [
     "CasParams",
     "ExternalDataset",
     "ExternalParams",
+    "FilterSensitivityParams",
     "ClassifyParams",
     "GanFilterParams",
     "GanMetricsParams",
@@ -98,6 +100,7 @@ class Params(Section):
     classify: ClassifyParams = Field(default_factory=ClassifyParams)
     gan_metrics: GanMetricsParams = Field(default_factory=GanMetricsParams)
     external: ExternalParams = Field(default_factory=ExternalParams)
+    filter_sensitivity: FilterSensitivityParams = Field(default_factory=FilterSensitivityParams)
     tune: TuneParams = Field(default_factory=TuneParams)
 
     @field_validator("generators")

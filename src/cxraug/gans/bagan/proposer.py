@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from cxraug.core.errors import CxraugError
-from cxraug.core.runtime import Precision, pick_precision, safe_load
+from cxraug.core.runtime import Precision, PrecisionMode, pick_precision, safe_load
 from cxraug.core.training import evaluating, slices
 from cxraug.data.datasets import to_model_range, to_uint8
 from cxraug.gans.bagan.latent import ClassGaussians, LatentSampler
@@ -63,8 +63,9 @@ class BaganProposer:
         return torch.cat(images), torch.cat(scores), torch.cat(top)
 
 
-def load_proposer(model_dir: Path, device: torch.device) -> BaganProposer:
-    """The trained BAGAN of `model_dir` (the stage's output directory) as a Proposer."""
+def load_proposer(model_dir: Path, device: torch.device, precision: PrecisionMode = "auto") -> BaganProposer:
+    """The trained BAGAN of `model_dir` (the stage's output directory) as a Proposer, running at
+    `precision` (synthesize.precision): "auto" picks by benchmark on CPU, so fix it for reproducible draws."""
     model_dir = Path(model_dir)
     meta_path = model_dir / "bagan.json"
     if not meta_path.is_file():
@@ -73,11 +74,11 @@ def load_proposer(model_dir: Path, device: torch.device) -> BaganProposer:
         )
     meta = json.loads(meta_path.read_text())
     arch = Architecture(**meta["architecture"])
-    precision = pick_precision(device, "auto")
+    chosen = pick_precision(device, precision)
     g, d = Generator(arch), discriminator(arch)
     g.load_state_dict(safe_load(model_dir / "generator.pt"))
     d.load_state_dict(safe_load(model_dir / "discriminator.pt"))
     gaussians = ClassGaussians.load(model_dir / "class_gaussians.npz")
     if list(gaussians.classes) != meta["classes"]:
         raise CxraugError(f"{model_dir}: class_gaussians.npz and bagan.json disagree; rerun train_bagan")
-    return BaganProposer(precision.module(g), precision.module(d), gaussians, precision)
+    return BaganProposer(chosen.module(g), chosen.module(d), gaussians, chosen)

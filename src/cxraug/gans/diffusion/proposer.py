@@ -14,7 +14,14 @@ import torch
 from torch import nn
 
 from cxraug.core.errors import CxraugError
-from cxraug.core.runtime import Precision, atomic_save, atomic_write_json, pick_precision, safe_load
+from cxraug.core.runtime import (
+    Precision,
+    PrecisionMode,
+    atomic_save,
+    atomic_write_json,
+    pick_precision,
+    safe_load,
+)
 from cxraug.core.training import evaluating, slices
 from cxraug.data.datasets import to_uint8
 from cxraug.gans.diffusion.nets import Architecture, build_unet, sample
@@ -100,7 +107,9 @@ def save_model(
     )
 
 
-def load_proposer(model_dir: Path, device: torch.device) -> DiffusionProposer:
+def load_proposer(
+    model_dir: Path, device: torch.device, precision: PrecisionMode = "auto"
+) -> DiffusionProposer:
     """The trained model of `model_dir` (train_diffusion's output) with the sampler it was trained with."""
     model_dir = Path(model_dir)
     meta_path = model_dir / META_FILE
@@ -112,8 +121,10 @@ def load_proposer(model_dir: Path, device: torch.device) -> DiffusionProposer:
     arch = Architecture.from_dict(meta["architecture"])
     unet = build_unet(arch)
     unet.load_state_dict(safe_load(model_dir / MODEL_FILE))
-    # bf16 autocast on CUDA; on CPU fp32: guided DDIM measured 5.6 img/s fp32 vs 2.8 bf16/nhwc (AVX512)
-    precision = pick_precision(device, "auto" if device.type == "cuda" else "fp32")
+    # "auto": bf16 autocast on CUDA; on CPU fp32 (guided DDIM: 5.6 img/s fp32 vs 2.8 bf16/nhwc, AVX512)
+    if precision == "auto" and device.type != "cuda":
+        precision = "fp32"
+    chosen = pick_precision(device, precision)
     return DiffusionProposer(
-        precision.module(unet).eval(), arch, tuple(meta["classes"]), Sampling(**meta["sampling"]), precision
+        chosen.module(unet).eval(), arch, tuple(meta["classes"]), Sampling(**meta["sampling"]), chosen
     )

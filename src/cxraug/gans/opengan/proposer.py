@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from cxraug.core.errors import CxraugError
-from cxraug.core.runtime import atomic_save, safe_load
+from cxraug.core.runtime import PrecisionMode, atomic_save, safe_load
 from cxraug.data.datasets import to_uint8
 from cxraug.gans.opengan.architectures import rebuild, saved_state
 from cxraug.gans.opengan.conditioning import Conditioning, make_conditioning, prototype
@@ -132,10 +132,13 @@ def _read(model_dir: Path, device: torch.device) -> tuple[dict, torch.nn.Module,
     )
 
 
-def load_proposer(model_dir: Path, device: torch.device) -> OpenganProposer:
+def load_proposer(
+    model_dir: Path, device: torch.device, precision: PrecisionMode = "auto"
+) -> OpenganProposer:
     """A proposer for every class of the prepared data, conditioned per `train_opengan.conditioning` on
     embeddings of its real training images (classes left out of training included: they are drawn from
-    their training images as exemplars)."""
+    their training images as exemplars). Its nets stay fp32: synthesis's autocast (synthesize.precision)
+    sets the arithmetic, so `precision` changes nothing here."""
     state, generator, discriminator, embedder = _read(model_dir, device)
     banks = state["banks"]
     return OpenganProposer(
