@@ -60,7 +60,8 @@ push: setup  ## dvc push: prepared data, synthetic images, models to the DVC rem
 	cd $(or $(DIR),.) && $(BIN)/dvc push
 
 pull: setup  ## dvc pull: everything the pipeline produced, back from the DVC remote (DIR=demo for the demo's)
-	cd $(or $(DIR),.) && $(BIN)/dvc pull
+	@# --allow-missing: stages that never ran (the demo leaves train_diffusion out) have nothing to fetch
+	cd $(or $(DIR),.) && $(BIN)/dvc pull --allow-missing
 
 demo-clean:  ## remove the demo project
 	rm -rf $(DEMO_DIR)

@@ -266,12 +266,14 @@ def test_a_training_run_shows_a_loss_chart_and_a_visible_sample_grid(ui, store, 
         card = page.locator("img[src*='samples~by_class%2Bstep']").first
         card.screenshot(path=str(SHOTS / "sample-card.png"))
         box = card.bounding_box()
-        print(f"slider card image drawn at {box['width']:.0f} x {box['height']:.0f} px")
+        natural = card.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+        print(f"slider card image drawn at {box['width']:.0f} x {box['height']:.0f} px from {natural}")
     finally:
         shoot()
     final = page.evaluate(CARD_CONTRAST, "samples~by_class~final")
     slider = page.evaluate(CARD_CONTRAST, "samples~by_class%2Bstep")  # opens on step 0, which exists
     assert min(final + slider) > 10, (final, slider)
+    assert natural[0] == natural[1] and abs(box["width"] - box["height"]) <= 2  # fills MLflow's square box
 
 
 def test_a_classify_run_shows_every_class_auc(ui, store, page):
