@@ -49,3 +49,11 @@ def test_labels_are_drawn_large_enough_to_read_at_card_size():
 def test_a_label_per_row():
     with pytest.raises(ValueError, match="2 rows for 1 labels"):
         card_grid([torch.zeros(2, 1, 8, 8)] * 2, ["one"], "title")
+
+
+def test_a_long_title_or_label_is_shrunk_to_fit_not_cut_off():
+    rows = [torch.full((16, 1, 32, 32), 255, dtype=torch.uint8) for _ in CLASSES]
+    labels = [f"{name}: 8 real, then decoded" for name in CLASSES]
+    image = card_grid(rows, labels, "autoencoder reconstructions before training, epoch 0 of 3 epochs")
+    ink_columns = np.flatnonzero((image[..., 0] < 128).any(axis=0))
+    assert ink_columns.min() > 0 and ink_columns.max() < CARD_SIDE - 1  # no text runs off either edge

@@ -35,6 +35,14 @@ def _points(share: float, side: int, dpi: int) -> float:
     return share * side * 72 / dpi
 
 
+def _fit(text, points: float, width: float, renderer) -> None:
+    """Set `text` in `points`, smaller where it would be wider than `width` px (a long title)."""
+    text.set_fontsize(points)
+    drawn = text.get_window_extent(renderer=renderer).width
+    if drawn > width:
+        text.set_fontsize(points * width / drawn)
+
+
 def card_grid(
     rows: Sequence[torch.Tensor | np.ndarray], row_labels: Sequence[str], title: str, side: int = CARD_SIDE
 ) -> np.ndarray:
@@ -52,13 +60,15 @@ def card_grid(
     cell = min((side - 2 * margin) / cols, (side - title_h - n * label_h - margin) / n)
     x0 = (side - cols * cell) / 2
     fig = plt.figure(figsize=(side / dpi, side / dpi), dpi=dpi, facecolor="white")
-    fig.text(
-        0.5, 1 - title_h / 2 / side, title, ha="center", va="center", fontsize=_points(TITLE_EM, side, dpi)
-    )
+    renderer = fig.canvas.get_renderer()
+    heading = fig.text(0.5, 1 - title_h / 2 / side, title, ha="center", va="center")
+    _fit(heading, _points(TITLE_EM, side, dpi), side - 2 * margin, renderer)
     top = side - title_h
     for row, label in zip(rows, row_labels, strict=True):
-        fig.text(x0 / side, (top - label_h / 2) / side, label, ha="left", va="center",
-                 fontsize=_points(LABEL_EM, side, dpi), fontweight="bold")  # fmt: skip
+        name = fig.text(
+            x0 / side, (top - label_h / 2) / side, label, ha="left", va="center", fontweight="bold"
+        )
+        _fit(name, _points(LABEL_EM, side, dpi), side - x0 - margin, renderer)
         top -= label_h + cell
         ax = fig.add_axes((x0 / side, top / side, cell * len(row) / side, cell / side))
         strip = to_uint8_grid(row, nrow=max(1, len(row)), padding=1)
