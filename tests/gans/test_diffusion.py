@@ -151,7 +151,7 @@ def test_tiny_run_writes_outputs_metrics_and_an_mlflow_run(trained):
     artifacts = [a.path for a in client.list_artifacts(result.run_id, "images")]
     artifacts += [a.path for a in client.list_artifacts(result.run_id)]
     per_epoch = [a for a in artifacts if "samples~by_class+step" in a and a.endswith(".png")]
-    assert len(per_epoch) == 2  # one square card grid (a row per class) per epoch, as BAGAN's and OpenGAN's
+    assert len(per_epoch) == 3  # a square card grid (a row per class) at step 0 and after each of 2 epochs
     assert "samples/by_class_final.png" in [a.path for a in client.list_artifacts(result.run_id, "samples")]
 
 

@@ -130,9 +130,8 @@ def log_samples(proposer: DiffusionProposer, noise: torch.Tensor, per_class: int
     if epoch is None:
         log_labelled_grid(rows, proposer.classes, "diffusion samples, final", "samples/by_class_final")
     else:
-        log_labelled_grid(
-            rows, proposer.classes, f"diffusion samples, epoch {epoch}", "samples/by_class", epoch
-        )
+        when = f"epoch {epoch}" if epoch else "before training (epoch 0)"
+        log_labelled_grid(rows, proposer.classes, f"diffusion samples, {when}", "samples/by_class", epoch)
     return rate
 
 
@@ -200,6 +199,8 @@ def train_diffusion(
         steps = StepLog(ctx, metrics, params.log_every)
         bar = progress(total=total, initial=step, desc="diffusion", unit="step")
         start, start_step, sampler_rate = time.perf_counter(), step, float("nan")
+        if ctx.is_main and step == 0:  # step 0 of the slider, where MLflow's card opens: the untrained model
+            log_samples(proposer, grid_noise, params.grid_per_class, 0)
         for epoch in range(step // per_epoch, params.epochs):
             unet.train()
             batches = epoch_batches(labels, params.batch_size, per_epoch, params.balanced, params.seed, epoch)
