@@ -60,15 +60,14 @@ push: setup  ## dvc push: prepared data, synthetic images, models to the DVC rem
 	cd $(or $(DIR),.) && $(BIN)/dvc push
 
 pull: setup  ## dvc pull: everything the pipeline produced, back from the DVC remote (DIR=demo for the demo's)
-	cd $(or $(DIR),.) && $(BIN)/dvc pull
+	@# --allow-missing: stages that never ran (the demo leaves train_diffusion out) have nothing to fetch
+	cd $(or $(DIR),.) && $(BIN)/dvc pull --allow-missing
 
 demo-clean:  ## remove the demo project
 	rm -rf $(DEMO_DIR)
 
 ui: setup  ## MLflow UI for this project's runs on http://127.0.0.1:5000 (DIR=demo for the demo's)
-	@echo "open http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning (MLflow 3.17 opens" \
-		"experiments on GenAI traces otherwise: click 'Model training' at the top left once)"
-	cd $(or $(DIR),.) && $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
+	cd $(or $(DIR),.) && $(BIN)/mlflow ui --app-name cxraug --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns --host 127.0.0.1 --port 5000
 
 GAN ?= bagan

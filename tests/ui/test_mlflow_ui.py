@@ -1,6 +1,7 @@
 """The MLflow UI as a user opens it (`make ui`), in a real browser: Debian's chromium driven by
 playwright. A tiny pipeline (prepare, train_bagan, classify baseline) logs to its own store; `mlflow ui`
-serves it on 127.0.0.1; the test opens the experiment and runs and checks what is on screen.
+serves it on 127.0.0.1 with cxraug's app (`make ui`); the tests open the experiment and runs as a new
+browser would and check what is on screen, and a plain `mlflow ui` shows what the app changes.
 Screenshots are kept in test-artifacts/mlflow-ui/. Skipped where playwright or chromium is missing."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from cxraug.core.config import ClassifyParams, Params, PrepareParams, TrainBaganParams
-from cxraug.core.tracking import ui_url
 from tests.helpers import REPO, project_env
 
 SHOTS = REPO / "test-artifacts" / "mlflow-ui"
@@ -84,6 +85,7 @@ def store(tmp_path_factory, demo_raw):
         ids = {}
         for name, run_id in (("bagan", bagan.run_id), ("classify", result.run_id)):
             ids[name] = (client.get_run(run_id).info.experiment_id, run_id)
+        ids["bagan_name"] = client.get_experiment(ids["bagan"][0]).name
     finally:
         torch.set_num_threads(threads)
         if before is None:
@@ -93,31 +95,32 @@ def store(tmp_path_factory, demo_raw):
     return uri, root, ids
 
 
-@pytest.fixture(scope="module")
-def ui(store):
-    """`mlflow ui` on a free 127.0.0.1 port, as `make ui` starts it; its base URL."""
-    uri, root, _ = store
+def _mlflow_app_entry_point(root: Path) -> Path:
+    """A folder that, on PYTHONPATH, registers pyproject.toml's `mlflow.app` entry points, as an
+    installed cxraug does (`make setup`), whatever the shared test venv was installed from."""
+    entry_points = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"][
+        "mlflow.app"
+    ]
+    info = root / "entry-points" / "cxraug_mlflow_app-0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cxraug-mlflow-app\nVersion: 0\n")
+    lines = [f"{name} = {target}" for name, target in entry_points.items()]
+    (info / "entry_points.txt").write_text("[mlflow.app]\n" + "\n".join(lines) + "\n")
+    return info.parent
+
+
+def _serve(uri: str, root: Path, app_name: str | None):
+    """`mlflow ui` on a free 127.0.0.1 port (with `--app-name`, as `make ui` starts it); its base URL."""
     port = _free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
-    cmd = [
-        str(mlflow_bin),
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--default-artifact-root",
-        str(root / "mlruns"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    cmd = [str(mlflow_bin), "ui", "--backend-store-uri", uri, "--default-artifact-root", str(root / "mlruns")]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = project_env()
+    if app_name:
+        cmd += ["--app-name", app_name]
+        env["PYTHONPATH"] = os.pathsep.join([str(_mlflow_app_entry_point(root)), env.get("PYTHONPATH", "")])
     server = subprocess.Popen(
-        cmd,
-        cwd=root,
-        env=project_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180  # a busy 2-core machine
@@ -128,9 +131,12 @@ def ui(store):
         except OSError:
             if time.monotonic() > deadline or server.poll() is not None:
                 server.kill()
-                pytest.fail("mlflow ui did not start within 180 s")
+                pytest.fail(f"mlflow ui (app {app_name}) did not start within 180 s")
             time.sleep(0.5)
-    yield base
+    return base, server
+
+
+def _stop(server: subprocess.Popen) -> None:
     server.terminate()
     try:
         server.wait(timeout=10)
@@ -139,13 +145,38 @@ def ui(store):
 
 
 @pytest.fixture(scope="module")
-def page(ui):
+def ui(store):
+    """`make ui`'s server: MLflow's with cxraug's app (cxraug.cli.ui)."""
+    uri, root, _ = store
+    base, server = _serve(uri, root, "cxraug")
+    yield base
+    _stop(server)
+
+
+@pytest.fixture(scope="module")
+def plain_ui(store):
+    """A plain `mlflow ui`, without cxraug's app: the control that shows what the fix changes."""
+    uri, root, _ = store
+    base, server = _serve(uri, root, None)
+    yield base
+    _stop(server)
+
+
+@pytest.fixture(scope="module")
+def browser():
     SHOTS.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=["--no-sandbox"])
-        tab = browser.new_page(viewport={"width": 1440, "height": 1000})
-        yield tab
-        browser.close()
+        chromium = p.chromium.launch(executable_path=_chromium(), headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser profile per test (empty localStorage, as a new user's)."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    yield context.new_page()
+    context.close()
 
 
 def _open(page, url: str, shot: str):
@@ -154,23 +185,51 @@ def _open(page, url: str, shot: str):
     return lambda: page.screenshot(path=str(SHOTS / shot))
 
 
-def test_the_experiment_opens_on_its_runs_table(ui, store, page):
-    _, _, ids = store
-    experiment_id, _ = ids["bagan"]
-    shoot = _open(page, ui_url(ui, experiment_id), "experiment.png")
-    try:
-        page.get_by_text("train_bagan", exact=True).first.wait_for(state="visible", timeout=60_000)
-        page.get_by_text("matching run").first.wait_for(state="visible", timeout=30_000)
-    finally:
-        shoot()
+def _shows_runs(page) -> None:
+    page.get_by_text("train_bagan", exact=True).first.wait_for(state="visible", timeout=60_000)
+    page.get_by_text("matching run").first.wait_for(state="visible", timeout=30_000)
     assert not page.get_by_text("No data available").first.is_visible()
 
 
-def test_without_the_model_training_view_the_runs_are_hidden(ui, store, page):
-    """The planted bug: the plain experiment URL opens MLflow 3.17 on its GenAI traces page."""
+def test_the_plain_experiment_url_opens_on_its_runs_table(ui, store, page):
     _, _, ids = store
     experiment_id, _ = ids["bagan"]
-    shoot = _open(page, f"{ui}/#/experiments/{experiment_id}", "experiment-genai-view.png")
+    shoot = _open(page, f"{ui}/#/experiments/{experiment_id}", "experiment.png")
+    try:
+        _shows_runs(page)
+    finally:
+        shoot()
+
+
+def test_the_experiment_list_leads_to_the_runs_table(ui, store, page):
+    _, _, ids = store
+    name = ids["bagan_name"]
+    shoot = _open(page, f"{ui}/#/experiments", "experiment-list.png")
+    try:
+        page.get_by_role("link", name=name, exact=True).first.click(timeout=60_000)
+        _shows_runs(page)
+    finally:
+        shoot()
+
+
+def test_a_view_the_user_chose_in_the_ui_stands(ui, store, page):
+    """The default applies only to a browser with no choice stored: one that chose GenAI keeps it."""
+    _, _, ids = store
+    experiment_id, _ = ids["bagan"]
+    page.add_init_script("localStorage.setItem('mlflow.workflowType_v1', JSON.stringify('genai'))")
+    shoot = _open(page, f"{ui}/#/experiments/{experiment_id}", "experiment-chosen-genai.png")
+    try:
+        page.get_by_text("No data available").first.wait_for(state="visible", timeout=60_000)
+    finally:
+        shoot()
+    assert not page.get_by_text("train_bagan", exact=True).first.is_visible()
+
+
+def test_without_the_app_mlflow_opens_on_genai_traces(plain_ui, store, page):
+    """The control (the fix removed): a plain `mlflow ui` opens the same URL on its GenAI traces page."""
+    _, _, ids = store
+    experiment_id, _ = ids["bagan"]
+    shoot = _open(page, f"{plain_ui}/#/experiments/{experiment_id}", "experiment-without-app.png")
     try:
         page.get_by_text("No data available").first.wait_for(state="visible", timeout=60_000)
     finally:
@@ -194,7 +253,7 @@ CARD_CONTRAST = """(key) => [...document.images]
 def test_a_training_run_shows_a_loss_chart_and_a_visible_sample_grid(ui, store, page):
     _, _, ids = store
     experiment_id, run_id = ids["bagan"]
-    shoot = _open(page, ui_url(ui, experiment_id, run_id, "model-metrics"), "bagan-run.png")
+    shoot = _open(page, f"{ui}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics", "bagan-run.png")
     try:
         page.get_by_text("train_bagan (ae/loss)").first.wait_for(state="visible", timeout=60_000)
         page.get_by_text("samples/by_class", exact=True).first.scroll_into_view_if_needed(timeout=30_000)
@@ -204,17 +263,23 @@ def test_a_training_run_shows_a_loss_chart_and_a_visible_sample_grid(ui, store, 
         page.wait_for_function(
             f"() => ({CARD_CONTRAST})('samples~by_class%2Bstep').length > 0", timeout=30_000
         )
+        card = page.locator("img[src*='samples~by_class%2Bstep']").first
+        card.screenshot(path=str(SHOTS / "sample-card.png"))
+        box = card.bounding_box()
+        natural = card.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+        print(f"slider card image drawn at {box['width']:.0f} x {box['height']:.0f} px from {natural}")
     finally:
         shoot()
     final = page.evaluate(CARD_CONTRAST, "samples~by_class~final")
     slider = page.evaluate(CARD_CONTRAST, "samples~by_class%2Bstep")  # opens on step 0, which exists
     assert min(final + slider) > 10, (final, slider)
+    assert natural[0] == natural[1] and abs(box["width"] - box["height"]) <= 2  # fills MLflow's square box
 
 
 def test_a_classify_run_shows_every_class_auc(ui, store, page):
     _, _, ids = store
     experiment_id, run_id = ids["classify"]
-    shoot = _open(page, ui_url(ui, experiment_id, run_id), "classify-run.png")
+    shoot = _open(page, f"{ui}/#/experiments/{experiment_id}/runs/{run_id}", "classify-run.png")
     try:
         page.get_by_text("test_auc_macro", exact=True).first.wait_for(state="visible", timeout=60_000)
         page.get_by_text("test_auc/nodule", exact=True).first.scroll_into_view_if_needed(timeout=30_000)

@@ -24,21 +24,14 @@ from pydantic import BaseModel
 
 import cxraug
 from cxraug.core import lineage
+from cxraug.core.cards import card_grid, to_uint8_grid
 from cxraug.core.runtime import file_md5
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-# The experiment tag MLflow 3 reads for an experiment's kind. MLflow 3.17's UI, though, opens every
-# experiment in its "GenAI" view (traces) unless the URL says `workflowType=machine_learning` or the
-# user once clicked "Model training" (remembered in the browser): hence ui_url, the links we print.
+# The experiment tag MLflow 3 reads for an experiment's kind, set for MLflow versions that honour it.
+# MLflow 3.17's UI ignores it and opens experiments on GenAI traces: `make ui` serves the UI through
+# cxraug.cli.ui, which makes "Model training" (the runs) a new browser's default view.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-MODEL_TRAINING_VIEW = "workflowType=machine_learning"
-
-
-def ui_url(base: str, experiment_id: str | None = None, run_id: str | None = None, tab: str = "") -> str:
-    """A link into the MLflow UI at `base` that opens on runs (the model-training view)."""
-    path = "/experiments" + (f"/{experiment_id}" if experiment_id else "")
-    path += (f"/runs/{run_id}" if run_id else "") + (f"/{tab}" if tab else "")
-    return f"{base.rstrip('/')}/#{path}?{MODEL_TRAINING_VIEW}"
 
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -218,18 +211,6 @@ class MetricBuffer:
             mlflow.MlflowClient().log_batch(run.info.run_id, metrics=batch, synchronous=True)
 
 
-def to_uint8_grid(images: torch.Tensor | np.ndarray, nrow: int = 8, padding: int = 2) -> np.ndarray:
-    """A [H, W] uint8 grid from uint8 images [N, H, W] / [N, 1, H, W] or floats in [-1, 1]."""
-    from torchvision.utils import make_grid
-
-    x = torch.as_tensor(images).detach().cpu()
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float().clamp(-1, 1)
-    grid = make_grid(x, nrow=nrow, padding=padding, pad_value=1.0)[0]
-    return ((grid + 1) * 127.5).round().to(torch.uint8).numpy()
-
-
 def labelled_grid(
     rows: Sequence[torch.Tensor | np.ndarray],
     row_labels: Sequence[str],
@@ -279,14 +260,14 @@ def log_labelled_grid(
     step: int | None = None,
     column_labels: Sequence[str] | None = None,
 ) -> None:
-    """`labelled_grid` logged as an image: with a step it joins the key's image slider, else a file."""
+    """`labelled_grid` logged as an image file; with a step, a square `card_grid` on the key's image
+    slider instead, drawn to be read at MLflow's card size (the column labels stay in the file)."""
     import mlflow
 
-    image = labelled_grid(rows, row_labels, title, column_labels)
     if step is None:
-        mlflow.log_image(image, artifact_file=f"{key}.png")
+        mlflow.log_image(labelled_grid(rows, row_labels, title, column_labels), artifact_file=f"{key}.png")
     else:
-        mlflow.log_image(image, key=key, step=step)
+        mlflow.log_image(card_grid(rows, row_labels, title), key=key, step=step)
 
 
 def log_grid(images: torch.Tensor | np.ndarray, key: str, step: int | None = None, nrow: int = 8) -> None:

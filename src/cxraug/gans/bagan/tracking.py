@@ -45,13 +45,14 @@ class BaganTracker:
     def reconstructions(
         self, inputs: torch.Tensor, reconstructions: torch.Tensor, epoch: int, of: int
     ) -> None:
-        """A row per class: real training images of the class, then a row of their reconstructions."""
+        """A row per class: real training images of the class, then their reconstructions (one row, not
+        two, so the square card keeps its images large)."""
         per_class = len(inputs) // len(self.classes)
         rows, labels = [], []
         for c, name in enumerate(self.classes):
             block = slice(c * per_class, (c + 1) * per_class)
-            rows += [inputs[block].cpu(), reconstructions[block].cpu()]
-            labels += [f"{name}: real", f"{name}: decoded"]
+            rows.append(torch.cat([inputs[block].cpu(), reconstructions[block].cpu().to(inputs.dtype)]))
+            labels.append(f"{name}: {per_class} real, then decoded")
         title = f"autoencoder reconstructions, {_epoch(epoch, of)}"
         self._log(rows, labels, title, "autoencoder/reconstructions", epoch, of)
 

@@ -29,10 +29,9 @@ from cxraug.core.runtime import (
     pick_precision,
     progress,
     seed_everything,
-    slug,
 )
 from cxraug.core.stage import NO_HOOKS, EpochEnd, Hooks
-from cxraug.core.tracking import MetricBuffer, log_grid, stage_run
+from cxraug.core.tracking import MetricBuffer, log_labelled_grid, stage_run
 from cxraug.core.training import StepLog, adam, epoch_batches, evaluating, fingerprint, steps_per_epoch
 from cxraug.data.datasets import Split, load_split, to_model_range
 from cxraug.gans.diffusion.nets import EMA, Architecture, build_unet, to_resolution, train_scheduler
@@ -120,20 +119,19 @@ def held_out_loss(
     return F.mse_loss(predicted.float().cpu(), noise).item()
 
 
-def log_samples(proposer: DiffusionProposer, noise: torch.Tensor, per_class: int, step: int | None) -> float:
-    """One grid per class (fixed noise) on the image slider, or (step None) one final grid of all;
-    returns the sampler's images per second."""
+def log_samples(proposer: DiffusionProposer, noise: torch.Tensor, per_class: int, epoch: int | None) -> float:
+    """A row per class from fixed noise on the `samples/by_class` slider at `epoch` (a square card
+    grid), or (epoch None) one final labelled grid file; returns the sampler's images per second."""
     labels = torch.arange(len(proposer.classes)).repeat_interleave(per_class)
     start = time.perf_counter()
     images = proposer.generate(labels, noise)
     rate = len(images) / (time.perf_counter() - start)
-    if step is None:
-        log_grid(images, "samples/by_class_final", nrow=per_class)
-        return rate
-    for c, name in enumerate(proposer.classes):
-        log_grid(
-            images[c * per_class : (c + 1) * per_class], f"samples/{slug(name)}", step=step, nrow=per_class
-        )
+    rows = list(images.chunk(len(proposer.classes)))
+    if epoch is None:
+        log_labelled_grid(rows, proposer.classes, "diffusion samples, final", "samples/by_class_final")
+    else:
+        when = f"epoch {epoch}" if epoch else "before training (epoch 0)"
+        log_labelled_grid(rows, proposer.classes, f"diffusion samples, {when}", "samples/by_class", epoch)
     return rate
 
 
@@ -201,6 +199,8 @@ def train_diffusion(
         steps = StepLog(ctx, metrics, params.log_every)
         bar = progress(total=total, initial=step, desc="diffusion", unit="step")
         start, start_step, sampler_rate = time.perf_counter(), step, float("nan")
+        if ctx.is_main and step == 0:  # step 0 of the slider, where MLflow's card opens: the untrained model
+            log_samples(proposer, grid_noise, params.grid_per_class, 0)
         for epoch in range(step // per_epoch, params.epochs):
             unet.train()
             batches = epoch_batches(labels, params.batch_size, per_epoch, params.balanced, params.seed, epoch)
