@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,11 +72,13 @@ def make_report(
     compare_path: Path,
     level: float = 0.95,
     train_bagan_metrics: Path | None = None,
+    generators: Sequence[str] | None = None,
 ) -> ReportResult:
+    """The report of the study: n_per_class x `generators` (params.yaml's; None = every registered one)."""
 
     train = load_split(inputs.prepared, "train")
     classes = train.classes
-    variants = all_variants(n_per_class)
+    variants = all_variants(n_per_class, generators)
     metrics = read_metrics(inputs, variants, classes)
     scores = read_scores(inputs, variants)
     for v, s in scores.items():
@@ -83,19 +86,28 @@ def make_report(
             raise CxraugError(
                 f"{inputs.scores}/{v}.npz is for classes {list(s.classes)}, not {list(classes)}"
             )
-    comparisons = {n: compare_table(n, scores, params, level) for n in n_per_class}
+    comparisons = {n: compare_table(n, scores, params, level, generators) for n in n_per_class}
     d_metrics = read_discriminator_metrics(train_bagan_metrics)
     synthetic = read_synthetic_indexes(inputs.synthetic)
     missing = [v for v in variants if v not in metrics]
     notes = missing_notes(variants, metrics, scores, inputs)
     gan_found, gan_parts = read_gan_metrics(inputs.gan_metrics), []
     if inputs.gan_metrics is not None:
-        gan_parts, gan_notes = gan_section(gan_found, inputs.gan_metrics, classes)
+        gan_parts, gan_notes = gan_section(gan_found, inputs.gan_metrics, classes, generators)
         notes += gan_notes
 
     with atomic_dir(out_dir / "figures") as fig_dir:
         figures = write_figures(
-            fig_dir, n_per_class, metrics, scores, train, inputs.synthetic, synthetic, params, gan_found
+            fig_dir,
+            n_per_class,
+            metrics,
+            scores,
+            train,
+            inputs.synthetic,
+            synthetic,
+            params,
+            gan_found,
+            generators,
         )
     figures = [out_dir / "figures" / f.name for f in figures]
     test = next(iter(scores.values()), None)
@@ -115,6 +127,7 @@ def make_report(
         external_parts=external_section(read_external_metrics(inputs.external_metrics), variants, classes),
         gan_warning=blind_warning(gan_found),
         blind=frozenset(blind_generators(gan_found)),
+        generators=generators,
     )
     markdown += "\n" + generators_section(inputs.synthetic, synthetic, inputs.prepared, classes)
     atomic_write_text(out_dir / "results.md", markdown)
@@ -195,6 +208,7 @@ def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> Stag
         paths.compare,
         params.classify.ci_level,
         paths.train_bagan_metrics,
+        params.generators,
     )
     summary = f"{len(result.present)} variants reported" + (
         f", missing: {', '.join(result.missing)}" if result.missing else ""
