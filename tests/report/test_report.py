@@ -317,3 +317,24 @@ def test_a_report_before_any_variant_ran_is_all_dashes_and_says_so(tmp_path, tra
     )
     assert len(result.missing) == 7 and md.count("not found, shown as —") == 7
     assert json.loads((tmp_path / "c.json").read_text())["tables"] == {"1000": {}}
+
+
+def test_the_report_covers_the_generators_of_the_study_not_every_registered_one(tmp_path, tracking_uri):
+    """params.yaml `generators: [bagan, opengan]` (the demo): no Diffusion column, comparison or figure
+    entry, and its variants are not listed as missing (they were never planned)."""
+    inputs = make_inputs(tmp_path)
+    result = make_report(
+        ReportParams(n_bootstrap=100, grid_images=3),
+        [1000, 3000],
+        inputs,
+        tmp_path / "reports",
+        tmp_path / "c.json",
+        generators=["opengan", "bagan"],  # the registry's order wins
+    )
+    md = result.markdown.read_text()
+    header = table_rows(md, "## Augmenting 1,000 images per class")[0]
+    assert [h for h in header if h.startswith("+ ")] == ["+ standard aug", "+ BAGAN", "+ NewGAN"]
+    assert not any(v.startswith("diffusion") for v in [*result.missing, *result.present])
+    pairs = json.loads((tmp_path / "c.json").read_text())["tables"]["1000"]
+    assert pairs and not any("diffusion" in key for key in pairs)
+    assert "bagan_1000 - opengan_1000" in pairs

@@ -13,22 +13,22 @@ table's comparisons (classes and macro): `report.adjust`, Holm by default (docs/
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import combinations
 
 import numpy as np
 
 from cxraug.core.config import ReportParams
 from cxraug.core.errors import CxraugError
-from cxraug.gans import registry
 from cxraug.metrics.inference import adjust, two_level_comparison
-from cxraug.report.inputs import BASELINE, TestScores, VariantMetrics
+from cxraug.report.inputs import BASELINE, TestScores, VariantMetrics, study_generators
 
 SIGNIFICANCE = 0.05  # ADJUSTED p-value below which a cell is marked †
 
 
-def planned_pairs(n: int) -> list[tuple[str, str, str]]:
-    """(a, b, what) of the table for n: a - b is estimated."""
-    gans = [f"{g}_{n}" for g in registry.names()]
+def planned_pairs(n: int, generators: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
+    """(a, b, what) of the table for n: a - b is estimated (`generators`: the study's, None = all)."""
+    gans = [f"{g}_{n}" for g in study_generators(generators)]
     pairs = [(g, BASELINE, "vs baseline") for g in gans]
     pairs += [(g, f"standard_aug_{n}", "vs standard aug, same n") for g in gans]
     pairs += [(a, b, "generator vs generator, same n") for a, b in combinations(gans, 2)]
@@ -73,10 +73,14 @@ def _compare(
 
 
 def compare_table(
-    n: int, scores: dict[str, TestScores], params: ReportParams, level: float = 0.95
+    n: int,
+    scores: dict[str, TestScores],
+    params: ReportParams,
+    level: float = 0.95,
+    generators: Sequence[str] | None = None,
 ) -> list[dict]:
     """The table's comparisons (those whose two variants have scores), with p adjusted over all its cells."""
-    return compare_pairs(planned_pairs(n), scores, params, level)
+    return compare_pairs(planned_pairs(n, generators), scores, params, level)
 
 
 def compare_pairs(

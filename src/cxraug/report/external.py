@@ -14,6 +14,7 @@ has no AUC and no comparison ("—").
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,10 +105,14 @@ def read_external_scores(root: Path | None) -> dict[str, dict[str, TestScores]]:
 
 
 def external_comparisons(
-    n: int, scores: dict[str, TestScores], params: ReportParams, level: float = 0.95
+    n: int,
+    scores: dict[str, TestScores],
+    params: ReportParams,
+    level: float = 0.95,
+    generators: Sequence[str] | None = None,
 ) -> list[dict]:
     """The internal table for n's comparisons, on one external set's scores."""
-    return compare_table(n, scores, params, level)
+    return compare_table(n, scores, params, level, generators)
 
 
 def external_table(results: dict[str, ExternalResult], variants: list[str], classes: tuple[str, ...]) -> str:

@@ -6,6 +6,7 @@ figure so tests and notebooks can use them without writing files.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +37,16 @@ def color(variant: str) -> str:
     return COLORS.get(family(variant), "tab:gray")
 
 
-def auc_bars(n: int, metrics: dict[str, VariantMetrics], classes: tuple[str, ...]) -> Figure:
+def auc_bars(
+    n: int,
+    metrics: dict[str, VariantMetrics],
+    classes: tuple[str, ...],
+    generators: Sequence[str] | None = None,
+) -> Figure:
     """Grouped bars per class (and macro): mean AUC over seeds with its 95% CI; the paper's values as
     black ticks on the bars they correspond to; missing variants named in the legend."""
     rows = (*classes, VariantMetrics.MACRO)
-    variants = table_variants(n)
+    variants = table_variants(n, generators)
     fig = Figure(figsize=(1.9 * len(rows) + 2.5, 4.2), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(variants)
@@ -79,7 +85,12 @@ def auc_bars(n: int, metrics: dict[str, VariantMetrics], classes: tuple[str, ...
     return fig
 
 
-def roc_curves(n: int, scores: dict[str, TestScores], classes: tuple[str, ...]) -> Figure:
+def roc_curves(
+    n: int,
+    scores: dict[str, TestScores],
+    classes: tuple[str, ...],
+    generators: Sequence[str] | None = None,
+) -> Figure:
     """One panel per class (three to a row, so the figure fits a window), one curve per variant from the
     seed-mean test softmax; each legend gives the AUC the tables give (the mean of the seeds' AUCs)."""
     from sklearn.metrics import roc_auc_score, roc_curve
@@ -92,7 +103,7 @@ def roc_curves(n: int, scores: dict[str, TestScores], classes: tuple[str, ...]) 
         ax.set_axis_off()
     for k, (ax, name) in enumerate(zip(axes, classes, strict=False)):
         ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="chance (AUC 0.5)")
-        for v in table_variants(n):
+        for v in table_variants(n, generators):
             if v not in scores:
                 continue
             s = scores[v]
@@ -182,12 +193,13 @@ def write_figures(
     indexes: dict[str, pd.DataFrame],
     params: ReportParams,
     gan_metrics: dict[str, dict] | None = None,
+    generators: Sequence[str] | None = None,
 ) -> list[Path]:
     figures: dict[str, Figure] = {}
     for n in n_per_class:
-        figures[f"auc_n{n}"] = auc_bars(n, metrics, train.classes)
-        if any(v in scores for v in table_variants(n)):
-            figures[f"roc_n{n}"] = roc_curves(n, scores, train.classes)
+        figures[f"auc_n{n}"] = auc_bars(n, metrics, train.classes, generators)
+        if any(v in scores for v in table_variants(n, generators)):
+            figures[f"roc_n{n}"] = roc_curves(n, scores, train.classes, generators)
     figures["real_vs_synthetic"] = real_vs_synthetic(
         train, synthetic_dir, indexes, params.grid_images, params.seed
     )

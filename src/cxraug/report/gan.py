@@ -9,6 +9,7 @@ precision/recall figure per space."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib as mpl
@@ -17,6 +18,7 @@ from matplotlib.figure import Figure
 from cxraug.core.config import GAN_EXTRACTORS, INDEPENDENT_EXTRACTORS
 from cxraug.core.errors import CxraugError
 from cxraug.gans import registry
+from cxraug.report.inputs import study_generators
 
 OVERALL = "overall (val class mix)"
 MACRO = "macro AUC"
@@ -169,9 +171,13 @@ def cas_sentence(metrics: dict) -> str:
 
 
 def gan_section(
-    found: dict[str, dict], directory: Path | None, classes: tuple[str, ...]
+    found: dict[str, dict],
+    directory: Path | None,
+    classes: tuple[str, ...],
+    generators: Sequence[str] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """The markdown lines of the section and the notes for "Missing" (`found`: read_gan_metrics)."""
+    """The markdown lines of the section and the notes for "Missing" (`found`: read_gan_metrics; a
+    generator of the study, `generators`, None = all, without metrics is missing)."""
     threshold = next((m["memorisation"]["copy_threshold"] for m in found.values()), None)
     parts = [
         "## GAN quality and memorisation",
@@ -194,7 +200,7 @@ def gan_section(
     notes = []
     for gan in [
         *found,
-        *(g for g in registry.names() if g not in found),
+        *(g for g in study_generators(generators) if g not in found),
     ]:  # every replicate, then the missing
         metrics = found.get(gan)
         reasons = (metrics or {}).get("class_blind")

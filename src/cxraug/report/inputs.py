@@ -4,6 +4,7 @@ indexes. A variant that has not been run is absent here and listed as missing by
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,15 +30,20 @@ def family(variant: str) -> str:
     return head if tail.isdigit() else variant
 
 
-def table_variants(n: int) -> list[str]:
+def study_generators(generators: Sequence[str] | None = None) -> list[str]:
+    """The generators a report covers, in the registry's order: params.yaml `generators` (None: all)."""
+    return [g for g in registry.names() if generators is None or g in generators]
+
+
+def table_variants(n: int, generators: Sequence[str] | None = None) -> list[str]:
     """The columns of the table for n images per class: the paper's (baseline, standard augmentation, the
-    generators), then the cheap rebalancing."""
-    generators = [f"{name}_{n}" for name in registry.names()]
-    return [BASELINE, f"standard_aug_{n}", *generators, "weighted_loss", "oversample"]
+    generators of the study), then the cheap rebalancing."""
+    gans = [f"{name}_{n}" for name in study_generators(generators)]
+    return [BASELINE, f"standard_aug_{n}", *gans, "weighted_loss", "oversample"]
 
 
-def all_variants(ns: list[int]) -> list[str]:
-    names = [v for n in ns for v in table_variants(n)]
+def all_variants(ns: list[int], generators: Sequence[str] | None = None) -> list[str]:
+    names = [v for n in ns for v in table_variants(n, generators)]
     return list(dict.fromkeys(names))
 
 

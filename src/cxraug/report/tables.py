@@ -3,6 +3,7 @@ what is missing, provenance."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,11 @@ def auc_table(
     comparisons: list[dict],
     classes: tuple[str, ...],
     blind: frozenset[str] = frozenset(),
+    generators: Sequence[str] | None = None,
 ) -> str:
     """Rows = classes (+ macro), columns = variants; the paper's value beside each of its four columns when
     it published a table for this n. Bold: best of our variants in the row, at the 3 decimals shown."""
-    variants = table_variants(n)
+    variants = table_variants(n, generators)
     with_paper = any(paper_auc(n, f, c) is not None for f in PAPER_FAMILIES for c in classes)
     header, align = ["class"], ["---"]
     for v in variants:
@@ -172,6 +174,7 @@ def render_markdown(
     filter_parts: list[str] | None = None,
     gan_warning: list[str] | None = None,
     blind: frozenset[str] = frozenset(),
+    generators: Sequence[str] | None = None,
 ) -> str:
     def figure(stem: str, alt: str) -> str:
         match = [f for f in figures if f.stem == stem]
@@ -212,7 +215,7 @@ def render_markdown(
         parts += [
             f"## Augmenting {n:,} images per class",
             "",
-            auc_table(n, metrics, comparisons.get(n, []), classes, blind),
+            auc_table(n, metrics, comparisons.get(n, []), classes, blind, generators),
             "",
         ]
         if not any(paper_auc(n, f, c) is not None for f in PAPER_FAMILIES for c in classes):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,11 +81,13 @@ def make_report(
     sensitivity: FilterSensitivityParams | None = None,
     synthesize_metrics: Path | None = None,
     external_scores: Path | None = None,
+    generators: Sequence[str] | None = None,
 ) -> ReportResult:
+    """The report of the study: n_per_class x `generators` (params.yaml's; None = every registered one)."""
 
     train = load_split(inputs.prepared, "train")
     classes = train.classes
-    variants = all_variants(n_per_class)
+    variants = all_variants(n_per_class, generators)
     metrics = read_metrics(inputs, variants, classes)
     scores = read_scores(inputs, variants)
     for v, s in scores.items():
@@ -92,7 +95,7 @@ def make_report(
             raise CxraugError(
                 f"{inputs.scores}/{v}.npz is for classes {list(s.classes)}, not {list(classes)}"
             )
-    comparisons = {n: compare_table(n, scores, params, level) for n in n_per_class}
+    comparisons = {n: compare_table(n, scores, params, level, generators) for n in n_per_class}
     filter_parts, filter_compare = [], {}
     if sensitivity is not None and synthesize_metrics is not None:  # report/filters.py
         rows = filter_rows(sensitivity, inputs.classify_metrics, synthesize_metrics)
@@ -101,7 +104,7 @@ def make_report(
         adjusted = {"holm": "Holm", "fdr_bh": "Benjamini–Hochberg"}[params.adjust]
         filter_parts = filter_section(rows, filter_compare, sensitivity, classes, adjusted)
     external_compare = {  # report/external.py: the internal tables' comparisons on each external set
-        name: {n: external_comparisons(n, found, params, level) for n in n_per_class}
+        name: {n: external_comparisons(n, found, params, level, generators) for n in n_per_class}
         for name, found in read_external_scores(external_scores).items()
     }
     d_metrics = read_discriminator_metrics(train_bagan_metrics)
@@ -110,12 +113,21 @@ def make_report(
     notes = missing_notes(variants, metrics, scores, inputs)
     gan_found, gan_parts = read_gan_metrics(inputs.gan_metrics), []
     if inputs.gan_metrics is not None:
-        gan_parts, gan_notes = gan_section(gan_found, inputs.gan_metrics, classes)
+        gan_parts, gan_notes = gan_section(gan_found, inputs.gan_metrics, classes, generators)
         notes += gan_notes
 
     with atomic_dir(out_dir / "figures") as fig_dir:
         figures = write_figures(
-            fig_dir, n_per_class, metrics, scores, train, inputs.synthetic, synthetic, params, gan_found
+            fig_dir,
+            n_per_class,
+            metrics,
+            scores,
+            train,
+            inputs.synthetic,
+            synthetic,
+            params,
+            gan_found,
+            generators,
         )
     figures = [out_dir / "figures" / f.name for f in figures]
     test = next(iter(scores.values()), None)
@@ -138,6 +150,7 @@ def make_report(
         filter_parts=filter_parts,
         gan_warning=blind_warning(gan_found),
         blind=frozenset(blind_generators(gan_found)),
+        generators=generators,
     )
     markdown += "\n" + generators_section(inputs.synthetic, synthetic, inputs.prepared, classes)
     atomic_write_text(out_dir / "results.md", markdown)
@@ -228,6 +241,7 @@ def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> Stag
         params.filter_sensitivity,
         paths.synthesize_metrics,
         paths.external_scores,
+        params.generators,
     )
     summary = f"{len(result.present)} variants reported" + (
         f", missing: {', '.join(result.missing)}" if result.missing else ""
