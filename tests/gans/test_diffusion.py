@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import torch
 
-from cxraug.core.config import PrepareParams, TrainDiffusionParams
+from cxraug.core.config import PrepareParams, SamplerParams, SynthesizeParams, TrainDiffusionParams
 from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import pick_precision, safe_load
 from cxraug.core.stage import Hooks
@@ -19,7 +20,9 @@ from cxraug.gans import registry
 from cxraug.gans.diffusion.nets import EMA, Architecture, build_unet, guided_noise, sample
 from cxraug.gans.diffusion.proposer import DiffusionProposer, Sampling, load_proposer
 from cxraug.gans.diffusion.train import train_diffusion
+from cxraug.stages.synthesize import run_synthesize
 from cxraug.synthesis.draw import synthesize
+from cxraug.synthesis.files import read_png
 from tests.helpers import project_env
 
 TINY = TrainDiffusionParams(
@@ -228,3 +231,27 @@ def test_synthesis_keeps_every_diffusion_candidate_whatever_the_threshold(traine
     proposer = registry.load_proposer("diffusion", root / "models", torch.device("cpu"))
     draws = synthesize(proposer, 3, 1.0, 1.0, 8, torch.Generator().manual_seed(0))
     assert [(d.accepted, d.tried) for d in draws] == [(3, 3)] * len(proposer.classes)
+
+
+def test_synthesize_sampler_overrides_the_trained_sampler_without_retraining(trained, tmp_path):
+    """synthesize.sampler (guidance 0, 2 steps) is what synthesis samples with: its images equal the
+    trained model's under exactly those settings, its metrics say so, and the model files are untouched."""
+    root, _ = trained
+    model_files = {p.name: p.read_bytes() for p in (root / "models").iterdir() if p.is_file()}
+    params = SynthesizeParams(
+        n_per_class=[2], batch_size=8, device="cpu", precision="fp32",
+        sampler=SamplerParams(steps=2, guidance_scale=0.0),
+    )  # fmt: skip
+    run_synthesize(params, "diffusion", root / "models", tmp_path / "out", tmp_path / "m.json")
+    recorded = json.loads((tmp_path / "m.json").read_text())["sampler"]
+    trained_with = json.loads((root / "models" / "diffusion.json").read_text())["sampling"]
+    assert recorded == {**trained_with, "steps": 2, "guidance": 0.0} != trained_with
+    expected = registry.load_proposer("diffusion", root / "models", torch.device("cpu"), "fp32")
+    expected = expected.with_sampling(steps=2, guidance=0.0)
+    draws = synthesize(expected, 2, 0.0, 1.0, 8, torch.Generator().manual_seed(params.seed))
+    index = pd.read_csv(tmp_path / "out" / "index.csv")
+    assert len(index) == 2 * len(draws)
+    for label, rows in index.groupby("label"):
+        written = torch.stack([torch.as_tensor(read_png(tmp_path / "out" / f)) for f in rows["file"]])
+        assert torch.equal(written, draws[label].images), label
+    assert {p.name: p.read_bytes() for p in (root / "models").iterdir() if p.is_file()} == model_files

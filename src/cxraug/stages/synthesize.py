@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from cxraug.core import layout
-from cxraug.core.config import GanFilterParams, Params, SynthesizeParams
+from cxraug.core.config import GanFilterParams, Params, SamplerParams, SynthesizeParams
 from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import Precision, atomic_write_json, pick_device, pick_precision
 from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
@@ -61,7 +61,7 @@ def run_synthesize(
     `prepared` (data/prepared) holds the real training images that `filter.drop_near_copies` compares with.
     The stage fails when a class keeps fewer than `required` (default min(n_per_class)) images."""
     device = pick_device(params.device)
-    proposer = registry.load_proposer(gan, model_dir, device, params.precision)
+    proposer = with_sampler(registry.load_proposer(gan, model_dir, device, params.precision), params.sampler)
     near_copy = near_copy_filter(params, prepared, device) if params.filter.drop_near_copies else None
     return _run(
         proposer,
@@ -118,6 +118,12 @@ def run_exemplars(
     )
 
 
+def with_sampler(proposer: Proposer, sampler: SamplerParams) -> Proposer:
+    """The proposer under synthesize.sampler's settings, if it has a sampler (diffusion); GANs as they are."""
+    changes = sampler.changes()
+    return proposer.with_sampling(**changes) if changes and hasattr(proposer, "with_sampling") else proposer
+
+
 def _run(
     proposer: Proposer,
     params: SynthesizeParams,
@@ -171,6 +177,7 @@ def _run(
                 "mlflow_run_id": result.run_id,
                 "gan_run_id": gan_run,
             }
+            | ({"sampler": vars(proposer.sampling)} if hasattr(proposer, "sampling") else {})
             | ({} if near_copy is None else {"near_copies": _near_copy_summary(draws, near_copy)}),
         )
     short = {d.name: d.accepted for d in draws if d.accepted < required}

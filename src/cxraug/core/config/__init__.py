@@ -24,6 +24,7 @@ from cxraug.core.config.external import ExternalDataset, ExternalParams
 from cxraug.core.config.generators import (
     GanFilterParams,
     ReplicatesParams,
+    SamplerParams,
     SynthesisFilterParams,
     SynthesizeParams,
     TrainBaganParams,
@@ -62,6 +63,7 @@ __all__ = [
     "PrepareParams",
     "ReplicatesParams",
     "ReportParams",
+    "SamplerParams",
     "Section",
     "SynthesisFilterParams",
     "SynthesizeParams",

@@ -193,6 +193,23 @@ class SynthesisFilterParams(Section):
     )
 
 
+class SamplerParams(Section):
+    """How a generator with a sampler (the diffusion model) samples at synthesis; null keeps the setting it
+    was trained with (train_diffusion's, which also draws its MLflow grids). The GANs have no sampler and
+    ignore it. Here rather than in train_diffusion so that changing it reruns synthesis only."""
+
+    name: Literal["ddim", "dpm_solver"] | None = Field(None, description="ddim | dpm_solver | null")
+    steps: int | None = Field(None, ge=1, le=1000, description="denoising steps per sample | null")
+    guidance_scale: float | None = Field(
+        None, ge=0, le=20, description="classifier-free guidance w (0 unconditional, 1 conditional) | null"
+    )
+
+    def changes(self) -> dict:
+        """The settings this overrides, named as the diffusion proposer's `with_sampling` takes them."""
+        named = {"sampler": self.name, "steps": self.steps, "guidance": self.guidance_scale}
+        return {k: v for k, v in named.items() if v is not None}
+
+
 class SynthesizeParams(Section):
     n_per_class: list[int] = Field(
         default_factory=lambda: [1000, 3000],
@@ -200,6 +217,7 @@ class SynthesizeParams(Section):
         description="synthetic images per class of each augmented variant; the largest is generated",
     )
     filter: SynthesisFilterParams = Field(default_factory=SynthesisFilterParams)
+    sampler: SamplerParams = Field(default_factory=SamplerParams)
     batch_size: int = Field(256, ge=1, le=65536, description="candidates drawn per generator call")
     seed: int = Field(0, ge=0, description="seed of the candidate draws (per class streams derive from it)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
