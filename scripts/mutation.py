@@ -41,7 +41,10 @@ GROUPS: dict[str, dict] = {
         "functions": r"OpenganProposer",
         "tests": ["tests/gans/test_opengan_scores.py"],
     },
-    "splits": {"mutate": ["src/cxraug/data/splits.py"], "tests": ["tests/data/test_splits.py"]},
+    "splits": {
+        "mutate": ["src/cxraug/data/splits.py"],
+        "tests": ["tests/data/test_splits.py", "tests/data/test_splits_assignment.py"],
+    },
     "draw": {"mutate": ["src/cxraug/synthesis/draw.py"], "tests": ["tests/synthesis/test_synthesize.py"]},
     "classify": {
         "mutate": ["src/cxraug/stages/classify.py"],
