@@ -67,6 +67,15 @@ GROUPS: dict[str, dict] = {
         "tests": ["tests/stages/test_classify_wiring.py", "tests/stages/test_classify.py"],
         "pytest_k": "wiring or training_sets_add_only or too_few_synthetic",
     },
+    "gan_metrics": {  # which synthetic images are evaluated, and the CAS classifier's settings
+        "mutate": ["src/cxraug/stages/gan_metrics.py"],
+        "functions": r"load_evaluated_synthetic|cas_settings|baseline_reference",
+        "run_only": [
+            f"cxraug.stages.gan_metrics.x_{f}__mutmut_*"
+            for f in ("load_evaluated_synthetic", "cas_settings", "baseline_reference")
+        ],
+        "tests": ["tests/stages/test_gan_metrics_inputs.py", "tests/stages/test_gan_metrics_wiring.py"],
+    },
 }
 COPIED = ("src", "tests", "pyproject.toml", "params.yaml", "dvc.yaml", "data.dvc", ".dvcignore")
 
