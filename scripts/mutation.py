@@ -64,8 +64,12 @@ GROUPS: dict[str, dict] = {
             f"cxraug.stages.classify.x_{f}__mutmut_*"
             for f in ("split_md5", "evaluation_splits", "load_extra_synthetic", "_check_synthetic")
         ],
-        "tests": ["tests/stages/test_classify_wiring.py", "tests/stages/test_classify.py"],
-        "pytest_k": "wiring or training_sets_add_only or too_few_synthetic",
+        "tests": [
+            "tests/stages/test_classify_inputs.py",
+            "tests/stages/test_classify_wiring.py",
+            "tests/stages/test_classify.py",
+        ],
+        "pytest_k": "inputs or wiring or training_sets_add_only or too_few_synthetic",
     },
     "gan_metrics": {  # which synthetic images are evaluated, and the CAS classifier's settings
         "mutate": ["src/cxraug/stages/gan_metrics.py"],
