@@ -1,8 +1,11 @@
-"""Which synthetic images gan_metrics evaluates and with which CAS settings: the first n accepted images
-of each class in acceptance order (a short class gives what it has), their own labels, and classify's
-settings with the cas overrides."""
+"""Which synthetic images gan_metrics evaluates and against what: the first n accepted images of each
+class in acceptance order (a short class gives what it has) with their own labels, classify's settings
+with the cas overrides, and the baseline's own figures on the same test images."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -11,9 +14,11 @@ import torch
 
 from cxraug.core.config import Params
 from cxraug.core.errors import CxraugError
-from cxraug.stages.gan_metrics import cas_settings, load_evaluated_synthetic
+from cxraug.data.datasets import load_split
+from cxraug.stages.gan_metrics import Paths, baseline_reference, cas_settings, load_evaluated_synthetic
 from cxraug.synthesis.draw import synthesize
 from cxraug.synthesis.files import write_synthetic
+from tests.stages.test_classify_wiring import write_split
 from tests.synthesis.test_synthesize import FakeProposer
 
 CLASSES = ("No Finding", "Effusion", "Nodule")
@@ -86,3 +91,37 @@ def test_cas_settings_are_classifys_with_the_cas_overrides():
     s = cas_settings(unset)
     assert (s.budget, s.epochs, s.patience) == ("steps", 40, 9)
     assert np.array_equal(s.seeds, base.gan_metrics.cas.seeds)
+
+
+def test_the_baseline_reference_is_the_baselines_own_figures_on_the_same_test_images(tmp_path):
+    write_split(tmp_path, "test", 5, 2, 0)
+    test = load_split(tmp_path, "test")
+    paths = replace(Paths(), baseline_metrics=tmp_path / "baseline.json", baseline_scores=tmp_path / "b.npz")
+    assert baseline_reference(paths, test) == (None, None)  # no baseline yet: nothing to compare with
+    figures = {
+        "per_class_auc": {"A": 0.7},
+        "per_class_auc_ci": {"A": [0.6, 0.8]},
+        "macro_auc": 0.7,
+        "macro_auc_ci": [0.6, 0.8],
+        "seeds": [0],
+    }
+    paths.baseline_metrics.write_text(json.dumps(figures | {"epochs": 3}))
+    scores = np.random.default_rng(0).random((10, 3))
+    np.savez(paths.baseline_scores, scores=scores, image_index=np.asarray(test.image_index))
+    metrics, got = baseline_reference(paths, test)
+    assert metrics == figures and np.array_equal(got, scores)
+    np.savez(paths.baseline_scores, scores=scores, image_index=np.asarray(test.image_index)[::-1])
+    with pytest.raises(CxraugError) as caught:
+        baseline_reference(paths, test)
+    assert str(caught.value) == (
+        f"{paths.baseline_scores} scored other test images than {paths.prepared}/test.npz; "
+        "rerun `dvc repro classify_real@baseline`"
+    )
+
+
+def test_a_label_beyond_the_prepared_classes_is_a_one_line_error(written):
+    directory, _ = written
+    index = pd.read_csv(directory / "index.csv")
+    index.assign(label=index["label"].replace(2, 3)).to_csv(directory / "index.csv", index=False)
+    with pytest.raises(CxraugError, match=r"classes \[\('Nodule', 3\)\] do not match"):
+        load_evaluated_synthetic(directory, CLASSES, 5, (8, 8))
