@@ -6,7 +6,9 @@ fast tests so that a run takes minutes, not hours; prints (and writes) the kill 
 Each group runs in its own scratch copy under .mutation/<group>/ (mutmut mutates a copy and keeps its
 results there, so a rerun only retests what changed). Patterns, not file names, where a module may move
 (OpenGAN's losses: gans/opengan/nets.py today, gans/opengan/losses.py after issue 14); `functions` keeps
-the count to the functions that compute a number when a file also holds network definitions.
+the count to the functions that compute a number when a file also holds network definitions (or, in
+a stage, the functions that choose the images); `run_only` (mutmut's fnmatch patterns) runs only those
+mutants, where the group's tests are too slow to run every mutant of the file.
 """
 
 from __future__ import annotations
@@ -41,13 +43,42 @@ GROUPS: dict[str, dict] = {
         "functions": r"OpenganProposer",
         "tests": ["tests/gans/test_opengan_scores.py"],
     },
-    "splits": {"mutate": ["src/cxraug/data/splits.py"], "tests": ["tests/data/test_splits.py"]},
-    "draw": {"mutate": ["src/cxraug/synthesis/draw.py"], "tests": ["tests/synthesis/test_synthesize.py"]},
-    "classify": {
+    "splits": {
+        "mutate": ["src/cxraug/data/splits.py"],
+        "tests": ["tests/data/test_splits.py", "tests/data/test_splits_assignment.py"],
+    },
+    "draw": {  # the filter loop; near_copy_filter (loading) and the @property counts are not counted
+        "mutate": ["src/cxraug/synthesis/draw.py", "src/cxraug/synthesis/filters.py"],
+        "functions": r"draw_class|_drop_copies|x_synthesize__|_checked|FilterRule|filter_rule|summary",
+        "tests": [
+            "tests/synthesis/test_draw_loop.py",
+            "tests/synthesis/test_filters.py",
+            "tests/synthesis/test_synthesize.py",
+        ],
+        "pytest_k": "not stage and not cli and not verbs and not unseen",  # the fast, stage-free tests
+    },
+    "classify": {  # which images a variant trains and is evaluated on; the stage's `run` is slow to mutate
         "mutate": ["src/cxraug/stages/classify.py"],
-        "functions": r"summarize|split_md5|evaluation_splits",
-        "tests": ["tests/stages/test_classify_wiring.py", "tests/stages/test_classify.py"],
-        "pytest_k": "wiring or same_real_splits",
+        "functions": r"split_md5|evaluation_splits|load_extra_synthetic|_check_synthetic",
+        "run_only": [
+            f"cxraug.stages.classify.x_{f}__mutmut_*"
+            for f in ("split_md5", "evaluation_splits", "load_extra_synthetic", "_check_synthetic")
+        ],
+        "tests": [
+            "tests/stages/test_classify_inputs.py",
+            "tests/stages/test_classify_wiring.py",
+            "tests/stages/test_classify.py",
+        ],
+        "pytest_k": "inputs or wiring or training_sets_add_only or too_few_synthetic",
+    },
+    "gan_metrics": {  # which synthetic images are evaluated, and the CAS classifier's settings
+        "mutate": ["src/cxraug/stages/gan_metrics.py"],
+        "functions": r"load_evaluated_synthetic|cas_settings|baseline_reference",
+        "run_only": [
+            f"cxraug.stages.gan_metrics.x_{f}__mutmut_*"
+            for f in ("load_evaluated_synthetic", "cas_settings", "baseline_reference")
+        ],
+        "tests": ["tests/stages/test_gan_metrics_inputs.py", "tests/stages/test_gan_metrics_wiring.py"],
     },
 }
 COPIED = ("src", "tests", "pyproject.toml", "params.yaml", "dvc.yaml", "data.dvc", ".dvcignore")
@@ -113,7 +144,8 @@ def main() -> int:
         work = REPO / ".mutation" / group if ns.summary_only else prepare(group, spec)
         started = time.perf_counter()
         if not ns.summary_only:
-            subprocess.run([*MUTMUT, "run", "--max-children", ns.max_children], cwd=work, env=env,
+            only = spec.get("run_only", [])  # mutmut's fnmatch patterns: the mutants worth the time
+            subprocess.run([*MUTMUT, "run", "--max-children", ns.max_children, *only], cwd=work, env=env,
                            stdout=subprocess.DEVNULL, check=False)  # fmt: skip
         wall = time.perf_counter() - started
         by_status = results(work, spec.get("functions"))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxraug.core.errors import CxraugError
 from cxraug.gans import registry
 from cxraug.gans.opengan.conditioning import ExemplarConditioning
 from cxraug.gans.opengan.proposer import OpenganProposer
@@ -97,3 +98,66 @@ def test_candidate_score_is_realness_times_prototype_agreement():
         agreement = (cos / 0.2).softmax(1)[:, 1]
     torch.testing.assert_close(scores, realness * agreement)
     assert not torch.allclose(realness, torch.ones(6), atol=0.05)  # the factor matters on this fixture
+
+
+def _proposer(targets=(0, 1, 2), classes=("A", "B", "C"), batch_size=256):
+    torch.manual_seed(0)
+    banks = [F.normalize(torch.randn(5, 4), dim=1) for _ in range(3)]
+    prototypes = torch.stack([F.normalize(b.mean(0), dim=0) for b in banks])
+    proposer = OpenganProposer(
+        classes=classes,
+        generator=StubGenerator(),
+        discriminator=StubDiscriminator(),
+        embedder=StubEmbedder(),
+        conditionings=[ExemplarConditioning(banks[t]) for t in targets],
+        prototypes=prototypes,
+        targets=list(targets),
+        temperature=0.2,
+        batch_size=batch_size,
+    )
+    return proposer, banks, prototypes
+
+
+def test_batched_draws_are_the_concatenated_batches_and_the_last_is_shortened():
+    proposer, banks, prototypes = _proposer(batch_size=4)
+    images, scores = proposer.propose(0, 10, torch.Generator().manual_seed(2))
+    rng, xs, expected = torch.Generator().manual_seed(2), [], []
+    for m in (4, 4, 2):  # per batch: e from class 0's bank, then z
+        e = banks[0][torch.randint(5, (m,), generator=rng)]
+        z = torch.randn(m, 3, generator=rng)
+        with torch.no_grad():
+            x = proposer.generator(z, e)
+            cos = F.cosine_similarity(proposer.embedder(x)[:, None], prototypes[None], dim=-1)
+            expected.append(torch.sigmoid(proposer.discriminator(x, e)) * (cos / 0.2).softmax(1)[:, 0])
+        xs.append(x)
+    torch.testing.assert_close(scores, torch.cat(expected))
+    pixels = torch.cat(xs)[:, 0].add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)  # [-1, 1] -> uint8
+    assert torch.equal(images, pixels)
+    assert not scores.requires_grad
+
+
+def test_judge_says_whether_the_nearest_prototype_is_the_target():
+    # an exemplar-style proposer: its one class is prototype 2 of 3, so judge must look at column 2
+    proposer, banks, prototypes = _proposer(targets=(2,), classes=("new",))
+    x = torch.tanh(torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(5)))
+    e = banks[2][torch.arange(40) % 5]
+    realness, agreement, nearest = proposer.judge(x, e, 0)
+    with torch.no_grad():
+        cos = F.cosine_similarity(proposer.embedder(x)[:, None], prototypes[None], dim=-1)
+        torch.testing.assert_close(realness, torch.sigmoid(proposer.discriminator(x, e)))
+    torch.testing.assert_close(agreement, (cos / 0.2).softmax(1)[:, 2])
+    assert torch.equal(nearest, cos.argmax(1) == 2)
+    assert 0 < int(nearest.sum()) < 40  # both answers occur on this fixture
+
+
+def test_class_indices_are_checked_and_zero_draws_give_empty_batches():
+    proposer, _, _ = _proposer()
+    assert len(proposer.propose(0, 3, torch.Generator().manual_seed(0))[1]) == 3  # the first class works
+    for bad in (-1, 3):
+        with pytest.raises(
+            CxraugError, match=rf"class index {bad} out of range for classes \['A', 'B', 'C'\]"
+        ):
+            proposer.propose(bad, 2, torch.Generator())
+    images, scores = proposer.propose(1, 0, torch.Generator())
+    assert images.dtype == torch.uint8 and images.ndim == 3 and len(images) == 0  # what synthesize checks
+    assert scores.shape == (0,) and scores.dtype == torch.float32

@@ -14,20 +14,23 @@ def split_by_patient(
 ) -> np.ndarray:
     """Assign every image to a split so that all images of a patient share it.
 
-    Greedy stratification: patients holding the rarest classes are placed first (larger ones first),
-    each into the split where it reduces the squared relative shortfall against the targets
-    (fraction x class total) the most; a split still lacking one of the patient's classes comes first,
-    so every class reaches every split when it has enough patients. A patient holding more than
-    `max_patient_share` of a split's expected images (and more than 5) cannot join it: one patient with
-    46 follow-ups would otherwise be 40% of a small test set and decide its AUC. They go to the largest
-    split.
+    Greedy stratification: patients holding the rarest classes are placed first (larger ones first, the
+    seed's permutation orders the rest), each into the split where it reduces the squared relative
+    shortfall sum_c ((placed_c - target_c) / total_c)^2 the most (target = fraction x class total,
+    fractions normalised to sum to 1), minus 1 for each of the patient's classes the split has none of
+    yet: so every class reaches every split when it has enough patients. Ties go to the split named
+    first. A patient holding more than `max_patient_share` of a split's expected images (and more than
+    5) cannot join it: one patient with 46 follow-ups would otherwise be 40% of a small test set and
+    decide its AUC. Patients too big for every split go to the largest one.
     Returns each image's split name.
     """
     names = list(fractions)
+    if len(labels) == 0:
+        return np.array([], dtype=str)
     share = np.array([fractions[n] for n in names], dtype=float)
     share = share / share.sum()
     uniq, patient_of = np.unique(patients, return_inverse=True)
-    n_classes = int(labels.max()) + 1 if len(labels) else 0
+    n_classes = int(labels.max()) + 1
     per_patient = np.zeros((len(uniq), n_classes))
     np.add.at(per_patient, (patient_of, labels), 1)
     class_total = per_patient.sum(0)

@@ -107,6 +107,11 @@ def _checked(images: torch.Tensor, scores: torch.Tensor, n: int, proposer: Propo
     return images.cpu(), scores
 
 
+def _progress_bar(name: str, wanted: int):
+    """Display only (kept apart so that `make mutation` counts the loop's numbers, not the bar's text)."""
+    return progress(total=wanted, desc=f"synthesize {name}", unit="img", leave=False)
+
+
 def draw_class(
     proposer: Proposer,
     class_index: int,
@@ -124,7 +129,7 @@ def draw_class(
     images, scores, candidate_scores, candidate_passed, rejected, copies = [], [], [], [], [], []
     accepted = tried = kept_rejected = dropped = 0
     name = proposer.classes[class_index]
-    bar = progress(total=wanted, desc=f"synthesize {name}", unit="img", leave=False)
+    bar = _progress_bar(name, wanted)
     while accepted < wanted and tried < max_tries:
         n = min(batch_size, max_tries - tried)
         batch, batch_scores, top = rule.propose(proposer, class_index, n, generator)
@@ -170,12 +175,13 @@ def draw_class(
 def _drop_copies(
     batch: torch.Tensor, passing: torch.Tensor, need: int, near_copy: Callable[[torch.Tensor], torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Of the passing candidates (indices, draw order): the first `need` that are not near-copies, and the
-    near-copies met up to the last of those (all of them when the batch does not complete the class)."""
+    """Of the passing candidates (indices, draw order): the first `need` (>= 1) that are not near-copies,
+    and the near-copies met up to the last of those (all of them when the batch does not complete the
+    class)."""
     is_copy = near_copy(batch[passing]) if len(passing) else torch.zeros(0, dtype=torch.bool)
     originals = (~is_copy).cumsum(0)
     reached = (originals >= need).nonzero()
-    considered = int(reached[0]) + 1 if need > 0 and len(reached) else (len(passing) if need > 0 else 0)
+    considered = int(reached[0]) + 1 if len(reached) else len(passing)
     kept = passing[:considered][~is_copy[:considered]]
     return kept, passing[:considered][is_copy[:considered]]
 

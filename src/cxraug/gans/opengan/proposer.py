@@ -84,15 +84,16 @@ class OpenganProposer:
         self.prototypes = prototypes.to(self.device)
         self.temperature, self.batch_size = temperature, batch_size
 
-    @torch.no_grad()
+    # `with torch.no_grad()` rather than the decorator: mutmut (scripts/mutation.py) skips decorated
+    # functions, and these two hold the score formula
     def judge(self, images: torch.Tensor, e: torch.Tensor, class_index: int) -> tuple[torch.Tensor, ...]:
         """Per image: realness sigmoid(D(x, e)), agreement (softmax over prototypes), nearest is c."""
-        realness = torch.sigmoid(self.discriminator(images, e).float())
-        logits = self.embedder(images) @ self.prototypes.T / self.temperature
-        target = self.targets[class_index]
-        return realness, logits.softmax(1)[:, target], logits.argmax(1) == target
+        with torch.no_grad():
+            realness = torch.sigmoid(self.discriminator(images, e).float())
+            logits = self.embedder(images) @ self.prototypes.T / self.temperature
+            target = self.targets[class_index]
+            return realness, logits.softmax(1)[:, target], logits.argmax(1) == target
 
-    @torch.no_grad()
     def propose(
         self, class_index: int, n: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,14 +102,15 @@ class OpenganProposer:
         self.generator.eval()
         self.discriminator.eval()
         images, scores = [], []
-        for start in range(0, n, self.batch_size):
-            m = min(self.batch_size, n - start)
-            e = self.conditionings[class_index].draw(m, generator).to(self.device)
-            z = torch.randn(m, self.generator.latent_dim, generator=generator).to(self.device)
-            x = self.generator(z, e)
-            realness, agreement, _ = self.judge(x, e, class_index)
-            images.append(to_uint8(x).cpu())
-            scores.append((realness * agreement).cpu())
+        with torch.no_grad():
+            for start in range(0, n, self.batch_size):
+                m = min(self.batch_size, n - start)
+                e = self.conditionings[class_index].draw(m, generator).to(self.device)
+                z = torch.randn(m, self.generator.latent_dim, generator=generator).to(self.device)
+                x = self.generator(z, e)
+                realness, agreement, _ = self.judge(x, e, class_index)
+                images.append(to_uint8(x).cpu())
+                scores.append((realness * agreement).cpu())
         if not images:
             return torch.empty(0, 0, 0, dtype=torch.uint8), torch.empty(0)
         return torch.cat(images), torch.cat(scores)
