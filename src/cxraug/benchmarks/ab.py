@@ -15,11 +15,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy import stats
 
-from cxraug.benchmarks.common import synchronize
-
 CONFIDENCE = 0.95
+
+
+def synchronize(device: torch.device | str | None = None) -> None:
+    """Wait for the accelerator: a step is timed when its work is done, not when it was queued."""
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
+        torch.cuda.synchronize()
 
 
 @dataclass(frozen=True)

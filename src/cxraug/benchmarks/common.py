@@ -19,12 +19,10 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from cxraug.benchmarks.ab import Comparison
+from cxraug.benchmarks.ab import Comparison, synchronize
 
 
 @dataclass(frozen=True)
@@ -41,12 +39,6 @@ class Measurement:
     @property
     def flop_rate(self) -> float | None:
         return None if self.flops is None else self.flops / self.seconds
-
-
-def synchronize(device: torch.device | str | None = None) -> None:
-    """Wait for the accelerator: a step is timed when its work is done, not when it was queued."""
-    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
-        torch.cuda.synchronize()
 
 
 def measure(
