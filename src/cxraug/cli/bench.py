@@ -68,12 +68,15 @@ def bench_all(
         int | None, typer.Option(min=100, help="demo phantoms [default 400]: longer BAGAN/classifier epochs")
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(min=2, help="embedder/OpenGAN steps per epoch and bare timed steps [4]")
+        int | None,
+        typer.Option(min=2, help="stage steps per epoch (2 epochs, each step paired with a bare one) [10]"),
     ] = None,
 ) -> None:
     """Every training loop (autoencoder, BAGAN, embedder, OpenGAN, classifier) and the data path: images/s,
     FLOP rate as a share of this machine's matmul peak, overhead of our machinery over a bare loop, GAN
-    steps vs a dcgan-example-style loop at 64 px and 1024 px PNGs. About 5 min on 2 quiet CPU cores."""
+    steps vs a dcgan-example-style loop at 64 px and 1024 px PNGs. The overhead column interleaves ours and
+    bare step by step: median ratio, 95% bootstrap interval, met / not met / unresolved against 5%.
+    About 15 min on 2 quiet CPU cores (estimated: 20 paired steps per loop)."""
     from cxraug.benchmarks.suite import COMPONENTS, default_output
 
     _run_bench(COMPONENTS, params, overlay, smoke, out or default_output(), images, steps)
