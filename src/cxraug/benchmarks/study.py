@@ -16,6 +16,7 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,18 +84,26 @@ def _sampling(proposer, classes: int, n: int) -> float:
     return classes * n / (time.perf_counter() - start)
 
 
-def measure_rates(params: Params, prepared: Path, work: Path, steps: int, sample: int) -> dict[str, Rate]:
-    """Every rate plan.needed_rates(params) names, measured here."""
+def measure_rates(
+    params: Params, prepared: Path, work: Path, steps: int, sample: int, on_rate: Callable[[str, Rate], None]
+) -> dict[str, Rate]:
+    """Every rate plan.needed_rates(params) names, measured here; `on_rate` sees each as it comes (a full
+    run is many minutes on a CPU)."""
     train = load_split(prepared, "train")
     k = train.n_classes
     rates: dict[str, Rate] = {}
+
+    def put(key: str, rate: Rate) -> None:
+        rates[key] = rate
+        on_rate(key, rate)
+
     clock = PhaseClock()
     e = _short(params.train_embedder, steps, len(train))
     embedder = work / "embedder" / "embedder.pt"
     train_embedder(
         e, prepared, embedder, work / "embedder.json", work / "ckpt-embedder", Hooks(on_step=clock)
     )
-    rates[plan.EMBEDDER] = Rate(e.batch_size / clock.median_step("embedder"), f"batch {e.batch_size}")
+    put(plan.EMBEDDER, Rate(e.batch_size / clock.median_step("embedder"), f"batch {e.batch_size}"))
     for name in params.generators:
         gen, clock = registry.get(name), PhaseClock()
         p = _short(getattr(params, gen.section), steps, len(train))
@@ -104,11 +113,9 @@ def measure_rates(params: Params, prepared: Path, work: Path, steps: int, sample
         )
         for key in plan.TRAIN_RATES[name]:
             phase = key.split(":")[1]
-            rates[key] = Rate(p.batch_size / clock.median_step(phase), f"batch {p.batch_size}")
+            put(key, Rate(p.batch_size / clock.median_step(phase), f"batch {p.batch_size}"))
         proposer = gen.load_proposer(out / "model", pick_device(params.synthesize.device))
-        rates[plan.sample_rate(name)] = Rate(
-            _sampling(proposer, k, sample), f"{sample} per class, {k} classes"
-        )
+        put(plan.sample_rate(name), Rate(_sampling(proposer, k, sample), f"{sample} per class, {k} classes"))
 
     c = params.classify.model_copy(update={"budget": "steps", "steps": steps + 1, "eval_every": steps + 1})
     val = load_split(prepared, "val")
@@ -116,14 +123,12 @@ def measure_rates(params: Params, prepared: Path, work: Path, steps: int, sample
     trained = train_classifier(
         train.images, train.labels, val, c, seed=0, on_step=lambda s: step_clock("step")
     )
-    rates[plan.CLASSIFIER_TRAIN] = Rate(
-        c.batch_size / step_clock.median_step("step"), f"batch {c.batch_size}"
-    )
+    put(plan.CLASSIFIER_TRAIN, Rate(c.batch_size / step_clock.median_step("step"), f"batch {c.batch_size}"))
     precision = trained.precision or pick_precision(pick_device(c.device), c.precision)
     n = c.eval_batch_size
     images = train.images[torch.arange(n) % len(train)]
     scoring = measure("predict", lambda: predict_proba(trained.model, images, precision, n), n, 1, 3)
-    rates[plan.CLASSIFIER_PREDICT] = Rate(scoring.per_second, f"batch {n}, {precision.describe()}")
+    put(plan.CLASSIFIER_PREDICT, Rate(scoring.per_second, f"batch {n}, {precision.describe()}"))
     return rates
 
 
@@ -138,14 +143,19 @@ class Study:
 
 
 def run(
-    params: Params, sizes: plan.Sizes, steps: int = 6, sample: int | None = None, n_images: int = 400
+    params: Params,
+    sizes: plan.Sizes,
+    steps: int = 6,
+    sample: int | None = None,
+    n_images: int = 400,
+    on_rate: Callable[[str, Rate], None] = lambda key, rate: None,
 ) -> Study:
     """Measure the rates on `n_images` demo phantoms (MLflow into a throwaway store) and project."""
     started, before = time.perf_counter(), load_average()
     sample = sample or params.synthesize.batch_size
     with temporary_tracking(), tempfile.TemporaryDirectory(prefix="cxraug-bench-study-") as tmp:
         ws = make_workspace(Path(tmp), n_images, params.prepare.image_size, (), 0)
-        rates = measure_rates(params, ws.prepared, Path(tmp), steps, sample)
+        rates = measure_rates(params, ws.prepared, Path(tmp), steps, sample, on_rate)
     work = plan.planned_work(params, sizes)
     parts = plan.project(work, {key: r.images_per_second for key, r in rates.items()})
     return Study(machine(), (before, load_average()), sizes, rates, parts, time.perf_counter() - started)

@@ -252,7 +252,11 @@ def bench_study(
     sizes = plan.Sizes(train_images or nih.train, val_images or nih.val, test_images or nih.test)
     if quick:
         p, steps, sample = suite.smoke_params(p), 3, sample or 8
-    result = study.run(p, sizes, steps=steps, sample=sample, n_images=300 if quick else 400)
+
+    def show(key: str, rate: study.Rate) -> None:
+        typer.echo(f"measured {key}: {rate.images_per_second:,.1f} img/s ({rate.note})", err=True)
+
+    result = study.run(p, sizes, steps=steps, sample=sample, n_images=300 if quick else 400, on_rate=show)
     text = study.markdown(result)
     typer.echo(text, nl=False)
     if out is not None:
