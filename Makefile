@@ -86,7 +86,7 @@ tune-ui: setup  ## optuna-dashboard for the studies in STORAGE on http://127.0.0
 NPROC ?= 2
 STAGE ?= train-bagan
 
-.PHONY: bench bench-smoke bench-scale train-ddp gpu-check mutation
+.PHONY: bench bench-smoke bench-scale bench-study train-ddp gpu-check mutation
 
 bench: setup  ## every training loop vs bare loop, matmul peak and dcgan-style loop -> benchmarks/results/
 	$(BIN)/cxraug bench all
@@ -96,6 +96,9 @@ bench-smoke: setup  ## the benchmark suite at tiny sizes (checks it runs, ~1 min
 
 bench-scale: setup  ## time and memory of the data path at 5k, 10k, 20k demo images (~3.5 min on 2 busy cores)
 	$(BIN)/cxraug bench scale --out benchmarks/results/scale.md
+
+bench-study: setup  ## projected wall time of the whole dvc repro on this device -> benchmarks/results/study.md
+	$(BIN)/cxraug bench study --out benchmarks/results/study.md
 
 train-ddp: setup  ## one stage in NPROC processes: make train-ddp STAGE=train-bagan NPROC=2
 	$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m cxraug.cli $(STAGE)

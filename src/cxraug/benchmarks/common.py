@@ -7,7 +7,8 @@ How a training loop is judged (`cxraug bench all`):
 - the rate the step achieves as a share of a large matmul's rate on the same device at the same precision
   (what the hardware can do on the kind of work the step is made of);
 - the real stage function (tracking, checkpoints, progress bar, metric buffers) against the same step
-  function in a bare loop: the ratio of their median step times is the overhead of our machinery.
+  function in a bare loop, interleaved step by step: the median of the per-pair ratios is the overhead of
+  our machinery, with a bootstrap interval (benchmarks/ab.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from cxraug.benchmarks.ab import Comparison, synchronize
 
 
 @dataclass(frozen=True)
@@ -36,12 +39,6 @@ class Measurement:
     @property
     def flop_rate(self) -> float | None:
         return None if self.flops is None else self.flops / self.seconds
-
-
-def synchronize(device: torch.device | str | None = None) -> None:
-    """Wait for the accelerator: a step is timed when its work is done, not when it was queued."""
-    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
-        torch.cuda.synchronize()
 
 
 def measure(
@@ -124,9 +121,13 @@ class LoopResult:
     flops: float  # per step
     extra_per_epoch: float | None = None  # seconds per epoch outside steps, in the stage function
     note: str = ""
+    comparison: Comparison | None = None  # ours vs bare, interleaved pairs (benchmarks/ab.py)
 
     @property
     def overhead(self) -> float | None:
+        """The median per-pair ratio - 1 where the loops were interleaved, else the ratio of medians - 1."""
+        if self.comparison is not None:
+            return self.comparison.overhead
         return None if self.ours_seconds is None else self.ours_seconds / self.bare_seconds - 1
 
     def images_per_second(self, ours: bool = True) -> float:

@@ -1,15 +1,17 @@
 """The diffusion generator's two costs: its training step (train_diffusion timed by its `on_step` hook vs
-the same step in a bare loop) and its sampler (the Proposer's batched, guided draws vs a plain loop of
-U-Net calls and scheduler steps over the same net, batch and number of steps)."""
+the same step in a bare loop, interleaved) and its sampler (the Proposer's batched, guided draws vs a
+plain loop of U-Net calls and scheduler steps over the same net, batch and number of steps)."""
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 from pathlib import Path
 
 import torch
 
-from cxraug.benchmarks.common import LoopResult, StepClock, count_flops, measure
+from cxraug.benchmarks.ab import InterleavedClock, interleave
+from cxraug.benchmarks.common import LoopResult, count_flops
 from cxraug.core.config import Params
 from cxraug.core.runtime import pick_device, pick_precision, seed_everything
 from cxraug.core.stage import Hooks
@@ -23,16 +25,28 @@ from cxraug.gans.diffusion.train import architecture, diffusion_step, noising, t
 def diffusion(prepared: Path, params: Params, budget) -> list[LoopResult]:
     """[training step, sampler]; the sampler draws one batch of `sample_batch_size` images."""
     p = params.train_diffusion.model_copy(update={"epochs": budget.epochs, "steps_per_epoch": budget.steps})
-    clock = StepClock("diffusion")
+    step, note = _bare_step(prepared, p)
+    clock = InterleavedClock(step, "diffusion")
     with tempfile.TemporaryDirectory(prefix="cxraug-bench-diffusion-") as tmp:
         out = Path(tmp)
         train_diffusion(p, prepared, out / "model", out / "metrics.json", out / "ckpt", Hooks(on_step=clock))
         device = pick_device(p.device)
         proposer = load_proposer(out / "model", device)
-    return [_train_step(prepared, p, clock, budget), _sampler(proposer, p, budget)]
+    trained = LoopResult(
+        "diffusion step",
+        p.batch_size,
+        clock.bare_median(),
+        clock.median(),
+        count_flops(step),
+        clock.extra_per_epoch(budget.epochs - 1),
+        note,
+        clock.comparison(),
+    )
+    return [trained, _sampler(proposer, p, budget)]
 
 
-def _train_step(prepared: Path, p, clock: StepClock, budget) -> LoopResult:
+def _bare_step(prepared: Path, p):
+    """train_diffusion's step on its own nets, and the row's note."""
     train = load_split(prepared, "train")
     device = pick_device(p.device)
     precision = pick_precision(device, p.precision)
@@ -58,17 +72,7 @@ def _train_step(prepared: Path, p, clock: StepClock, budget) -> LoopResult:
             precision,
         )
 
-    bare = measure("diffusion", step, p.batch_size, warmup=1, repeats=budget.timed).seconds
-    note = f"{arch.resolution} px, widths {list(arch.widths)}, {precision.describe()}"
-    return LoopResult(
-        "diffusion step",
-        p.batch_size,
-        bare,
-        clock.median(),
-        count_flops(step),
-        clock.extra_per_epoch(budget.epochs - 1),
-        note,
-    )
+    return step, f"{arch.resolution} px, widths {list(arch.widths)}, {precision.describe()}"
 
 
 def _sampler(proposer, p, budget) -> LoopResult:
@@ -92,7 +96,7 @@ def _sampler(proposer, p, budget) -> LoopResult:
         return x
 
     g = torch.Generator()
-    ours = measure("diffusion sampler", lambda: proposer.propose(0, n, g.manual_seed(0)), n, 1, budget.timed)
-    seconds = measure("bare sampler", bare, n, 1, budget.timed).seconds
+    c = interleave(lambda: proposer.propose(0, n, g.manual_seed(0)), bare, budget.timed)
     note = f"{s.sampler} {s.steps} steps, guidance {s.guidance:g}, {proposer.precision.describe()}"
-    return LoopResult("diffusion sampler", n, seconds, ours.seconds, count_flops(bare), None, note)
+    ours, seconds = statistics.median(c.ours), statistics.median(c.bare)
+    return LoopResult("diffusion sampler", n, seconds, ours, count_flops(bare), None, note, c)

@@ -1,6 +1,8 @@
 """The five training loops, each measured twice on the same data and nets: inside its stage function (MLflow
 tracking, checkpoints, progress bar, metric buffers, held-out checks at epoch ends), timed by the stage's
-`on_step` hook, and as the same step function in a bare loop. Plus the FLOPs of one step.
+`on_step` hook, and as the same step function in a bare loop, the two interleaved: the hook runs one bare
+step after every stage step (benchmarks/ab.py), so ours and bare alternate under the same load. Plus the
+FLOPs of one step.
 
 A loop runs `epochs` short epochs of `steps` steps in the stage function, so the median step shows the
 per-step machinery and the epoch boundaries show the per-epoch work (reported per epoch: on real data an
@@ -16,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxraug.benchmarks.common import LoopResult, StepClock, count_flops, measure
+from cxraug.benchmarks.ab import InterleavedClock
+from cxraug.benchmarks.common import LoopResult, count_flops
 from cxraug.classifier.train import classifier_optimizer, train_classifier, train_step
 from cxraug.core.checkpoint import Checkpointer
 from cxraug.core.config import Params
@@ -39,18 +42,32 @@ from cxraug.nets.vgg import build_vgg16
 
 @dataclass(frozen=True)
 class Budget:
-    """How long each loop runs: `steps` steps per epoch, `epochs` epochs in the stage function, `timed`
-    steps of the bare loop after one warm-up step."""
+    """How long each loop runs: `steps` steps per epoch, `epochs` epochs in the stage function (each stage
+    step paired with a bare one), `timed` interleaved pairs of the loops timed outside a stage."""
 
     steps: int = 4
     epochs: int = 2
     timed: int = 4
 
+    @property
+    def total(self) -> int:
+        return self.steps * self.epochs
 
-def _bare(name: str, step: Callable[[], object], batch: int, budget: Budget) -> tuple[float, float]:
-    """(median seconds of a bare step, FLOPs of one step)."""
-    seconds = measure(name, step, batch, warmup=1, repeats=budget.timed).seconds
-    return seconds, count_flops(step)
+
+def _result(
+    loop: str, batch: int, step: Callable[[], object], clock: InterleavedClock, epochs: int, note: str
+) -> LoopResult:
+    """The loop's row from its interleaved clock (after the stage ran) and the step's counted FLOPs."""
+    return LoopResult(
+        loop,
+        batch,
+        clock.bare_median(),
+        clock.median(),
+        count_flops(step),
+        clock.extra_per_epoch(epochs),
+        note,
+        clock.comparison(),
+    )
 
 
 def _batches(split: Split, batch: int, device: torch.device):
@@ -66,21 +83,10 @@ def _batches(split: Split, batch: int, device: torch.device):
 def bagan(prepared: Path, params: Params, budget: Budget) -> list[LoopResult]:
     """The autoencoder step and the GAN step (D + G) of train_bagan."""
 
-    p = params.train_bagan.model_copy(update={"ae_epochs": budget.epochs, "epochs": budget.epochs})
     train = load_split(prepared, "train")
-    per_epoch = len(train) // p.batch_size
-    clocks = {phase: StepClock(phase) for phase in ("autoencoder", "gan")}
-    with tempfile.TemporaryDirectory(prefix="cxraug-bench-bagan-") as tmp:
-        out = Path(tmp)
-        train_bagan(
-            p,
-            prepared,
-            out / "models",
-            out / "metrics.json",
-            out / "ckpt",
-            Hooks(on_step=lambda *a: [clock(*a) for clock in clocks.values()]),
-        )
-
+    per_epoch = max(1, len(train) // params.train_bagan.batch_size)
+    epochs = max(budget.epochs, -(-budget.total // per_epoch))  # about budget.total steps per phase
+    p = params.train_bagan.model_copy(update={"ae_epochs": epochs, "epochs": epochs})
     device = pick_device(p.device)
     precision = pick_precision(device, p.precision)
     seed_everything(p.seed)
@@ -120,17 +126,23 @@ def bagan(prepared: Path, params: Params, budget: Budget) -> list[LoopResult]:
         x, y = real()
         bagan_gan_step(nets.generator, nets.discriminator, opt_g, opt_d, x, y, draw, n_fake, precision)
 
-    results = []
-    for name, phase, step in (
-        ("BAGAN autoencoder", "autoencoder", ae_step),
-        ("BAGAN GAN step (D + G)", "gan", gan),
-    ):
-        bare, flops = _bare(name, step, p.batch_size, budget)
-        clock = clocks[phase]
-        extra = clock.extra_per_epoch(budget.epochs)  # BAGAN's last epoch end falls inside the window
-        note = f"{per_epoch} steps/epoch, widths G {p.g_base} D {p.d_base}, {precision.describe()}"
-        results.append(LoopResult(name, p.batch_size, bare, clock.median(), flops, extra, note))
-    return results
+    clocks = {"autoencoder": InterleavedClock(ae_step, "autoencoder"), "gan": InterleavedClock(gan, "gan")}
+    with tempfile.TemporaryDirectory(prefix="cxraug-bench-bagan-") as tmp:
+        out = Path(tmp)
+        train_bagan(
+            p,
+            prepared,
+            out / "models",
+            out / "metrics.json",
+            out / "ckpt",
+            Hooks(on_step=lambda *a: [clock(*a) for clock in clocks.values()]),
+        )
+    note = f"{per_epoch} steps/epoch, widths G {p.g_base} D {p.d_base}, {precision.describe()}"
+    # BAGAN's last epoch end falls inside the window
+    return [
+        _result("BAGAN autoencoder", p.batch_size, ae_step, clocks["autoencoder"], epochs, note),
+        _result("BAGAN GAN step (D + G)", p.batch_size, gan, clocks["gan"], epochs, note),
+    ]
 
 
 # ------------------------------------------------------------------------------------ embedder, OpenGAN
@@ -141,12 +153,6 @@ def embedder(prepared: Path, params: Params, budget: Budget, work: Path) -> tupl
     embedder's path too (the OpenGAN loop needs one), under `work`."""
 
     p = params.train_embedder.model_copy(update={"epochs": budget.epochs, "steps_per_epoch": budget.steps})
-    clock = StepClock()
-    keep = work / "embedder"
-    train_embedder(
-        p, prepared, keep / "embedder.pt", keep / "metrics.json", keep / "ckpt", Hooks(on_step=clock)
-    )
-
     train = load_split(prepared, "train")
     device = pick_device(p.device)
     precision = pick_precision(device, p.precision)
@@ -162,37 +168,19 @@ def embedder(prepared: Path, params: Params, budget: Budget, work: Path) -> tupl
             model, opt, on_device.images[idx], on_device.labels[idx], p.temperature, p.augment, g, precision
         )
 
-    bare, flops = _bare("embedder", step, p.batch_size, budget)
-    note = f"base width {p.d_base}, 2 views per image, {precision.describe()}"
-    result = LoopResult(
-        "embedder step",
-        p.batch_size,
-        bare,
-        clock.median(),
-        flops,
-        clock.extra_per_epoch(budget.epochs - 1),
-        note,
+    clock = InterleavedClock(step)
+    keep = work / "embedder"
+    train_embedder(
+        p, prepared, keep / "embedder.pt", keep / "metrics.json", keep / "ckpt", Hooks(on_step=clock)
     )
-    return result, keep / "embedder.pt"
+    note = f"base width {p.d_base}, 2 views per image, {precision.describe()}"
+    return _result("embedder step", p.batch_size, step, clock, budget.epochs - 1, note), keep / "embedder.pt"
 
 
 def opengan(prepared: Path, embedder_path: Path, params: Params, budget: Budget) -> LoopResult:
     """train_opengan's step: D on real and generated (x, e), then G with the consistency term."""
 
     p = params.train_opengan.model_copy(update={"epochs": budget.epochs, "steps_per_epoch": budget.steps})
-    clock = StepClock()
-    with tempfile.TemporaryDirectory(prefix="cxraug-bench-opengan-") as tmp:
-        out = Path(tmp)
-        train_opengan(
-            p,
-            prepared,
-            embedder_path,
-            out / "model",
-            out / "metrics.json",
-            out / "ckpt",
-            Hooks(on_step=clock),
-        )
-
     train = load_split(prepared, "train")
     device = pick_device(p.device)
     precision = pick_precision(device, p.precision)
@@ -215,35 +203,39 @@ def opengan(prepared: Path, embedder_path: Path, params: Params, budget: Budget)
         real = precision.batch(to_model_range(on_device.images[idx]))
         opengan_gan_step(g, d, frozen, opt_g, opt_d, real, e_all[idx], z, p, precision)
 
-    bare, flops = _bare("opengan", step, p.batch_size, budget)
+    clock = InterleavedClock(step)
+    with tempfile.TemporaryDirectory(prefix="cxraug-bench-opengan-") as tmp:
+        out = Path(tmp)
+        train_opengan(
+            p,
+            prepared,
+            embedder_path,
+            out / "model",
+            out / "metrics.json",
+            out / "ckpt",
+            Hooks(on_step=clock),
+        )
     widths = f"{p.generator} G {p.g_base}, D {p.d_base}"
     note = f"{widths}, consistency {p.consistency} x {p.consistency_weight:g}, {precision.describe()}"
-    return LoopResult(
-        "OpenGAN step (D + G)",
-        p.batch_size,
-        bare,
-        clock.median(),
-        flops,
-        clock.extra_per_epoch(budget.epochs - 1),
-        note,
-    )
+    return _result("OpenGAN step (D + G)", p.batch_size, step, clock, budget.epochs - 1, note)
 
 
 # ------------------------------------------------------------------------------------------- classifier
 
 
 def classifier(prepared: Path, params: Params, budget: Budget) -> LoopResult:
-    """train_classifier's step (VGG16, cross-entropy, fused AdamW); the epoch ends score the val split."""
+    """train_classifier's step (VGG16, cross-entropy, fused AdamW) under a steps budget of budget.total
+    steps, the val split scored every budget.steps steps (the "epoch" ends)."""
 
     p = params.classify.model_copy(
-        update={"budget": "epochs", "epochs": budget.epochs, "patience": budget.epochs}
+        update={
+            "budget": "steps",
+            "steps": budget.total,
+            "eval_every": budget.steps,
+            "patience": budget.total,
+        }
     )
     train, val = load_split(prepared, "train"), load_split(prepared, "val")
-    clock = StepClock()
-    with tempfile.TemporaryDirectory(prefix="cxraug-bench-classify-") as tmp:
-        checkpoint = Checkpointer(Path(tmp) / "ckpt.pt", "bench")  # the stage checkpoints every epoch
-        train_classifier(train.images, train.labels, val, p, seed=0, checkpoint=checkpoint, on_step=clock)
-
     device = pick_device(p.device)
     precision = pick_precision(device, p.precision)
     seed_everything(0)
@@ -264,19 +256,14 @@ def classifier(prepared: Path, params: Params, budget: Budget) -> LoopResult:
     def step():
         train_step(model, opt, on_device.images, on_device.labels, next(batches), precision)
 
-    bare, flops = _bare("classifier", step, p.batch_size, budget)
+    clock = InterleavedClock(step)
+    with tempfile.TemporaryDirectory(prefix="cxraug-bench-classify-") as tmp:
+        checkpoint = Checkpointer(Path(tmp) / "ckpt.pt", "bench")  # the stage checkpoints every round
+        train_classifier(train.images, train.labels, val, p, seed=0, checkpoint=checkpoint, on_step=clock)
     note = (
         f"VGG16 width {p.width:g}, {p.head} head, {len(val)} val images per epoch end, {precision.describe()}"
     )
-    return LoopResult(
-        "classifier step",
-        p.batch_size,
-        bare,
-        clock.median(),
-        flops,
-        clock.extra_per_epoch(budget.epochs - 1),
-        note,
-    )
+    return _result("classifier step", p.batch_size, step, clock, budget.epochs - 1, note)
 
 
 def precision_of(params: Params) -> Precision:

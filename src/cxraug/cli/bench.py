@@ -68,12 +68,15 @@ def bench_all(
         int | None, typer.Option(min=100, help="demo phantoms [default 400]: longer BAGAN/classifier epochs")
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(min=2, help="embedder/OpenGAN steps per epoch and bare timed steps [4]")
+        int | None,
+        typer.Option(min=2, help="stage steps per epoch (2 epochs, each step paired with a bare one) [10]"),
     ] = None,
 ) -> None:
     """Every training loop (autoencoder, BAGAN, embedder, OpenGAN, classifier) and the data path: images/s,
     FLOP rate as a share of this machine's matmul peak, overhead of our machinery over a bare loop, GAN
-    steps vs a dcgan-example-style loop at 64 px and 1024 px PNGs. About 5 min on 2 quiet CPU cores."""
+    steps vs a dcgan-example-style loop at 64 px and 1024 px PNGs. The overhead column interleaves ours and
+    bare step by step: median ratio, 95% bootstrap interval, met / not met / unresolved against 5%.
+    About 15 min on 2 quiet CPU cores (estimated: 20 paired steps per loop)."""
     from cxraug.benchmarks.suite import COMPONENTS, default_output
 
     _run_bench(COMPONENTS, params, overlay, smoke, out or default_output(), images, steps)
@@ -214,3 +217,59 @@ def bench_gan_metrics(
     from cxraug.benchmarks.gan_metrics import bench_gan_metrics as run
 
     typer.echo(markdown_table(run(synthetic, real, size, vgg_width)))
+
+
+@bench_app.command("study")
+def bench_study(
+    params: ParamsOption = Path("params.yaml"),
+    overlay: OverlayOption = None,
+    quick: Annotated[
+        bool, typer.Option(help="tiny nets (bench --smoke's), 300 phantoms, 3 steps: checks the verb runs")
+    ] = False,
+    steps: Annotated[int, typer.Option(min=3, help="steps timed per training loop")] = 6,
+    sample: Annotated[
+        int | None,
+        typer.Option(min=1, help="candidates per class timed per generator [synthesize.batch_size]"),
+    ] = None,
+    train_images: Annotated[
+        int | None, typer.Option(min=1, help="planned train split [full NIH at prepare's classes and cap]")
+    ] = None,
+    val_images: Annotated[int | None, typer.Option(min=1, help="planned val split [as above]")] = None,
+    test_images: Annotated[int | None, typer.Option(min=1, help="planned test split [as above]")] = None,
+    out: Annotated[Path | None, typer.Option(help="markdown report (and .json next to it)")] = None,
+) -> None:
+    """Projected wall time of the whole `dvc repro` on this device: step rates of every generator, the
+    embedder and the classifier measured with params' nets (and synthesis img/s), times the work params
+    plans (generators x replicates, variants x seeds x budget, ...); a table of every part and the total.
+    About 10 min on 2 CPU cores at full size."""
+    import dataclasses
+
+    from cxraug.benchmarks import plan, study, suite
+    from cxraug.core.runtime import atomic_write_json, atomic_write_text
+
+    p = _bench_params(params, overlay)
+    nih = plan.Sizes.nih(p) if None in (train_images, val_images, test_images) else None
+    sizes = plan.Sizes(train_images or nih.train, val_images or nih.val, test_images or nih.test)
+    if quick:
+        p, steps, sample = suite.smoke_params(p), 3, sample or 8
+
+    def show(key: str, rate: study.Rate) -> None:
+        typer.echo(f"measured {key}: {rate.images_per_second:,.1f} img/s ({rate.note})", err=True)
+
+    result = study.run(p, sizes, steps=steps, sample=sample, n_images=300 if quick else 400, on_rate=show)
+    text = study.markdown(result)
+    typer.echo(text, nl=False)
+    if out is not None:
+        data = {
+            "machine": result.machine,
+            "load_average": list(result.load),
+            "sizes": dataclasses.asdict(result.sizes),
+            "rates": {k: dataclasses.asdict(r) for k, r in result.rates.items()},
+            "parts": [
+                {**dataclasses.asdict(x.work), "rate_images_per_second": x.rate, "seconds": x.seconds}
+                for x in result.parts
+            ],
+            "total_seconds": plan.total(result.parts),
+        }
+        atomic_write_json(out.with_suffix(".json"), data)
+        typer.echo(f"wrote {atomic_write_text(out, text)}")
