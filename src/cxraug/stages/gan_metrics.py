@@ -90,13 +90,13 @@ def load_evaluated_synthetic(
         )
     files, labels = [], []
     for k in range(len(classes)):
-        rows = index[index["label"] == k]["file"]
-        rows = rows if per_class is None else rows.head(per_class)
+        rows = index[index["label"] == k]["file"].head(per_class)  # head(None): every row
         files += rows.tolist()
         labels += [k] * len(rows)
     if not files:
         raise CxraugError(f"{directory}: no synthetic images to evaluate; rerun synthesize")
-    images = np.stack([read_png(directory / f) for f in progress(files, desc="read synthetic", unit="img")])
+    shown = progress(files, desc="read synthetic", unit="img")  # pragma: no mutate (display only)
+    images = np.stack([read_png(directory / f) for f in shown])
     if images.shape[1:] != tuple(image_shape):
         raise CxraugError(
             f"{directory}: synthetic images are {images.shape[1:]}, prepared ones {tuple(image_shape)}; "
@@ -214,7 +214,7 @@ def run(params: Params, paths: Paths, hooks: Hooks = NO_HOOKS) -> StageResult:
                 side: fidelity.extract_features(x, name, path, batch_size=settings.batch_size, device=device)
                 for side, x in sets.items()
             }
-            for name, path in progress(files.items(), desc="features", unit="extractor")
+            for name, path in progress(files.items(), desc="features", unit="extractor")  # pragma: no mutate
         }
         fidelity_figures, skipped = reference.reference_table(
             features,
