@@ -86,6 +86,7 @@ def test_summary_records_the_numbers_of_the_draw():
             "wanted": 20,
             "shortfall": 20 - len(d.scores),
             "tried": 30,  # ceil(1.5 x 20): neither class completes here
+            "passed": passed,  # near-copies pass the rule too: they are dropped afterwards
             "acceptance_rate": round(passed / 30, 6),
             "filter": "threshold 0.5",
             "mean_score": round(float(d.scores.mean()), 6),
