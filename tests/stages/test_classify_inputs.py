@@ -57,6 +57,10 @@ def test_synthetic_sets_that_do_not_fit_are_one_line_errors(prepared, tmp_path):
     assert str(caught.value) == (
         f"{directory}: bagan_4 needs 4 synthetic images of every class, got C (0); rerun synthesize@bagan-2"
     )
+    index[index["label"] < 1].to_csv(directory / "index.csv", index=False)  # two classes missing
+    with pytest.raises(CxraugError) as caught:
+        load_extra_synthetic(BAGAN_4, train, tmp_path / "syn", 2)
+    assert "got B (0), C (0); rerun" in str(caught.value)
     index.assign(label=index["label"].replace(1, 3)).to_csv(directory / "index.csv", index=False)
     with pytest.raises(CxraugError) as caught:
         load_extra_synthetic(BAGAN_4, train, tmp_path / "syn", 2)
