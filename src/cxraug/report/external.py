@@ -14,15 +14,12 @@ has no AUC and no comparison ("—").
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cxraug.core.config import ReportParams
 from cxraug.core.errors import CxraugError
-from cxraug.report.compare import compare_table
 from cxraug.report.inputs import TestScores, VariantMetrics, label
 from cxraug.report.tables import comparison_table
 
@@ -104,17 +101,6 @@ def read_external_scores(root: Path | None) -> dict[str, dict[str, TestScores]]:
     return found
 
 
-def external_comparisons(
-    n: int,
-    scores: dict[str, TestScores],
-    params: ReportParams,
-    level: float = 0.95,
-    generators: Sequence[str] | None = None,
-) -> list[dict]:
-    """The internal table for n's comparisons, on one external set's scores."""
-    return compare_table(n, scores, params, level, generators)
-
-
 def external_table(results: dict[str, ExternalResult], variants: list[str], classes: tuple[str, ...]) -> str:
     """Rows = classes + macro AUC, columns = the variants scored (in the report's order). Bold: best in the
     row at the 3 decimals shown."""
@@ -157,7 +143,8 @@ def external_section(
     comparisons: dict[str, dict[int, list[dict]]] | None = None,
 ) -> list[str]:
     """Markdown lines of the "External validation" section (empty when no external set was scored);
-    `comparisons`: NAME -> n -> `external_comparisons` rows, shown below the set's table."""
+    `comparisons`: NAME -> n -> `compare_table` rows (the internal comparisons on that set's scores),
+    shown below the set's table."""
     if not found:
         return []
     parts = [

@@ -25,7 +25,6 @@ from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
 from cxraug.data.datasets import load_split
 from cxraug.report.compare import compare_table
 from cxraug.report.external import (
-    external_comparisons,
     external_section,
     read_external_metrics,
     read_external_scores,
@@ -104,7 +103,7 @@ def make_report(
         adjusted = {"holm": "Holm", "fdr_bh": "Benjamini–Hochberg"}[params.adjust]
         filter_parts = filter_section(rows, filter_compare, sensitivity, classes, adjusted)
     external_compare = {  # report/external.py: the internal tables' comparisons on each external set
-        name: {n: external_comparisons(n, found, params, level, generators) for n in n_per_class}
+        name: {n: compare_table(n, found, params, level, generators) for n in n_per_class}
         for name, found in read_external_scores(external_scores).items()
     }
     d_metrics = read_discriminator_metrics(train_bagan_metrics)
