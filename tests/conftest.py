@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ os.environ["CXRAUG_NO_PROGRESS"] = "1"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # resume tests compare weights to 1e-6: on a GPU that needs deterministic kernels (runtime.seed_everything)
 os.environ.setdefault("CXRAUG_DETERMINISTIC", "1")
+# precision: auto's remembered CPU layout: one per test session (shared by its subprocesses), not the user's
+os.environ.setdefault("CXRAUG_CACHE_DIR", tempfile.mkdtemp(prefix="cxraug-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

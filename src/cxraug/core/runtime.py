@@ -9,17 +9,15 @@ import os
 import random
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from cxraug.core import distributed
+from cxraug.core import cpu_layout, distributed
 from cxraug.core.errors import CxraugError
 
 PrecisionMode = Literal["auto", "bf16", "fp32"]
@@ -84,30 +82,9 @@ class Precision:
         )
 
 
-def _conv_step_seconds(bf16: bool, channels_last: bool) -> float:
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    conv = torch.nn.Conv2d(32, 64, 3, padding=1).to(memory_format=fmt)
-    x = torch.randn(8, 32, 16, 16).to(memory_format=fmt)
-    best = float("inf")
-    for _ in range(2):
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            y = conv(x)
-        y.float().sum().backward()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-@cache
-def _fastest_cpu_layout() -> tuple[bool, bool]:
-    """Time a conv step in each layout: bf16 pays only on CPUs with native bf16 (here, AVX2 without it,
-    bf16 convs measured 20-40x slower than fp32)."""
-    timings = {(bf16, cl): _conv_step_seconds(bf16, cl) for bf16 in (False, True) for cl in (False, True)}
-    return min(timings, key=timings.get)
-
-
 def pick_precision(device: torch.device, mode: PrecisionMode = "auto") -> Precision:
-    """'auto': bf16 on CUDA when supported; on CPU whichever layout a quick conv benchmark finds fastest."""
+    """'auto': bf16 on CUDA when supported; on CPU the layout measured fastest on this machine, measured once
+    and remembered (core/cpu_layout.py), so that every process of a study runs alike."""
     if mode == "fp32":
         return Precision(device, bf16=False, channels_last=device.type == "cuda")
     if mode == "bf16":
@@ -115,7 +92,7 @@ def pick_precision(device: torch.device, mode: PrecisionMode = "auto") -> Precis
     if device.type == "cuda":
         return Precision(device, bf16=torch.cuda.is_bf16_supported(), channels_last=True)
     if device.type == "cpu":
-        bf16, channels_last = _fastest_cpu_layout()
+        bf16, channels_last = cpu_layout.fastest()
         return Precision(device, bf16=bf16, channels_last=channels_last)
     return Precision(device, bf16=False, channels_last=False)
 
