@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA check of issue 8, for one machine with GPUs (about 6 min on one H100/H200, 16 cores):
-# GPU list, `cxraug bench all` on CUDA at moderate sizes, a 2-process torchrun/NCCL check (skipped, and
-# said so, with fewer than 2 GPUs), and the tests that exercise CUDA paths. Run from the repository root:
+# GPU list, `cxraug bench all` on CUDA at moderate sizes, `cxraug bench study` (the projected full-study
+# time), a 2-process torchrun/NCCL check (skipped, and said so, with fewer than 2 GPUs), and the tests
+# that exercise CUDA paths. Run from the repository root:
 #     OUT=/some/dir bash scripts/gpu_check.sh
 # Every step's output goes to $OUT/<step>.log; a failing step is logged and the script goes on.
 set -u
@@ -48,7 +49,10 @@ else
     echo "== nccl: SKIPPED, $GPUS GPU(s): a 2-process NCCL check needs 2 GPUs" | tee -a "$SUMMARY"
 fi
 
-step tests 150 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_runtime.py tests/test_distributed.py tests/test_bench.py \
-    -k "cuda or precision or pinned or shards or batchnorm or memory_maps"
+# the projected full-study wall time on this GPU (issue 19's target: <= 2 h on one H100/H200)
+step study 330 "$PY" -m cxraug.cli bench study --params params.yaml ${STUDY_ARGS:-} --out "$OUT/study-cuda.md"
+
+step tests 150 "$PY" -m pytest -q -x -p no:cacheprovider tests/core/test_runtime.py tests/core/test_distributed.py \
+    tests/benchmarks/test_bench.py -k "cuda or precision or pinned or shards or batchnorm or memory_maps"
 
 echo "done: $OUT" | tee -a "$SUMMARY"

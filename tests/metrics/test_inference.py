@@ -9,6 +9,7 @@ from cxraug.metrics.inference import (
     adjust,
     percentile_interval,
     percentile_p_value,
+    resolution,
     two_level_comparison,
     two_level_interval,
 )
@@ -259,6 +260,16 @@ def test_adjust_holm_by_default_bh_as_option_nan_outside_the_family():
         adjust(p, "bonferroni-ish")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         adjust([0.5, 1.2])
+
+
+def test_a_bootstrap_p_of_zero_is_adjusted_as_its_bound_2_over_b():
+    draws = np.linspace(0.01, 0.1, 1000)  # every draw above 0
+    p = float(percentile_p_value(draws))
+    floor = resolution(len(draws))
+    assert p == 0 and floor == 0.002
+    # ten comparisons that all came out 0: Holm's smallest adjusted p is 10 x 2 / B, not 0
+    np.testing.assert_allclose(adjust([p] * 10, floor=floor), [0.02] * 10)
+    np.testing.assert_allclose(adjust([p, 0.3], floor=floor), [0.004, 0.3])  # a p above it is untouched
 
 
 # --- calibration on simulated studies ---------------------------------------------------------------------

@@ -83,33 +83,6 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     return 2 * n**3 / min(times)
 
 
-class StepClock:
-    """An `on_step` hook that timestamps every step of a real training loop (synchronised on CUDA)."""
-
-    def __init__(self, phase: str | None = None) -> None:
-        self.phase = phase
-        self.times: list[float] = []
-
-    def __call__(self, *args) -> None:
-        if self.phase is not None and args[0] != self.phase:  # generators' hook: (phase, step, nets)
-            return
-        synchronize()
-        self.times.append(time.perf_counter())
-
-    def intervals(self) -> list[float]:
-        return [b - a for a, b in zip(self.times, self.times[1:], strict=False)]
-
-    def median(self) -> float:
-        """Seconds of a typical step: the step and the per-step bookkeeping (metrics, progress bar)."""
-        return statistics.median(self.intervals())
-
-    def extra_per_epoch(self, epochs: int) -> float:
-        """Seconds per epoch spent outside typical steps (held-out checks, grids, checkpoints, flushes),
-        over the timed window, which spans `epochs` epoch boundaries."""
-        gaps = self.intervals()
-        return max(0.0, sum(gaps) - len(gaps) * self.median()) / max(epochs, 1)
-
-
 @dataclass(frozen=True)
 class LoopResult:
     """One training loop: its bare step, the same step inside our stage function, its FLOPs."""

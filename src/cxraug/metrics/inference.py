@@ -57,7 +57,13 @@ import numpy as np
 
 from cxraug.core.errors import CxraugError
 from cxraug.metrics.auc import patient_weights, weighted_auc
-from cxraug.metrics.significance import adjust, alpha_of, percentile_interval, percentile_p_value
+from cxraug.metrics.significance import (
+    adjust,
+    alpha_of,
+    percentile_interval,
+    percentile_p_value,
+    resolution,
+)
 
 __all__ = [
     "AucComparison",
@@ -65,6 +71,7 @@ __all__ = [
     "adjust",
     "percentile_interval",
     "percentile_p_value",
+    "resolution",
     "two_level_comparison",
     "two_level_interval",
 ]

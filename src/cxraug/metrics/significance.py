@@ -49,9 +49,15 @@ def percentile_p_value(draws: np.ndarray) -> np.ndarray:
     return np.minimum(1.0, _tail_share(smaller_side, len(draws)))
 
 
-def adjust(p_values, method: str = "holm") -> np.ndarray:
+def resolution(n_draws: int) -> float:
+    """2 / B: the smallest non-zero p that B draws can give. p = 0 says only p < 2 / B."""
+    return _tail_share(1, n_draws)
+
+
+def adjust(p_values, method: str = "holm", floor: float = 0.0) -> np.ndarray:
     """Adjusted p-values for one family (every entry of p_values, any shape), same shape; NaN (an undefined
-    AUC) passes through and is not counted in the family.
+    AUC) passes through and is not counted in the family. p below `floor` (a bootstrap's `resolution`)
+    enters at `floor`: a bootstrap p of 0 is a bound, and Holm must multiply the bound, not the 0.
 
     Holm is the default: a report table is a fixed family of pre-planned comparisons, and a reader takes each
     marked cell as a claim of its own; Holm keeps the chance of ANY false mark in the table at alpha, under
@@ -67,5 +73,5 @@ def adjust(p_values, method: str = "holm") -> np.ndarray:
         raise ValueError("p-values must lie in [0, 1] (or be NaN)")
     out = np.full(p.shape, np.nan)
     if defined.any():
-        out[defined] = multipletests(p[defined], method=method)[1]
+        out[defined] = multipletests(np.maximum(p[defined], floor), method=method)[1]
     return out

@@ -13,6 +13,7 @@ table's comparisons (classes and macro): `report.adjust`, Holm by default (docs/
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from itertools import combinations
 
@@ -20,8 +21,10 @@ import numpy as np
 
 from cxraug.core.config import ReportParams
 from cxraug.core.errors import CxraugError
-from cxraug.metrics.inference import adjust, two_level_comparison
+from cxraug.metrics.inference import adjust, resolution, two_level_comparison
 from cxraug.report.inputs import BASELINE, TestScores, VariantMetrics, study_generators
+
+log = logging.getLogger(__name__)
 
 SIGNIFICANCE = 0.05  # ADJUSTED p-value below which a cell is marked †
 
@@ -117,7 +120,15 @@ def compare_pairs(
             }
         )
     cells = [cell for r in rows for cell in (r["macro"], *r["per_class"].values())]
-    for cell, p in zip(cells, adjust([c["p_value"] for c in cells], params.adjust), strict=True):
+    floor = resolution(params.n_bootstrap)
+    if cells and len(cells) * floor >= SIGNIFICANCE:
+        log.warning(
+            "%d cells and %d bootstrap draws: Holm can mark no cell (needs n_bootstrap > %d)",
+            len(cells), params.n_bootstrap, round(2 * len(cells) / SIGNIFICANCE),
+        )  # fmt: skip
+    for r in rows:
+        r["p_resolution"] = floor  # p 0 means p < this
+    for cell, p in zip(cells, adjust([c["p_value"] for c in cells], params.adjust, floor), strict=True):
         cell["p_adjusted"] = round(float(p), 6)
         cell["significant"] = bool(p < SIGNIFICANCE)
     return rows

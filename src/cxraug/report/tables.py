@@ -66,8 +66,9 @@ def auc_table(
     return "\n".join(lines)
 
 
-def _p(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+def _p(p: float, floor: float) -> str:
+    """p to 3 decimals; one below what the draws resolve (`floor`, 2 / B) as "<floor"."""
+    return f"<{floor:.2g}" if p < floor else f"{p:.3f}"
 
 
 def comparison_table(
@@ -79,6 +80,7 @@ def comparison_table(
     lines = ["| comparison | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
     for r in comparisons:
         cells = []
+        floor = r.get("p_resolution", 0.001)  # compare.json written before it was recorded: 2,000 draws
         for row in rows:
             c = r["macro"] if row == VariantMetrics.MACRO else r["per_class"].get(row)
             if c is None:
@@ -87,7 +89,7 @@ def comparison_table(
             mark = "†" if c["significant"] else ""
             cells.append(
                 f"{c['difference']:+.3f}{mark} ({c['ci_low']:+.3f}, {c['ci_high']:+.3f}) "
-                f"p {_p(c['p_value'])} / adj {_p(c['p_adjusted'])}"
+                f"p {_p(c['p_value'], floor)} / adj {_p(c['p_adjusted'], floor)}"
             )
         mark = f" {BLIND}" if {family(r["a"]), family(r["b"])} & blind else ""
         lines.append(f"| `{r['a']}` − `{r['b']}`{mark} | " + " | ".join(cells) + " |")

@@ -12,7 +12,7 @@ from cxraug.core.config.section import Section
 
 class ReportParams(Section):
     n_bootstrap: int = Field(
-        2000, ge=100, le=100_000, description="patient-level resamples of the paired comparison vs baseline"
+        4000, ge=100, le=100_000, description="patient-level resamples of the paired comparison vs baseline"
     )
     adjust: Literal["holm", "fdr_bh"] = Field(
         "holm", description="multiplicity adjustment of each table's p-values: holm (FWER) | fdr_bh (FDR)"
