@@ -97,3 +97,24 @@ def project_env() -> dict:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.pop("MLFLOW_TRACKING_URI", None)  # each project tracks into its own mlruns/
     return env
+
+
+# The tiny synthesize and classify settings of the DVC-driven tune tests (tests/tune, the several-machine
+# test): every BAGAN candidate kept (a 2-epoch D ranks "generated" first, so the argmax default keeps none)
+# and a 2-epoch 1/16-width VGG16.
+TINY_SYNTHESIZE = {
+    "filter": {"threshold": 0.0, "per_gan": {"bagan": {"mode": "threshold"}}},
+    "batch_size": 64,
+    "device": "cpu",
+    "precision": "fp32",
+}
+TINY_CLASSIFY = {
+    "seeds": [0],
+    "budget": "epochs",
+    "epochs": 2,
+    "patience": 1,
+    "width": 0.0625,
+    "lr": 0.002,
+    "device": "cpu",
+    "precision": "fp32",
+}

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests import postgres
-from tests.helpers import project_env
+from tests.helpers import TINY_CLASSIFY, TINY_SYNTHESIZE, project_env
 
 pytestmark = pytest.mark.slow
 
@@ -40,22 +40,8 @@ TINY = {
         "device": "cpu",
         "precision": "fp32",
     },
-    "synthesize": {
-        "filter": {"threshold": 0.0, "per_gan": {"bagan": {"mode": "threshold"}}},
-        "batch_size": 64,
-        "device": "cpu",
-        "precision": "fp32",
-    },
-    "classify": {
-        "seeds": [0],
-        "budget": "epochs",
-        "epochs": 2,
-        "patience": 1,
-        "width": 0.0625,
-        "lr": 0.002,
-        "device": "cpu",
-        "precision": "fp32",
-    },
+    "synthesize": TINY_SYNTHESIZE,
+    "classify": TINY_CLASSIFY,
     "tune": {
         "probe_per_class": 16,
         "pruner": {"enabled": False},

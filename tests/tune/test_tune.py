@@ -34,6 +34,7 @@ from cxraug.tune.study import make_sampler, open_storage, open_study, storage_la
 from cxraug.tune.tracking import UID_TAG
 from cxraug.tune.worker import TrialFailed, best_overlay, dvc_command, report, run_worker, write_best
 from tests import postgres, tune_workers
+from tests.helpers import TINY_CLASSIFY, TINY_SYNTHESIZE
 
 REPO = Path(__file__).resolve().parents[2]
 SPAWN = multiprocessing.get_context("spawn")
@@ -432,23 +433,8 @@ TINY = {
         "device": "cpu",
         "precision": "fp32",
     },
-    "synthesize": {
-        # keep every candidate: a 2-epoch D ranks "generated" first, so BAGAN's argmax default keeps none
-        "filter": {"threshold": 0.0, "per_gan": {"bagan": {"mode": "threshold"}}},
-        "batch_size": 64,
-        "device": "cpu",
-        "precision": "fp32",
-    },
-    "classify": {
-        "seeds": [0],
-        "budget": "epochs",
-        "epochs": 2,
-        "patience": 1,
-        "width": 0.0625,
-        "lr": 0.002,
-        "device": "cpu",
-        "precision": "fp32",
-    },
+    "synthesize": TINY_SYNTHESIZE,
+    "classify": TINY_CLASSIFY,
     "tune": {
         "probe_per_class": 16,
         "pruner": {"enabled": False},
