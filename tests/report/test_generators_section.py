@@ -9,24 +9,27 @@ from PIL import Image
 from cxraug.core.config import TrainBaganParams, TrainOpenganParams
 from cxraug.gans.bagan.train import recipe as bagan_recipe
 from cxraug.gans.opengan.architectures import recipe as opengan_recipe
-from cxraug.report.generators import RealImageReader, class_specificity, describe
+from cxraug.report.generators import class_specificity, describe
+from cxraug.report.reader import ImageReader
 from cxraug.synthesis.files import read_provenance, write_provenance
 
 
-def _images(rng, n, bright_top: bool) -> np.ndarray:
+def _images(rng, n, spot: bool) -> np.ndarray:
+    """Noise, with a bright 4 px spot somewhere (class 1) or none (class 0)."""
     x = rng.integers(0, 60, (n, 32, 32)).astype(np.uint8)
-    x[:, :16] += 150 if bright_top else 0
-    x[:, 16:] += 0 if bright_top else 150
+    if spot:
+        for image, (r, c) in zip(x, rng.integers(2, 26, (n, 2)), strict=True):
+            image[r : r + 4, c : c + 4] += 150
     return x
 
 
 def test_share_read_as_intended_counts_the_readers_verdict_per_class(tmp_path):
     rng = np.random.default_rng(0)
-    real = np.concatenate([_images(rng, 40, True), _images(rng, 40, False)])
-    reader = RealImageReader(real, np.repeat([0, 1], 40))
+    real = np.concatenate([_images(rng, 60, False), _images(rng, 20, True)])  # class 1 rare
+    reader = ImageReader(real, np.repeat([0, 1], [60, 20]))
     # class 0: 10 right; class 1: 4 right, 6 that show class 0
-    fakes = [(0, x) for x in _images(rng, 10, True)]
-    fakes += [(1, x) for x in _images(rng, 4, False)] + [(1, x) for x in _images(rng, 6, True)]
+    fakes = [(0, x) for x in _images(rng, 10, False)]
+    fakes += [(1, x) for x in _images(rng, 4, True)] + [(1, x) for x in _images(rng, 6, False)]
     rows = []
     for i, (label, x) in enumerate(fakes):
         Image.fromarray(x, mode="L").save(tmp_path / f"{i:03d}.png")
