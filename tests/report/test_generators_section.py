@@ -26,7 +26,7 @@ def _images(rng, n, spot: bool) -> np.ndarray:
 def test_share_read_as_intended_counts_the_readers_verdict_per_class(tmp_path):
     rng = np.random.default_rng(0)
     real = np.concatenate([_images(rng, 60, False), _images(rng, 20, True)])  # class 1 rare
-    reader = ImageReader(real, np.repeat([0, 1], [60, 20]))
+    reader = ImageReader(real, np.repeat([0, 1], [60, 20]), min_steps=60)
     # class 0: 10 right; class 1: 4 right, 6 that show class 0
     fakes = [(0, x) for x in _images(rng, 10, False)]
     fakes += [(1, x) for x in _images(rng, 4, True)] + [(1, x) for x in _images(rng, 6, False)]
