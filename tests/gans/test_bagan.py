@@ -282,7 +282,8 @@ def test_killed_runs_resume_from_their_last_checkpoint_and_end_where_an_uninterr
     with pytest.raises(KeyboardInterrupt):  # resumed, then killed during the GAN
         _train(prepared, tmp_path, on_step=lambda *a: (check_gan_start(*a), kill(*a)))
     assert kill.seen[0] == ("autoencoder", 5)
-    assert 0 < first_gan_step["g"] <= TINY.lr_g * 1.001 and 0 < first_gan_step["d"] <= TINY.lr_d * 1.001
+    rounding = 2e-7  # Adam's first step moves a weight by at most lr, then float32 rounds the weight
+    assert 0 < first_gan_step["g"] <= TINY.lr_g + rounding and 0 < first_gan_step["d"] <= TINY.lr_d + rounding
     saved = safe_load(checkpoints / "gan.pt")
     assert saved["step"] == 4 and saved["run_id"] == run_id
 

@@ -5,8 +5,9 @@ Targets (issue 14): every digit >= 90% read as intended, improved precision >= 0
 8x8 pixels; an unseen digit drawn from 40 exemplars >= 50% read as itself (chance 10%). Where a faithful
 generator does not reach a target at a schedule that fits the gate, the test is named so and asserts
 what it does reach, with a margin (figures in README.md and docs/). slow, 1 thread: the BAGAN gate ran in
-110 s; the two NewGAN gates (embedder + 1500 residual steps) had not completed a run when written: their
-bounds come from the measurement script's figures at the same settings.
+203-494 s at load 6-9 (79 s CPU: ~2 min on a quiet core); the two NewGAN gates (embedder + 1500 residual
+steps) had not completed a run when written: their bounds come from the measurement script's figures at
+the same settings.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from tests.helpers import REPO, project_env
 
 pytestmark = pytest.mark.slow
 
-# BAGAN's gate schedule and the choices measured best on this fixture (docs/bagan.md, "Rare class")
+# BAGAN's gate schedule at the fixture's size; the learning rates and class weighting are params.yaml's
+# (measured on this fixture, docs/bagan.md "Rare class")
 BAGAN = {
     "latent_dim": 100,
     "g_base": 16,
@@ -42,8 +44,6 @@ BAGAN = {
     "batch_size": 32,
     "ae_epochs": 15,
     "epochs": 15,
-    "lr_d": 5e-4,
-    "d_class_weight": "balanced",
     "precision": "fp32",
     "device": "cpu",
 }
@@ -120,11 +120,17 @@ def judged(images: dict[str, np.ndarray], digits) -> dict[str, dict]:
     return report
 
 
-def test_bagan_digits_gate_recall_short_of_target_on_zero_and_four(tmp_path):
-    """Digits 0-4, four cut to 40 images (28 training), BAGAN with the defaults measured best (lr_d 5e-4,
-    d_class_weight balanced), 240 GAN steps, filtered at D >= 0.5. Measured through this test: read as
-    intended 1.00/.995/1.00/1.00/1.00, P .97/.67/.77/.86/.68, R .17/.62/.59/.44/.18 (110 s wall, 1
-    thread): reading and precision meet the gate, recall of zero and four does not (0.3)."""
+def test_bagan_digits_gate_every_digit_read_precise_and_varied(tmp_path):
+    """Digits 0-4, four cut to 40 images (28 training), BAGAN with params.yaml's defaults (lr_g 2e-5,
+    lr_d 5e-4, d_class_weight balanced) at the gate's size, 240 GAN steps, filtered as the study filters
+    (synthesize.filter.per_gan.bagan: argmax), 200 accepted per digit. Targets (issue 14): every digit
+    >= 90% read as intended, precision >= 0.5, recall >= 0.3. Measured through this test
+    (seed 0): read as intended 1.00/.99/1.00/1.00/1.00, P .965/.67/.85/.92/.785, R .39/.62/.63/.60/.37;
+    four's candidates passed argmax 79% (203 of 256). 494 s wall at load ~9 (79 s CPU), 1 thread; rerun:
+    the same figures, 203 s at load ~6.
+    This is seed 0 (params.yaml's): the measurement script at seed 2 gives four's recall .22 (.25-.38
+    over six draws of 200) and at seed 1 the autoencoder does not converge (docs/bagan.md, "Rare
+    class"), so a pass here is one seed's."""
     params = project(tmp_path, range(5), rare=4, train_bagan=BAGAN)
     cli(
         tmp_path,
@@ -156,12 +162,10 @@ def test_bagan_digits_gate_recall_short_of_target_on_zero_and_four(tmp_path):
     )
     report = judged(synthesized(tmp_path / "syn"), range(5))
     for digit, r in report.items():
-        assert r["n"] == 200, digit  # the rare digit passes the filter too
+        assert r["n"] == 200, digit  # enough of the rare digit passes the filter
         assert r["read_as_intended"] >= 0.9, (digit, r)
         assert r["precision"] >= 0.5, (digit, r)
-    for digit in ("one", "two", "three"):
-        assert report[digit]["recall"] >= 0.3, (digit, report[digit])
-    assert min(r["recall"] for r in report.values()) >= 0.12  # what it reaches (0.17), with margin
+        assert r["recall"] >= 0.3, (digit, r)
 
 
 def _opengan(tmp: Path, digits, rare, excluded: list[str]) -> Path:
