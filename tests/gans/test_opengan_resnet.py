@@ -183,9 +183,9 @@ def test_opengan_is_sampled_unfiltered_by_default_bagan_keeps_its_own_rule():
     f = SynthesizeParams().filter
     opengan, bagan = filter_rule(f, "opengan"), filter_rule(f, "bagan")
     assert opengan.mode == "none" and bagan.mode == "argmax"
-    assert filter_rule(f, "diffusion") == FilterRule("threshold", f.threshold)  # unlisted: threshold 0.5
+    assert filter_rule(f, "unlisted") == FilterRule("threshold", f.threshold)  # unlisted: threshold 0.5
     kept = synthesize(LowScores(), 5, opengan, 2, 4, torch.Generator().manual_seed(0))
-    assert [(d.accepted, d.tried) for d in kept] == [(5, 8), (5, 8)]  # the first two batches of 4 suffice
+    assert [(d.accepted, d.tried) for d in kept] == [(5, 5), (5, 5)]  # a batch of 4, then the 1 wanted
     assert all(d.accepted == 0 for d in synthesize(LowScores(), 5, 0.5, 2, 4, torch.Generator()))
     thresholded = SynthesizeParams(filter={"per_gan": {"opengan": {"mode": "threshold"}}}).filter
     assert filter_rule(thresholded, "opengan") == FilterRule("threshold", 0.5)

@@ -132,6 +132,8 @@ def draw_class(
     bar = _progress_bar(name, wanted)
     while accepted < wanted and tried < max_tries:
         n = min(batch_size, max_tries - tried)
+        if rule.mode == "none":  # every candidate is kept: draw no more than are wanted
+            n = min(n, wanted - accepted)
         batch, batch_scores, top = rule.propose(proposer, class_index, n, generator)
         batch, batch_scores = _checked(batch, batch_scores, n, proposer)
         tried += n

@@ -173,6 +173,7 @@ class SynthesisFilterParams(Section):
         default_factory=lambda: {
             "bagan": GanFilterParams(mode="argmax"),
             "opengan": GanFilterParams(mode="none"),
+            "diffusion": GanFilterParams(mode="none"),
         },
         description="the rule per generator; a generator not listed uses mode threshold",
     )
