@@ -7,7 +7,8 @@ Digits 0-4, four cut to 40 (tests/gans/test_diffusion_digits.py's fixture, prepa
 -> train_diffusion with params.demo.yaml's train_diffusion but for the `--set key=value` overrides (values
 in YAML) -> per `--sample sampler:steps:guidance`, `--samples` images per digit from the gate's noise
 (seed 100 + digit; the gate reads the first 100) -> the reader's share read as intended, per digit, on
-all of them and on the gate's 100, and what the misread ones were read as. `--model DIR` re-samples a
+all of them and on the gate's 100, and what the misread ones were read as; a
+grid of the first 20 per digit (a row each). `--model DIR` re-samples a
 trained model instead. Prints and writes <out>/digits.json.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = range(5)
@@ -90,16 +92,18 @@ def main() -> None:
     for setting in settings:
         name, steps, guidance = setting.split(":")
         p = proposer.with_sampling(sampler=name, steps=int(steps), guidance=float(guidance))
-        start, per_digit = time.perf_counter(), {}
+        start, per_digit, rows = time.perf_counter(), {}, []
         for d in DIGITS:
             images = p.propose(d, args.samples, torch.Generator().manual_seed(100 + d))[0].numpy()
             read = reader.read(images)
+            rows.append(np.concatenate(list(images[:20]), 1))
             per_digit[DIGIT_NAMES[d]] = {
                 "read_as_intended": round(float((read == d).mean()), 3),
                 "gate_100": round(float((read[:100] == d).mean()), 3),
                 "read_as": np.bincount(read, minlength=len(DIGITS)).tolist(),
             }
         seconds = time.perf_counter() - start
+        Image.fromarray(np.concatenate(rows, 0)).save(out / f"samples_{setting.replace(':', '_')}.png")
         result["sampling"][setting] = {
             "per_digit": per_digit,
             "images_per_second": round(args.samples * len(DIGITS) / seconds, 2),

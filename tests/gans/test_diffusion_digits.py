@@ -27,12 +27,7 @@ def demo_schedule() -> TrainDiffusionParams:
     return TrainDiffusionParams(**{**demo, "device": "cpu", "precision": "fp32"})
 
 
-@pytest.mark.slow  # ~25 min on 2 busy cores: 1,500 steps (~20 min) and 500 guided samples (~3 min)
-@pytest.mark.xfail(
-    reason="measured at the 1,500-step demo schedule (16 px): zero 1.00, one 0.87, two 1.00, three 1.00, "
-    "four (rare, 40 images) 1.00; 'one' needs a longer schedule (guidance 1-4 and DPM-Solver tried: worse)",
-    strict=False,
-)
+@pytest.mark.slow  # ~15 min on 2 busy cores: 1,500 steps (~10 min) and 500 guided samples (~1-3 min)
 def test_demo_schedule_samples_are_read_as_their_digit_at_90_percent_for_every_digit(tmp_path, tracking_uri):
     torch.set_num_threads(1)
     raw = write_digits_nih(tmp_path / "raw", DIGITS, rare=RARE, rare_n=40, size=64)
