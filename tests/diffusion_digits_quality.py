@@ -7,9 +7,9 @@ Digits 0-4, four cut to 40 (tests/gans/test_diffusion_digits.py's fixture, prepa
 -> train_diffusion with params.demo.yaml's train_diffusion but for the `--set key=value` overrides (values
 in YAML) -> per `--sample sampler:steps:guidance`, `--samples` images per digit from the gate's noise
 (seed 100 + digit; the gate reads the first 100) -> the reader's share read as intended, per digit, on
-all of them and on the gate's 100, and what the misread ones were read as; a
-grid of the first 20 per digit (a row each). `--model DIR` re-samples a
-trained model instead. Prints and writes <out>/digits.json.
+all of them and on the gate's 100, what the misread ones were read as, and a grid of the first 20 per
+digit (<out>/samples_<setting>.png, a row per digit). `--model DIR` re-samples a trained model instead.
+Prints and writes <out>/digits.json.
 """
 
 from __future__ import annotations
