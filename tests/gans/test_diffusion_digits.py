@@ -5,8 +5,8 @@ for every digit, the rare one included. Minutes long on CPU: `slow`.
 
 Measured (one thread, `nice -n 19`, 2 cores at load ~8): with the demo's v-prediction and DPM-Solver++
 (20 steps, w 2) zero, one, two, three, four all 1.00, 11 min 48 s wall (1,500 steps at 2.52 steps/s);
-with v and DDIM 0.97 for "one", 1.00 the others (13 min 24 s); eps-prediction failed on "one" in every variant tried
-(0.83-0.885 over the runs of docs/diffusion.md's digits table)."""
+with v and DDIM 0.97 for "one", 1.00 the others (13 min 24 s); eps-prediction failed on "one" in every
+variant tried (0.805-0.885 over 200 samples, docs/diffusion.md's digits table)."""
 
 from __future__ import annotations
 
