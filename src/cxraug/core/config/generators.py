@@ -265,6 +265,9 @@ class TrainDiffusionParams(Section):
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field(
         "squaredcos_cap_v2", description="DDPM noise schedule (squaredcos_cap_v2: the cosine schedule)"
     )
+    prediction_type: Literal["epsilon", "v_prediction"] = Field(
+        "epsilon", description="what the U-Net regresses: the noise, or v = sqrt(a) noise - sqrt(1 - a) x0"
+    )
     epochs: int = Field(100, ge=1, le=100_000, description="passes of `steps_per_epoch` batches")
     steps_per_epoch: int | None = Field(
         None, ge=1, description="batches per epoch; null = training images // batch_size"
@@ -273,6 +276,9 @@ class TrainDiffusionParams(Section):
     lr: float = Field(2e-4, gt=0, le=1, description="AdamW learning rate (1e-4 .. 1e-3 usual)")
     weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW decoupled weight decay")
     warmup_steps: int = Field(100, ge=0, description="linear learning-rate warm-up from 0")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="after the warm-up: constant, or cosine decay to 0 at the last step"
+    )
     ema_decay: float = Field(
         0.999, ge=0, lt=1, description="EMA of the weights that samples (0.99 .. 0.9999; with warm-up)"
     )

@@ -30,6 +30,7 @@ class Architecture:
     attention: bool  # self-attention in the U-Net's middle block
     train_timesteps: int
     beta_schedule: str
+    prediction_type: str = "epsilon"  # "epsilon" | "v_prediction" (models saved before it: epsilon)
 
     @property
     def null_label(self) -> int:
@@ -67,13 +68,28 @@ def _groups(widths: tuple[int, ...]) -> int:
     return next(g for g in (32, 16, 8, 4, 2, 1) if all(w % g == 0 for w in widths))
 
 
+def _schedule(arch: Architecture) -> dict:
+    return {
+        "num_train_timesteps": arch.train_timesteps,
+        "beta_schedule": arch.beta_schedule,
+        "prediction_type": arch.prediction_type,
+    }
+
+
 def train_scheduler(arch: Architecture) -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=arch.train_timesteps, beta_schedule=arch.beta_schedule)
+    return DDPMScheduler(**_schedule(arch))
+
+
+def training_target(schedule: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor):
+    """What the U-Net regresses at (x0, noise, t): the noise, or v (Salimans & Ho 2022)."""
+    if schedule.config.prediction_type == "v_prediction":
+        return schedule.get_velocity(x0, noise, t)
+    return noise
 
 
 def sampling_scheduler(arch: Architecture, sampler: str):
     """A fresh sampler (they keep per-run state) over the training noise schedule."""
-    schedule = {"num_train_timesteps": arch.train_timesteps, "beta_schedule": arch.beta_schedule}
+    schedule = _schedule(arch)
     if sampler == "ddim":
         return DDIMScheduler(**schedule, clip_sample=True)
     if sampler == "dpm_solver":
@@ -93,7 +109,8 @@ def to_image_size(x: torch.Tensor, size: int) -> torch.Tensor:
 def guided_noise(
     unet: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, null: int, guidance: float
 ) -> torch.Tensor:
-    """The guided noise prediction; one pass when w is 0 or 1, else the two branches in one batch."""
+    """The guided prediction (noise or v: guidance mixes either linearly); one pass when w is 0 or 1, else
+    the two branches in one batch."""
     if guidance == 0:
         return unet(x, t, class_labels=torch.full_like(labels, null)).sample
     if guidance == 1:

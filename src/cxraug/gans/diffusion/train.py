@@ -11,6 +11,7 @@ checkpoints/train_diffusion/state.pt every `checkpoint_every` steps, resumed (sa
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,14 @@ from cxraug.core.stage import NO_HOOKS, EpochEnd, Hooks
 from cxraug.core.tracking import MetricBuffer, log_labelled_grid, stage_run
 from cxraug.core.training import StepLog, adam, epoch_batches, evaluating, fingerprint, steps_per_epoch
 from cxraug.data.datasets import Split, load_split, to_model_range
-from cxraug.gans.diffusion.nets import EMA, Architecture, build_unet, to_resolution, train_scheduler
+from cxraug.gans.diffusion.nets import (
+    EMA,
+    Architecture,
+    build_unet,
+    to_resolution,
+    train_scheduler,
+    training_target,
+)
 from cxraug.gans.diffusion.proposer import DiffusionProposer, Sampling, save_model
 
 log = logging.getLogger(__name__)
@@ -61,6 +69,7 @@ def architecture(params: TrainDiffusionParams, train: Split) -> Architecture:
         attention=params.attention,
         train_timesteps=params.train_timesteps,
         beta_schedule=params.beta_schedule,
+        prediction_type=params.prediction_type,
     )
 
 
@@ -92,12 +101,13 @@ def diffusion_step(
     shard: Shard = WHOLE,
     batch: int | None = None,
 ) -> torch.Tensor:
-    """One noise-prediction update on clean images x0 [B, 1, r, r] in [-1, 1]; returns the loss (this
-    rank's term of the global mean under torchrun)."""
+    """One update on clean images x0 [B, 1, r, r] in [-1, 1] (regressing the noise or v); returns the
+    loss (this rank's term of the global mean under torchrun)."""
     noisy = schedule.add_noise(x0, noise, t)
     with precision.autocast():
         predicted = unet(noisy, t, class_labels=labels).sample
-    loss = shard.scale(F.mse_loss(predicted.float(), noise), len(x0), batch or len(x0))
+    target = training_target(schedule, x0, noise, t)
+    loss = shard.scale(F.mse_loss(predicted.float(), target), len(x0), batch or len(x0))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -108,7 +118,8 @@ def diffusion_step(
 def held_out_loss(
     unet: torch.nn.Module, arch: Architecture, schedule, split: Split, device: torch.device, seed: int
 ) -> float:
-    """Noise-prediction MSE on (up to 512) val images at fixed timesteps and noise, conditional branch."""
+    """The training loss (noise or v MSE) on (up to 512) val images at fixed timesteps and noise,
+    conditional branch."""
     g = torch.Generator().manual_seed(seed + 104729)
     x0 = to_resolution(to_model_range(split.images[:512]), arch.resolution)
     noise = torch.randn(x0.shape, generator=g)
@@ -116,7 +127,7 @@ def held_out_loss(
     with evaluating(unet):
         noisy = schedule.add_noise(x0, noise, t).to(device)
         predicted = unet(noisy, t.to(device), class_labels=split.labels[:512].to(device)).sample
-    return F.mse_loss(predicted.float().cpu(), noise).item()
+    return F.mse_loss(predicted.float().cpu(), training_target(schedule, x0, noise, t)).item()
 
 
 def log_samples(proposer: DiffusionProposer, noise: torch.Tensor, per_class: int, epoch: int | None) -> float:
@@ -135,9 +146,14 @@ def log_samples(proposer: DiffusionProposer, noise: torch.Tensor, per_class: int
     return rate
 
 
-def lr_at(params: TrainDiffusionParams, step: int) -> float:
-    """Linear warm-up, then constant (a function of the step alone: nothing to checkpoint)."""
-    return params.lr * min(1.0, (step + 1) / max(1, params.warmup_steps))
+def lr_at(params: TrainDiffusionParams, step: int, total: int) -> float:
+    """Linear warm-up, then constant or a cosine decay that reaches 0 after the last of `total` steps
+    (a function of the step alone: nothing to checkpoint)."""
+    warm = min(1.0, (step + 1) / max(1, params.warmup_steps))
+    if params.lr_schedule == "constant" or step < params.warmup_steps:
+        return params.lr * warm
+    done = (step + 1 - params.warmup_steps) / max(1, total - params.warmup_steps)
+    return params.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
 
 
 def train_diffusion(
@@ -209,7 +225,7 @@ def train_diffusion(
                 noise, t, y = noising(x0, labels[idx], arch, params.label_dropout, rng)
                 rows = ctx.shard.rows(len(idx))  # every rank draws the global batch, trains on its rows
                 for group in optimizer.param_groups:
-                    group["lr"] = lr_at(params, step)
+                    group["lr"] = lr_at(params, step, total)
                 loss = diffusion_step(
                     trained,
                     optimizer,
@@ -224,7 +240,7 @@ def train_diffusion(
                 )
                 ema.update(unet)
                 step += 1
-                steps.add({"loss": loss, "lr": torch.tensor(lr_at(params, step - 1))}, step)
+                steps.add({"loss": loss, "lr": torch.tensor(lr_at(params, step - 1, total))}, step)
                 bar.update()
                 if steps.last:
                     bar.set_postfix(loss=f"{steps.last['loss']:.4f}", epoch=epoch + 1)
