@@ -142,7 +142,7 @@ def test_ema_follows_the_weights_with_warm_up():
 
 def test_tiny_run_writes_outputs_metrics_and_an_mlflow_run(trained):
     root, result = trained
-    assert {p.name for p in (root / "models").iterdir()} == {"unet.pt", "diffusion.json"}
+    assert {p.name for p in (root / "models").iterdir()} == {"unet.pt", "diffusion.json", "recipe.json"}
     metrics = json.loads((root / "metrics.json").read_text())
     assert metrics["steps"] == 8 and metrics["mlflow_run_id"] == result.run_id
     assert metrics["val_loss"] > 0 and metrics["sampler_images_per_second"] > 0

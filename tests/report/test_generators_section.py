@@ -4,10 +4,13 @@ import json
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 
 from cxraug.core.config import TrainBaganParams, TrainOpenganParams
 from cxraug.gans.bagan.train import recipe as bagan_recipe
+from cxraug.gans.diffusion.nets import Architecture
+from cxraug.gans.diffusion.proposer import Sampling, save_model
 from cxraug.gans.opengan.architectures import recipe as opengan_recipe
 from cxraug.report.generators import class_specificity, describe
 from cxraug.report.reader import ImageReader
@@ -52,3 +55,14 @@ def test_provenance_names_generator_consistency_and_filter(tmp_path):
     assert describe(read_provenance(out)).endswith("filter: score >= 0.5")
     assert "class covariance" in describe(read_provenance(out))
     assert describe(read_provenance(tmp_path)).startswith("unknown")  # no provenance.json: said so
+
+
+def test_a_diffusion_column_names_its_prediction_target_and_the_sampler_that_drew_it(tmp_path):
+    model, out = tmp_path / "model", tmp_path / "out"
+    arch = Architecture(8, 8, 2, (8,), 1, False, 1000, "squaredcos_cap_v2", prediction_type="v_prediction")
+    save_model(model, torch.nn.Linear(1, 1), arch, ("a", "b"), Sampling("dpm_solver", 20, 2.0), [3, 4])
+    out.mkdir()
+    drawn = {"sampler": "ddim", "steps": 50, "guidance": 1.5}
+    write_provenance(out, model, mode="none", threshold=0.0, sampler=drawn)
+    text = describe(read_provenance(out))  # the sampler synthesize drew with, not the trained default
+    assert text == "generator unet; predicts v_prediction; sampler ddim, 50 steps, guidance 1.5; unfiltered"

@@ -47,6 +47,11 @@ def describe(provenance: dict | None) -> str:
     if "consistency" in provenance:
         weight = provenance.get("consistency_weight")
         parts.append(f"consistency {weight:g} x {provenance['consistency']}")
+    if "prediction_type" in provenance:
+        parts.append(f"predicts {provenance['prediction_type']}")
+    if "sampler" in provenance:
+        s = provenance["sampler"]
+        parts.append(f"sampler {s['sampler']}, {s['steps']} steps, guidance {s['guidance']:g}")
     if "cov_estimator" in provenance:
         parts.append(f"class covariance {provenance['cov_estimator']}, draw {provenance['class_sampling']}")
     f = provenance.get("filter", {})

@@ -155,7 +155,8 @@ def _run(
         )
     result = SynthesizeResult(draws, time.perf_counter() - start, Path(out_dir))
     write_synthetic(draws, Path(out_dir))
-    write_provenance(Path(out_dir), model_dir, rule.mode, rule.threshold)
+    sampler = vars(proposer.sampling) if hasattr(proposer, "sampling") else None  # diffusion's, as drawn
+    write_provenance(Path(out_dir), model_dir, rule.mode, rule.threshold, sampler)
     result.run_id = log_to_mlflow(result, params, stage, gan, model_dir, gan_run, precision, extra_tags or {})
     if metrics_path is not None:
         atomic_write_json(
@@ -177,7 +178,7 @@ def _run(
                 "mlflow_run_id": result.run_id,
                 "gan_run_id": gan_run,
             }
-            | ({"sampler": vars(proposer.sampling)} if hasattr(proposer, "sampling") else {})
+            | ({} if sampler is None else {"sampler": sampler})
             | ({} if near_copy is None else {"near_copies": _near_copy_summary(draws, near_copy)}),
         )
     short = {d.name: d.accepted for d in draws if d.accepted < required}

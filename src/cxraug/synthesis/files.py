@@ -148,13 +148,17 @@ def read_exemplars(directory: Path, image_size: int) -> torch.Tensor:
 PROVENANCE_FILE = "provenance.json"
 
 
-def write_provenance(out_dir: Path, model_dir: Path, mode: str, threshold: float) -> dict:
+def write_provenance(
+    out_dir: Path, model_dir: Path, mode: str, threshold: float, sampler: dict | None = None
+) -> dict:
     """<out>/provenance.json: the trainer's recipe.json (generator, consistency term, ... ; {} for a model
-    written before it existed) and the filter these images passed, so that a report can say what made
-    them without reading the model directory."""
+    written before it existed), the filter these images passed and the sampler that drew them (diffusion),
+    so that a report can say what made them without reading the model directory."""
     recipe_path = Path(model_dir) / "recipe.json"
     recipe = json.loads(recipe_path.read_text()) if recipe_path.is_file() else {}
     provenance = {**recipe, "filter": {"mode": mode, "threshold": threshold}}
+    if sampler is not None:
+        provenance["sampler"] = sampler
     atomic_write_json(Path(out_dir) / PROVENANCE_FILE, provenance)
     return provenance
 

@@ -105,6 +105,9 @@ def save_model(
             "train_counts": list(counts),
         },
     )
+    # what the report's Generators section names (synthesis/files.py write_provenance reads it)
+    recipe = {"gan": "diffusion", "generator": "unet", "prediction_type": arch.prediction_type}
+    atomic_write_json(out_dir / "recipe.json", recipe)
 
 
 def load_proposer(
