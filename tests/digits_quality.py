@@ -3,10 +3,10 @@
     PYTHONPATH=src OMP_NUM_THREADS=1 python -m tests.digits_quality --generator residual --out /tmp/d
 
 prepare -> train_embedder -> train_opengan (the params.yaml defaults of train_opengan but for the
-overrides given here: widths, schedule, generator) -> load_proposer -> n unfiltered samples per digit
--> the reader's share read as intended and improved P/R (k=3) on 8x8 pixels, per digit. Optionally one
-digit is held out of embedder and GAN (`--held-out`) and drawn from `--exemplars` of its real images.
-Prints and writes <out>/digits_<generator>.json.
+overrides given here: widths, schedule, generator, any other key with --set) -> load_proposer -> n
+unfiltered samples per digit -> the reader's share read as intended and improved P/R (k=3) on 8x8
+pixels, per digit. Optionally one digit is held out of embedder and GAN (`--held-out`) and drawn from
+`--exemplars` of its real images. Prints and writes <out>/digits_<generator><tag>.json.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 
 def main() -> None:
@@ -41,11 +42,19 @@ def main() -> None:
     ap.add_argument("--steps-per-epoch", type=int, default=50)
     ap.add_argument("--embedder-epochs", type=int, default=10)
     ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other train_opengan key (VALUE read as YAML), e.g. --set lr_d=4e-4 --set projection=false",
+    )
     args = ap.parse_args()
 
-    out = args.out
+    out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
+    os.chdir(out)  # MLflow's artifacts (mlruns/) beside its store, not in the caller's directory
     from cxraug.core.config import PrepareParams, TrainEmbedderParams, load_params
     from cxraug.data.datasets import load_split
     from cxraug.data.prepare import prepare
@@ -98,7 +107,10 @@ def main() -> None:
         overrides["beta1"] = args.beta1
     if args.consistency_weight is not None:
         overrides["consistency_weight"] = args.consistency_weight
-    gan = defaults.model_copy(update=overrides)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    gan = type(defaults).model_validate(defaults.model_dump() | overrides)
     result = train_opengan(
         gan, prepared, embedder, out / f"gan_{tag}", out / f"{tag}_g.json", out / f"ckpt_g_{tag}"
     )
@@ -120,7 +132,10 @@ def main() -> None:
         samples[digit] = images.numpy()
     report = {
         "settings": {
-            **gan.model_dump(include=set(overrides) | {"consistency", "consistency_weight", "lr_g", "beta1"}),
+            **gan.model_dump(
+                include=set(overrides)
+                | {"consistency", "consistency_weight", "lr_g", "lr_d", "beta1", "projection"}
+            ),
             "digits": digits,
             "rare": args.rare,
             "rare_n": args.rare_n,

@@ -5,9 +5,9 @@ Targets (issue 14): every digit >= 90% read as intended, improved precision >= 0
 8x8 pixels; an unseen digit drawn from 40 exemplars >= 50% read as itself (chance 10%). Where a faithful
 generator does not reach a target at a schedule that fits the gate, the test is named so and asserts
 what it does reach, with a margin (figures in README.md and docs/). slow, 1 thread: the BAGAN gate ran in
-203-494 s at load 6-9 (79 s CPU: ~2 min on a quiet core); the two NewGAN gates (embedder + 1500 residual
-steps) had not completed a run when written: their bounds come from the measurement script's figures at
-the same settings.
+203-494 s at load 6-9 (79 s CPU: ~2 min on a quiet core); the seen-digits NewGAN gate (embedder + 1500
+residual steps) needs ~11 min of one core (51 min wall at load 7-9), the unseen-digit one more (ten
+digits: 41 min wall at load 3-9).
 """
 
 from __future__ import annotations
@@ -205,11 +205,12 @@ def _opengan(tmp: Path, digits, rare, excluded: list[str]) -> Path:
     return params
 
 
-def test_newgan_digits_gate_recall_short_of_target_on_zero_and_three(tmp_path):
-    """NewGAN as published, digits 0-4 (four cut to 40), 1500 steps, unfiltered. Measured with
-    tests/digits_quality.py (issue 14, same settings): read as intended 1.00/.965/1.00/1.00/1.00,
-    P .83/.55/.79/.82/.56, R .06/.62/.47/.24/.39:
-    reading and precision meet the gate; recall of zero and three does not (collapse within the class)."""
+def test_newgan_digits_gate_short_of_target_on_zero_three_four(tmp_path):
+    """NewGAN as published, digits 0-4 (four cut to 40), 1500 steps, unfiltered. Measured through this
+    test (51 min 40 s wall at load 7-9, 608 s user CPU: ~11 min on a quiet core): read as intended 1.00
+    every digit, P .76/.58/.73/.82/.47, R .09/.555/.395/.23/.166 (zero ... four). Reading meets the gate;
+    precision does except four's; recall of zero, three and four does not (collapse within the class:
+    docs/opengan.md, "Digits gate"). The bounds are those figures with a margin."""
     params = _opengan(tmp_path, range(5), 4, [])
     cli(
         tmp_path,
@@ -227,17 +228,21 @@ def test_newgan_digits_gate_recall_short_of_target_on_zero_and_three(tmp_path):
     )
     report = judged(synthesized(tmp_path / "syn"), range(5))
     for digit, r in report.items():
-        assert r["read_as_intended"] >= 0.9 and r["precision"] >= 0.5, (digit, r)
-    for digit in ("one", "two", "four"):
+        assert r["n"] == 200 and r["read_as_intended"] >= 0.9, (digit, r)
+    for digit in ("zero", "one", "two", "three"):
+        assert report[digit]["precision"] >= 0.5, (digit, report[digit])
+    assert report["four"]["precision"] >= 0.35, report["four"]  # what it reaches (0.47), with margin
+    for digit in ("one", "two"):
         assert report[digit]["recall"] >= 0.3, (digit, report[digit])
-    assert min(r["recall"] for r in report.values()) >= 0.02  # what it reaches, with margin
+    assert min(r["recall"] for r in report.values()) >= 0.05  # what it reaches (0.09), with margin
 
 
 def test_newgan_unseen_digit_from_exemplars_stays_far_below_target(tmp_path):
     """All ten digits, four held out of embedder and GAN, drawn from 40 of its real images. Measured
-    (issue 14, same settings): four read as four 3% (chance 10%, target 50%): the open-set claim does not
-    hold here, and README says so. This test pins that figure (<= 25%) beside the seen digits' quality,
-    so that a change that fixes it (or the README's statement going stale) is noticed."""
+    through this test (1500 steps; 41 min wall at load 3-9, 634 s user CPU): four read as four 1.5% (3 of
+    200; as six 43%, eight 22%, five 13%, nine 12%), chance 10%, target 50% (500 steps: 3%): the open-set
+    claim does not hold here, and README says so. This test pins that figure (<= 25%), so that a change
+    that fixes it (or the README's statement going stale) is noticed."""
     params = _opengan(tmp_path, range(10), None, ["four"])
     exemplars = tmp_path / "exemplars"
     exemplars.mkdir()
