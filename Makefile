@@ -53,7 +53,7 @@ demo: setup  ## whole pipeline on synthetic phantoms in ./$(DEMO_DIR), its own g
 	@cd $(DEMO_DIR) && git add -A && (git diff --cached --quiet || git commit -q -m "demo: dvc repro") \
 		&& echo "demo committed: try 'cd $(DEMO_DIR) && dvc exp run -S classify.lr=0.001 && dvc exp show'"
 
-demo-diffusion:  ## the demo with the diffusion model as a third generator (CPU: ~20 more minutes per generator replicate)
+demo-diffusion:  ## the demo with the diffusion model as a third generator (CPU: ~10 more minutes per replicate, measured busy)
 	$(MAKE) demo DEMO_OVERLAY="--overlay params.demo-diffusion.yaml"
 
 push: setup  ## dvc push: prepared data, synthetic images, models to the DVC remote (DIR=demo for the demo's)
