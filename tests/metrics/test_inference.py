@@ -9,10 +9,10 @@ from cxraug.metrics.inference import (
     adjust,
     percentile_interval,
     percentile_p_value,
-    resolution,
     two_level_comparison,
     two_level_interval,
 )
+from cxraug.metrics.significance import resolution
 from tests.metrics.patient_only import bootstrap_ci, paired_bootstrap
 
 

@@ -57,13 +57,7 @@ import numpy as np
 
 from cxraug.core.errors import CxraugError
 from cxraug.metrics.auc import patient_weights, weighted_auc
-from cxraug.metrics.significance import (
-    adjust,
-    alpha_of,
-    percentile_interval,
-    percentile_p_value,
-    resolution,
-)
+from cxraug.metrics.significance import adjust, alpha_of, percentile_interval, percentile_p_value
 
 __all__ = [
     "AucComparison",
@@ -71,7 +65,6 @@ __all__ = [
     "adjust",
     "percentile_interval",
     "percentile_p_value",
-    "resolution",
     "two_level_comparison",
     "two_level_interval",
 ]

@@ -21,7 +21,8 @@ import numpy as np
 
 from cxraug.core.config import ReportParams
 from cxraug.core.errors import CxraugError
-from cxraug.metrics.inference import adjust, resolution, two_level_comparison
+from cxraug.metrics.inference import adjust, two_level_comparison
+from cxraug.metrics.significance import resolution
 from cxraug.report.inputs import BASELINE, TestScores, VariantMetrics, study_generators
 
 log = logging.getLogger(__name__)
