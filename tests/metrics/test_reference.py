@@ -142,6 +142,9 @@ def test_class_blind_needs_cas_at_chance_or_an_independent_space_where_only_the_
         "CAS"
     )
     assert reference.class_blind({"macro_auc": 0.6, "macro_auc_ci": [0.49, 0.7]}, {}, 0.55)  # CI reaches 0.5
+    # a CI wholly below 0.5 is not chance: the synthetic labels point the wrong way, and it says so
+    below = reference.class_blind({"macro_auc": 0.40, "macro_auc_ci": [0.30, 0.47]}, {}, 0.55)[0]
+    assert "below chance" in below and "at chance" not in below
     assert "random space" in reference.class_blind(good_cas, {"random": space(True, False)}, 0.55)[0]
     assert reference.class_blind(good_cas, {"random": space(False, False)}, 0.55) == []  # real not separable
     assert reference.class_blind(good_cas, {"embedder": space(True, False)}, 0.55) == []  # not independent

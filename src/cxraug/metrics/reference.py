@@ -206,11 +206,10 @@ def class_blind(cas_summary: dict | None, spaces: dict, cas_chance: float) -> li
     by class where the real images are."""
     reasons = []
     if cas_summary:
-        auc, (lo, _) = cas_summary["macro_auc"], cas_summary["macro_auc_ci"]
+        auc, (lo, hi) = cas_summary["macro_auc"], cas_summary["macro_auc_ci"]
         if auc < cas_chance or lo <= 0.5:
-            reasons.append(
-                f"CAS macro AUC {auc:.3f} (CI {lo:.3f}–{cas_summary['macro_auc_ci'][1]:.3f}) is at chance"
-            )
+            where = "below chance (its labels mislead)" if hi < 0.5 else "at chance"
+            reasons.append(f"CAS macro AUC {auc:.3f} (CI {lo:.3f}–{hi:.3f}) is {where}")
     for space, entry in spaces.items():
         real, synthetic = entry["separability"]["real"], entry["separability"]["synthetic"]
         informative = (
