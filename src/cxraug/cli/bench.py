@@ -76,7 +76,8 @@ def bench_all(
     FLOP rate as a share of this machine's matmul peak, overhead of our machinery over a bare loop, GAN
     steps vs a dcgan-example-style loop at 64 px and 1024 px PNGs. The overhead column interleaves ours and
     bare step by step: median ratio, 95% bootstrap interval, met / not met / unresolved against 5%.
-    About 15 min on 2 quiet CPU cores (estimated: 20 paired steps per loop)."""
+    More than 35 min on 2 quiet CPU cores at params.yaml's nets (measured: the diffusion loop alone took
+    18-22 min per side); --overlay params.demo.yaml or fewer --steps for a quicker run."""
     from cxraug.benchmarks.suite import COMPONENTS, default_output
 
     _run_bench(COMPONENTS, params, overlay, smoke, out or default_output(), images, steps)
