@@ -35,6 +35,7 @@ def test_every_verb_explains_itself(verb):
         (["params", "--params", "/no/params.yaml"], "no such params file"),
         (["download", "nih", "/tmp/x", "--archives", "13"], "archives 1 to 12"),
         (["download", "nih", "/tmp/x", "--archives", "one"], "use numbers and ranges"),
+        (["bench", "all", "--skip", "gpu"], "unknown part gpu"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, message, tmp_path):

@@ -101,8 +101,8 @@ class InterleavedClock:
     when the bare step is done. So the stage function's steps (with all their machinery) and the bare
     loop's alternate in one process."""
 
-    def __init__(self, bare: Callable[[], object], phase: str | None = None) -> None:
-        self.bare, self.phase = bare, phase
+    def __init__(self, bare: Callable[[], object], phase: str | None = None, per_epoch: int = 0) -> None:
+        self.bare, self.phase, self.per_epoch = bare, phase, per_epoch
         self.ours: list[float] = []
         self.bare_times: list[float] = []
         self._resumed: float | None = None
@@ -119,10 +119,20 @@ class InterleavedClock:
 
     def comparison(self, skip: int = 1) -> Comparison:
         """Pairs (stage step k, the bare step before it), the first `skip` stage steps left out (warm-up:
-        the stage's first step has no interval; the next carries first-call costs)."""
-        ours = self.ours[skip:]
-        bare = self.bare_times[skip : skip + len(ours)]
-        return compare(ours, bare)
+        the stage's first step has no interval; the next carries first-call costs). With `per_epoch`
+        (steps per epoch, > 2) the steps either side of each epoch end are left out too: the epoch end's
+        held-out checks and grids fall inside one of them (which one depends on the loop), and that work
+        is per epoch, reported apart (`extra_per_epoch`), not per-step machinery."""
+        pairs = [
+            (ours, bare)
+            for j, (ours, bare) in enumerate(zip(self.ours, self.bare_times, strict=False))  # bare: 1 more
+            if j >= skip and not self.at_epoch_end(j + 2)  # ours[j] is the interval of stage step j + 2
+        ]
+        return compare([o for o, _ in pairs], [b for _, b in pairs])
+
+    def at_epoch_end(self, step: int) -> bool:
+        """Whether stage step `step` (1-based) is the last of an epoch or the first of the next."""
+        return self.per_epoch > 2 and step % self.per_epoch in (0, 1)
 
     def median(self) -> float:
         return statistics.median(self.ours)

@@ -26,7 +26,7 @@ def diffusion(prepared: Path, params: Params, budget) -> list[LoopResult]:
     """[training step, sampler]; the sampler draws one batch of `sample_batch_size` images."""
     p = params.train_diffusion.model_copy(update={"epochs": budget.epochs, "steps_per_epoch": budget.steps})
     step, note = _bare_step(prepared, p)
-    clock = InterleavedClock(step, "diffusion")
+    clock = InterleavedClock(step, "diffusion", budget.steps)
     with tempfile.TemporaryDirectory(prefix="cxraug-bench-diffusion-") as tmp:
         out = Path(tmp)
         train_diffusion(p, prepared, out / "model", out / "metrics.json", out / "ckpt", Hooks(on_step=clock))

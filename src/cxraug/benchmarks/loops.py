@@ -85,7 +85,8 @@ def bagan(prepared: Path, params: Params, budget: Budget) -> list[LoopResult]:
 
     train = load_split(prepared, "train")
     per_epoch = max(1, len(train) // params.train_bagan.batch_size)
-    epochs = max(budget.epochs, -(-budget.total // per_epoch))  # about budget.total steps per phase
+    clean = per_epoch - 2 if per_epoch > 2 else per_epoch  # steps per epoch the comparison keeps
+    epochs = max(budget.epochs, -(-budget.total // clean))  # about budget.total compared steps per phase
     p = params.train_bagan.model_copy(update={"ae_epochs": epochs, "epochs": epochs})
     device = pick_device(p.device)
     precision = pick_precision(device, p.precision)
@@ -126,7 +127,10 @@ def bagan(prepared: Path, params: Params, budget: Budget) -> list[LoopResult]:
         x, y = real()
         bagan_gan_step(nets.generator, nets.discriminator, opt_g, opt_d, x, y, draw, n_fake, precision)
 
-    clocks = {"autoencoder": InterleavedClock(ae_step, "autoencoder"), "gan": InterleavedClock(gan, "gan")}
+    clocks = {
+        "autoencoder": InterleavedClock(ae_step, "autoencoder", per_epoch),
+        "gan": InterleavedClock(gan, "gan", per_epoch),
+    }
     with tempfile.TemporaryDirectory(prefix="cxraug-bench-bagan-") as tmp:
         out = Path(tmp)
         train_bagan(
@@ -168,7 +172,7 @@ def embedder(prepared: Path, params: Params, budget: Budget, work: Path) -> tupl
             model, opt, on_device.images[idx], on_device.labels[idx], p.temperature, p.augment, g, precision
         )
 
-    clock = InterleavedClock(step)
+    clock = InterleavedClock(step, per_epoch=budget.steps)
     keep = work / "embedder"
     train_embedder(
         p, prepared, keep / "embedder.pt", keep / "metrics.json", keep / "ckpt", Hooks(on_step=clock)
@@ -203,7 +207,7 @@ def opengan(prepared: Path, embedder_path: Path, params: Params, budget: Budget)
         real = precision.batch(to_model_range(on_device.images[idx]))
         opengan_gan_step(g, d, frozen, opt_g, opt_d, real, e_all[idx], z, p, precision)
 
-    clock = InterleavedClock(step)
+    clock = InterleavedClock(step, per_epoch=budget.steps)
     with tempfile.TemporaryDirectory(prefix="cxraug-bench-opengan-") as tmp:
         out = Path(tmp)
         train_opengan(
@@ -256,7 +260,7 @@ def classifier(prepared: Path, params: Params, budget: Budget) -> LoopResult:
     def step():
         train_step(model, opt, on_device.images, on_device.labels, next(batches), precision)
 
-    clock = InterleavedClock(step)
+    clock = InterleavedClock(step, per_epoch=budget.steps)  # an "epoch" ends at each val scoring
     with tempfile.TemporaryDirectory(prefix="cxraug-bench-classify-") as tmp:
         checkpoint = Checkpointer(Path(tmp) / "ckpt.pt", "bench")  # the stage checkpoints every round
         train_classifier(train.images, train.labels, val, p, seed=0, checkpoint=checkpoint, on_step=clock)

@@ -43,8 +43,11 @@ class Settings:
     data_batches: int
 
 
-# 20 stage steps per loop, each paired with a bare step: ~18 pairs behind each overhead interval
-FULL = Settings(400, loops.Budget(steps=10, epochs=2, timed=6), (0, 1024), 128, 4, 4096, 10)
+# 40 stage steps per loop, each paired with a bare step, the steps either side of an epoch end left out:
+# 35-41 pairs behind each overhead interval. Measured on 2 quiet cores: 20 steps at 400 phantoms (BAGAN 4
+# steps per epoch) gave intervals 2-6 points wide, 8 of 10 rows resolved in two runs; this, 1-3.5 points.
+FULL = Settings(1600, loops.Budget(steps=20, epochs=2, timed=6), (0, 1024), 128, 4, 4096, 10)
+DIFFUSION_STEPS = 5  # per epoch: a diffusion step at params.yaml's U-Net takes 30-70 s on a CPU
 SMOKE = Settings(300, loops.Budget(steps=2, epochs=2, timed=2), (0, 128), 32, 2, 256, 2)
 
 SMOKE_PARAMS = {  # tiny nets at 32 px: the whole suite in well under a minute
@@ -90,8 +93,9 @@ def run(
     """Measure `components` on demo phantoms prepared like the real data (MLflow into a throwaway store
     unless `tracking_uri`). `images`: phantoms generated (the BAGAN and classifier epochs grow with them);
     `steps`: steps per epoch of the embedder and OpenGAN stages and timed steps of every bare loop.
-    More of both give steadier medians (the defaults fit ~10 min on 2 CPU cores)."""
-    settings = SMOKE if smoke else FULL
+    More of both give steadier medians (the defaults: ~9 min on 2 quiet CPU cores without the diffusion
+    loop, which runs DIFFUSION_STEPS per epoch unless `steps` is given)."""
+    settings, chosen_steps = (SMOKE if smoke else FULL), steps is not None
     if images is not None:
         settings = dataclasses.replace(settings, n_images=images)
     if steps is not None:
@@ -147,7 +151,8 @@ def run(
         if "classifier" in components:
             report.loops.append(loops.classifier(ws.prepared, params, budget))
         if "diffusion" in components:
-            report.loops += diffusion(ws.prepared, params, budget)
+            per_epoch = budget.steps if smoke or chosen_steps else min(budget.steps, DIFFUSION_STEPS)
+            report.loops += diffusion(ws.prepared, params, dataclasses.replace(budget, steps=per_epoch))
         if "data" in components:
             precision = pick_precision(device, params.classify.precision)
             batch = params.classify.batch_size

@@ -65,22 +65,33 @@ def bench_all(
         Path | None, typer.Option(help="markdown report [default: benchmarks/results/<host>.md]")
     ] = None,
     images: Annotated[
-        int | None, typer.Option(min=100, help="demo phantoms [default 400]: longer BAGAN/classifier epochs")
+        int | None, typer.Option(min=100, help="demo phantoms [default 1600]: longer BAGAN/classifier epochs")
     ] = None,
     steps: Annotated[
         int | None,
-        typer.Option(min=2, help="stage steps per epoch (2 epochs, each step paired with a bare one) [10]"),
+        typer.Option(min=2, help="stage steps per epoch (2 epochs, each step paired with a bare one) [20]"),
+    ] = None,
+    skip: Annotated[
+        list[str] | None,
+        typer.Option(help="leave out a part: bagan, embedder, opengan, classifier, diffusion or data"),
     ] = None,
 ) -> None:
-    """Every training loop (autoencoder, BAGAN, embedder, OpenGAN, classifier) and the data path: images/s,
-    FLOP rate as a share of this machine's matmul peak, overhead of our machinery over a bare loop, GAN
-    steps vs a dcgan-example-style loop at 64 px and 1024 px PNGs. The overhead column interleaves ours and
-    bare step by step: median ratio, 95% bootstrap interval, met / not met / unresolved against 5%.
-    More than 35 min on 2 quiet CPU cores at params.yaml's nets (measured: the diffusion loop alone took
-    18-22 min per side); --overlay params.demo.yaml or fewer --steps for a quicker run."""
+    """Every training loop (autoencoder, BAGAN, embedder, OpenGAN, classifier, diffusion) and the data path:
+    images/s, FLOP rate as a share of this machine's matmul peak, overhead of our machinery over a bare
+    loop, GAN steps vs a dcgan-example-style loop at 64 px and 1024 px PNGs. The overhead column interleaves
+    ours and bare step by step (the steps either side of an epoch end left out): median ratio, 95%
+    bootstrap interval, met / not met / unresolved against 5%. Measured on 2 quiet CPU cores at
+    params.yaml's nets: 9 min with --skip diffusion (35-41 pairs per row, intervals 1-3.5 points wide);
+    the diffusion loop (5 steps per epoch unless --steps) adds ~10-25 min."""
     from cxraug.benchmarks.suite import COMPONENTS, default_output
 
-    _run_bench(COMPONENTS, params, overlay, smoke, out or default_output(), images, steps)
+    unknown = sorted(set(skip or ()) - set(COMPONENTS))
+    if unknown:
+        raise CxraugError(
+            f"bench all --skip: unknown part {', '.join(unknown)}; parts: {', '.join(COMPONENTS)}"
+        )
+    components = tuple(c for c in COMPONENTS if c not in (skip or ()))
+    _run_bench(components, params, overlay, smoke, out or default_output(), images, steps)
 
 
 @bench_app.command("bagan")
@@ -203,6 +214,24 @@ def bench_classify(
 
     rows = run(width=width, batch_size=batch_size, image_size=image_size, device=device)
     typer.echo(markdown_table(rows, reference=rows[0]))
+
+
+@bench_app.command("compile")
+def bench_compile(
+    params: ParamsOption = Path("params.yaml"),
+    overlay: OverlayOption = None,
+    pairs: Annotated[int, typer.Option(min=4, help="interleaved (compiled, eager) step pairs per loop")] = 12,
+) -> None:
+    """torch.compile vs eager for the classifier step and BAGAN's GAN step at params' nets, from the same
+    weights, interleaved: median ratio, 95% bootstrap interval, faster / slower / unresolved, and the
+    first compiled step's seconds. Compiling needs a C compiler on CPU; ~5 min at params.yaml's nets on 2
+    quiet cores."""
+    from cxraug.benchmarks import compiled
+    from cxraug.core.runtime import pick_device, pick_precision
+
+    p = _bench_params(params, overlay)
+    precision = pick_precision(pick_device(p.classify.device), p.classify.precision)
+    typer.echo(compiled.markdown(compiled.run(p, pairs), precision.describe()), nl=False)
 
 
 @bench_app.command("gan-metrics")
