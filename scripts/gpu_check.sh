@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA check of issue 8, for one machine with GPUs (about 6 min on one H100/H200, 16 cores):
 # GPU list, `cxraug bench all` on CUDA at moderate sizes, `cxraug bench study` (the projected full-study
-# time), a 2-process torchrun/NCCL check (skipped, and said so, with fewer than 2 GPUs), and the tests
+# time), `cxraug bench compile` (torch.compile vs eager), a 2-process torchrun/NCCL check (skipped,
+# and said so, with fewer than 2 GPUs), and the tests
 # that exercise CUDA paths. Run from the repository root:
 #     OUT=/some/dir bash scripts/gpu_check.sh
 # Every step's output goes to $OUT/<step>.log; a failing step is logged and the script goes on.
@@ -51,6 +52,9 @@ fi
 
 # the projected full-study wall time on this GPU (issue 19's target: <= 2 h on one H100/H200)
 step study 330 "$PY" -m cxraug.cli bench study --params params.yaml ${STUDY_ARGS:-} --out "$OUT/study-cuda.md"
+
+# torch.compile vs eager per loop on CUDA (kept in a stage only where a row says "faster")
+step compile 150 "$PY" -m cxraug.cli bench compile --params params.yaml ${COMPILE_ARGS:-}
 
 step tests 150 "$PY" -m pytest -q -x -p no:cacheprovider tests/core/test_runtime.py tests/core/test_distributed.py \
     tests/benchmarks/test_bench.py -k "cuda or precision or pinned or shards or batchnorm or memory_maps"
