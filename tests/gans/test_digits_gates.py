@@ -4,10 +4,10 @@
 Targets (issue 14): every digit >= 90% read as intended, improved precision >= 0.5 and recall >= 0.3 on
 8x8 pixels; an unseen digit drawn from 40 exemplars >= 50% read as itself (chance 10%). Where a faithful
 generator does not reach a target at a schedule that fits the gate, the test is named so and asserts
-what it does reach, with a margin (figures in README.md and docs/). slow, 1 thread: the BAGAN gate ran in
-203-494 s at load 6-9 (79 s CPU: ~2 min on a quiet core); the seen-digits NewGAN gate (embedder + 1500
-residual steps) needs ~11 min of one core (51 min wall at load 7-9), the unseen-digit one more (ten
-digits: 41 min wall at load 3-9).
+what it does reach, with a margin (figures in README.md and docs/). slow, 1 thread: each BAGAN gate (one
+per replicate seed 0, 1, 2) ran in 164-238 s at load 3.5-5 (71-78 s CPU: ~1.5-2 min on a quiet core);
+the seen-digits NewGAN gate (embedder + 1500 residual steps) needs ~11 min of one core (51 min wall at
+load 7-9), the unseen-digit one more (ten digits: 41 min wall at load 3-9).
 """
 
 from __future__ import annotations
@@ -120,52 +120,76 @@ def judged(images: dict[str, np.ndarray], digits) -> dict[str, dict]:
     return report
 
 
-def test_bagan_digits_gate_every_digit_read_precise_and_varied(tmp_path):
-    """Digits 0-4, four cut to 40 images (28 training), BAGAN with params.yaml's defaults (lr_g 2e-5,
-    lr_d 5e-4, d_class_weight balanced) at the gate's size, 240 GAN steps, filtered as the study filters
-    (synthesize.filter.per_gan.bagan: argmax), 200 accepted per digit. Targets (issue 14): every digit
-    >= 90% read as intended, precision >= 0.5, recall >= 0.3. Measured through this test
-    (seed 0): read as intended 1.00/.99/1.00/1.00/1.00, P .965/.67/.85/.92/.785, R .39/.62/.63/.60/.37;
-    four's candidates passed argmax 79% (203 of 256). 494 s wall at load ~9 (79 s CPU), 1 thread; rerun:
-    the same figures, 203 s at load ~6.
-    This is seed 0 (params.yaml's): the measurement script at seed 2 gives four's recall .22 (.25-.38
-    over six draws of 200) and at seed 1 the autoencoder does not converge (docs/bagan.md, "Rare
-    class"), so a pass here is one seed's."""
-    params = project(tmp_path, range(5), rare=4, train_bagan=BAGAN)
+def _bagan_replicate(tmp: Path, seed: int) -> dict[str, dict]:
+    """The fixture through `cxraug prepare` / `train-bagan --seed` / `synthesize --generator-seed` (the
+    study's replicate `seed`), params.yaml's defaults at the gate's size, judged per digit."""
+    params = project(tmp, range(5), rare=4, train_bagan=BAGAN)
     cli(
-        tmp_path,
+        tmp,
         "train-bagan",
         "--params",
         params,
         "--prepared",
-        tmp_path / "prepared",
+        tmp / "prepared",
         "--out",
-        tmp_path / "bagan",
+        tmp / "bagan",
         "--metrics",
-        tmp_path / "bagan.json",
+        tmp / "bagan.json",
         "--checkpoints",
-        tmp_path / "ckpt",
+        tmp / "ckpt",
+        "--seed",
+        seed,
     )
     cli(
-        tmp_path,
+        tmp,
         "synthesize",
         "--gan",
         "bagan",
         "--params",
         params,
         "--models",
-        tmp_path / "bagan",
+        tmp / "bagan",
         "--out",
-        tmp_path / "syn",
+        tmp / "syn",
         "--metrics",
-        tmp_path / "syn.json",
+        tmp / "syn.json",
+        "--generator-seed",
+        seed,
     )
-    report = judged(synthesized(tmp_path / "syn"), range(5))
+    report = judged(synthesized(tmp / "syn"), range(5))
     for digit, r in report.items():
         assert r["n"] == 200, digit  # enough of the rare digit passes the filter
         assert r["read_as_intended"] >= 0.9, (digit, r)
         assert r["precision"] >= 0.5, (digit, r)
+    return report
+
+
+@pytest.mark.parametrize("seed", [0, 2])  # of params.yaml's replicates.generator_seeds; 1: below
+def test_bagan_digits_gate_every_digit_read_precise_and_varied(tmp_path, seed):
+    """Digits 0-4, four cut to 40 images (28 training), BAGAN with params.yaml's defaults (He-initialised
+    encoder, lr_g 5e-6, lr_d 5e-4, d_class_weight balanced) at the gate's size, 240 GAN steps, trained and
+    sampled as replicate `seed` of the study, filtered as the study filters (argmax), 200 accepted per
+    digit. Targets (issue 14): every digit >= 90% read as intended, precision >= 0.5, recall >= 0.3.
+    Measured through this test, 1 thread (read · P / R, zero ... four):
+    seed 0: 1.00·.94/.54, 1.00·.675/.74, 1.00·.935/.57, .995·.91/.645, 1.00·.835/.39 (232 s at load ~4,
+    two gates at once; 76 s CPU);
+    seed 2: 1.00·.94/.50, .98·.68/.68, 1.00·.915/.55, 1.00·.91/.56, 1.00·.83/.42 (164 s at load ~3.5, 71 s
+    CPU). Seed 1 misses four's recall by .002: the next test."""
+    report = _bagan_replicate(tmp_path, seed)
+    for digit, r in report.items():
         assert r["recall"] >= 0.3, (digit, r)
+
+
+def test_bagan_digits_gate_seed_1_every_target_but_fours_recall_which_its_draw_misses_narrowly(tmp_path):
+    """Replicate 1, as above. Measured through this test: 1.00·.925/.545, 1.00·.685/.70, 1.00·.915/.73,
+    1.00·.92/.62, 1.00·.805/.298 (232 s at load ~4, two gates at once): every target but four's recall,
+    .298 against 0.3. That is the synthesize draw of replicate 1: ten other draws of 200 kept fours from
+    the same model give .30-.45 (mean .39), and at lr_g 1e-5 this same draw gave .23 (ten others .28-.38,
+    mean .33); docs/bagan.md, "Every replicate seed". The bound is that figure with a margin."""
+    report = _bagan_replicate(tmp_path, 1)
+    for digit in ("zero", "one", "two", "three"):
+        assert report[digit]["recall"] >= 0.3, (digit, report[digit])
+    assert report["four"]["recall"] >= 0.25, report["four"]
 
 
 def _opengan(tmp: Path, digits, rare, excluded: list[str]) -> Path:
