@@ -5,7 +5,7 @@ Targets (issue 14): every digit >= 90% read as intended, improved precision >= 0
 8x8 pixels; an unseen digit drawn from 40 exemplars >= 50% read as itself (chance 10%). Where a faithful
 generator does not reach a target at a schedule that fits the gate, the test is named so and asserts
 what it does reach, with a margin (figures in README.md and docs/). slow, 1 thread: each BAGAN gate (one
-per replicate seed 0, 1, 2) ran in 164-238 s at load 3.5-5 (71-78 s CPU: ~1.5-2 min on a quiet core);
+per replicate seed 0, 1, 2) ran in 141-287 s at load 3-5 (85-92 s CPU: ~1.5-2 min on a quiet core);
 the seen-digits NewGAN gate (embedder + 1500 residual steps) needs ~11 min of one core (51 min wall at
 load 7-9), the unseen-digit one more (ten digits: 41 min wall at load 3-9).
 """
@@ -42,7 +42,7 @@ BAGAN = {
     "g_base": 16,
     "d_base": 16,
     "batch_size": 32,
-    "ae_epochs": 15,
+    "ae_epochs": 30,  # params.yaml's; 15 left seed 1's four at recall .298 (docs/bagan.md)
     "epochs": 15,
     "precision": "fp32",
     "device": "cpu",
@@ -164,32 +164,23 @@ def _bagan_replicate(tmp: Path, seed: int) -> dict[str, dict]:
     return report
 
 
-@pytest.mark.parametrize("seed", [0, 2])  # of params.yaml's replicates.generator_seeds; 1: below
+@pytest.mark.parametrize("seed", [0, 1, 2])  # params.yaml's replicates.generator_seeds
 def test_bagan_digits_gate_every_digit_read_precise_and_varied(tmp_path, seed):
     """Digits 0-4, four cut to 40 images (28 training), BAGAN with params.yaml's defaults (He-initialised
-    encoder, lr_g 5e-6, lr_d 5e-4, d_class_weight balanced) at the gate's size, 240 GAN steps, trained and
-    sampled as replicate `seed` of the study, filtered as the study filters (argmax), 200 accepted per
-    digit. Targets (issue 14): every digit >= 90% read as intended, precision >= 0.5, recall >= 0.3.
-    Measured through this test, 1 thread (read · P / R, zero ... four):
-    seed 0: 1.00·.94/.54, 1.00·.675/.74, 1.00·.935/.57, .995·.91/.645, 1.00·.835/.39 (232 s at load ~4,
-    two gates at once; 76 s CPU);
-    seed 2: 1.00·.94/.50, .98·.68/.68, 1.00·.915/.55, 1.00·.91/.56, 1.00·.83/.42 (164 s at load ~3.5, 71 s
-    CPU). Seed 1 misses four's recall by .002: the next test."""
+    encoder, 30 autoencoder epochs, lr_g 5e-6, lr_d 5e-4, d_class_weight balanced) at the gate's size, 240
+    GAN steps, trained and sampled as replicate `seed` of the study, filtered as the study filters
+    (argmax), 200 accepted per digit. Targets (issue 14): every digit >= 90% read as intended, precision
+    >= 0.5, recall >= 0.3. Measured through this test, 1 thread (read · P / R, zero ... four):
+    seed 0: 1.00·.925/.59, 1.00·.71/.76, 1.00·.945/.76, 1.00·.90/.71, 1.00·.83/.51 (287 s wall at load ~5, two
+    gates at once; 92 s CPU);
+    seed 1: 1.00·.925/.68, 1.00·.665/.79, 1.00·.935/.79, 1.00·.89/.68, 1.00·.82/.49 (287 s, the same; 90 s
+    CPU);
+    seed 2: 1.00·.925/.65, .99·.67/.78, 1.00·.935/.67, 1.00·.885/.63, 1.00·.85/.46 (141 s at load ~3; 85 s
+    CPU).
+    With the gate's former 15 autoencoder epochs seed 1's four reached only .298 (docs/bagan.md)."""
     report = _bagan_replicate(tmp_path, seed)
     for digit, r in report.items():
         assert r["recall"] >= 0.3, (digit, r)
-
-
-def test_bagan_digits_gate_seed_1_every_target_but_fours_recall_which_its_draw_misses_narrowly(tmp_path):
-    """Replicate 1, as above. Measured through this test: 1.00·.925/.545, 1.00·.685/.70, 1.00·.915/.73,
-    1.00·.92/.62, 1.00·.805/.298 (232 s at load ~4, two gates at once): every target but four's recall,
-    .298 against 0.3. That is the synthesize draw of replicate 1: ten other draws of 200 kept fours from
-    the same model give .30-.45 (mean .39), and at lr_g 1e-5 this same draw gave .23 (ten others .28-.38,
-    mean .33); docs/bagan.md, "Every replicate seed". The bound is that figure with a margin."""
-    report = _bagan_replicate(tmp_path, 1)
-    for digit in ("zero", "one", "two", "three"):
-        assert report[digit]["recall"] >= 0.3, (digit, report[digit])
-    assert report["four"]["recall"] >= 0.25, report["four"]
 
 
 def _opengan(tmp: Path, digits, rare, excluded: list[str]) -> Path:
