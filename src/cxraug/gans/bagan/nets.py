@@ -91,7 +91,7 @@ def init_he_(net: ConvNet) -> ConvNet:
     """He (Kaiming) normal weights for LeakyReLU(0.2), biases zero. DCGAN's N(0, 0.02) assumes batch
     norm after each conv; this trunk has none, so it shrinks the signal layer by layer (at 64 px, width
     16: codes of std 7e-4 at init) and the autoencoder starts from a decoder that cannot see its input.
-    Measured on the digits (docs/bagan.md, "Seeds"): at seed 1 that autoencoder stalls at validation MSE
+    Measured on the digits (docs/bagan.md, "Every replicate seed"): at seed 1 it stalled at validation MSE
     0.10 (seeds 0, 2: 0.009); He init keeps the codes' scale (std 0.9 at init) and it converges."""
     for m in net.modules():
         if isinstance(m, nn.Conv2d | nn.Linear):
