@@ -26,11 +26,11 @@ class TrainBaganParams(Section):
     lr_ae: float = Field(1e-3, gt=0, le=1, description="Adam learning rate of the autoencoder")
     epochs: int = Field(100, ge=1, description="GAN epochs over the training split")
     lr_g: float = Field(
-        2e-5,
+        5e-6,
         gt=0,
         le=1,
-        description="Adam learning rate of the generator (BAGAN: 5e-5; 2e-5 measured to keep every class's "
-        "variety, the rare one included, docs/bagan.md)",
+        description="Adam learning rate of the generator (BAGAN: 5e-5; 5e-6 measured to keep every class's "
+        "variety, the rare one included, at every replicate seed: docs/bagan.md)",
     )
     lr_d: float = Field(
         5e-4,

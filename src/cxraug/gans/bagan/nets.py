@@ -82,8 +82,22 @@ class ConvNet(nn.Module):
 
 
 def encoder(arch: Architecture) -> ConvNet:
-    """image -> latent code [B, latent_dim]."""
-    return ConvNet(arch, arch.latent_dim)
+    """image -> latent code [B, latent_dim], He-initialised (init_he_)."""
+    return init_he_(ConvNet(arch, arch.latent_dim))
+
+
+@torch.no_grad()
+def init_he_(net: ConvNet) -> ConvNet:
+    """He (Kaiming) normal weights for LeakyReLU(0.2), biases zero. DCGAN's N(0, 0.02) assumes batch
+    norm after each conv; this trunk has none, so it shrinks the signal layer by layer (at 64 px, width
+    16: codes of std 7e-4 at init) and the autoencoder starts from a decoder that cannot see its input.
+    Measured on the digits (docs/bagan.md, "Every replicate seed"): at seed 1 it stalled at validation MSE
+    0.10 (seeds 0, 2: 0.009); He init keeps the codes' scale (std 0.9 at init) and it converges."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nn.init.kaiming_normal_(m.weight, a=0.2, nonlinearity="leaky_relu")
+            nn.init.zeros_(m.bias)
+    return net
 
 
 def discriminator(arch: Architecture) -> ConvNet:
