@@ -52,8 +52,8 @@ class TuneSearchSpace(Section):
     """What an Optuna trial chooses (docs/tuning.md)."""
 
     lr_g: LogUniformRange = Field(
-        default_factory=lambda: LogUniformRange(low=1e-5, high=1e-3),
-        description="generator Adam learning rate, log-uniform",
+        default_factory=lambda: LogUniformRange(low=1e-6, high=1e-3),
+        description="generator Adam learning rate, log-uniform (BAGAN's default 5e-6 to NewGAN's 1e-4)",
     )
     lr_d: LogUniformRange = Field(
         default_factory=lambda: LogUniformRange(low=1e-5, high=1e-3),
