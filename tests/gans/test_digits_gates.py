@@ -5,9 +5,9 @@ Targets (issue 14): every digit >= 90% read as intended, improved precision >= 0
 8x8 pixels; an unseen digit drawn from 40 exemplars >= 50% read as itself (chance 10%). Where a faithful
 generator does not reach a target at a schedule that fits the gate, the test is named so and asserts
 what it does reach, with a margin (figures in README.md and docs/). slow, 1 thread: the BAGAN gate ran in
-203-494 s at load 6-9 (79 s CPU: ~2 min on a quiet core); the seen-digits NewGAN gate (embedder + 1500
-residual steps) needs ~11 min of one core (51 min wall at load 7-9), the unseen-digit one more (ten
-digits: 41 min wall at load 3-9).
+203-494 s at load 6-9 (79 s CPU: ~2 min on a quiet core); the seen-digits NewGAN gate (embedder + 3000
+batches at d_steps 2: 1500 residual G updates) needs ~12 min of one core (689 s user CPU by the
+script), the unseen-digit one (ten digits, d_steps 1) 41 min wall at load 3-9.
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ OPENGAN = {
     "precision": "fp32",
     "device": "cpu",
 }
+# the seen-digits gate: two D updates per G update (BigGAN/SNGAN practice), each on its own batch:
+# 60 x 50 = 3000 batches, 1500 G updates as above (docs/opengan.md, "Digits gate")
+OPENGAN_GATE = OPENGAN | {"d_steps": 2, "epochs": 60}
 
 
 def cli(cwd: Path, *args: str | Path) -> None:
@@ -168,9 +171,9 @@ def test_bagan_digits_gate_every_digit_read_precise_and_varied(tmp_path):
         assert r["recall"] >= 0.3, (digit, r)
 
 
-def _opengan(tmp: Path, digits, rare, excluded: list[str]) -> Path:
+def _opengan(tmp: Path, digits, rare, excluded: list[str], schedule: dict) -> Path:
     params = project(
-        tmp, digits, rare, train_embedder=EMBEDDER | {"exclude_classes": excluded}, train_opengan=OPENGAN
+        tmp, digits, rare, train_embedder=EMBEDDER | {"exclude_classes": excluded}, train_opengan=schedule
     )
     cli(
         tmp,
@@ -205,13 +208,15 @@ def _opengan(tmp: Path, digits, rare, excluded: list[str]) -> Path:
     return params
 
 
-def test_newgan_digits_gate_short_of_target_on_zero_three_four(tmp_path):
-    """NewGAN as published, digits 0-4 (four cut to 40), 1500 steps, unfiltered. Measured through this
-    test (51 min 40 s wall at load 7-9, 608 s user CPU: ~11 min on a quiet core): read as intended 1.00
-    every digit, P .76/.58/.73/.82/.47, R .09/.555/.395/.23/.166 (zero ... four). Reading meets the gate;
-    precision does except four's; recall of zero, three and four does not (collapse within the class:
-    docs/opengan.md, "Digits gate"). The bounds are those figures with a margin."""
-    params = _opengan(tmp_path, range(5), 4, [])
+def test_newgan_digits_gate_every_digit_read_precise_and_varied(tmp_path):
+    """NewGAN as published but for d_steps 2 (two D updates per G update), digits 0-4 (four cut to 40),
+    3000 batches = 1500 G updates, unfiltered, 200 per digit. Targets (issue 14): every digit >= 90%
+    read as intended, precision >= 0.5, recall >= 0.3. Measured with tests/digits_quality.py (same
+    settings, 29 min 51 s wall at load 3-5, 689 s user CPU): read >= .995, P .825/.77/.845/.79/.60,
+    R .309/.50/.441/.464/.398 (zero ... four). At d_steps 1 (the reference's schedule) recall of zero,
+    three and four falls short (.09/.23/.17 through this CLI path): docs/opengan.md, "Digits gate".
+    Zero's recall is the thin margin; a pass is one training seed's (seed 0)."""
+    params = _opengan(tmp_path, range(5), 4, [], OPENGAN_GATE)
     cli(
         tmp_path,
         "synthesize",
@@ -228,13 +233,10 @@ def test_newgan_digits_gate_short_of_target_on_zero_three_four(tmp_path):
     )
     report = judged(synthesized(tmp_path / "syn"), range(5))
     for digit, r in report.items():
-        assert r["n"] == 200 and r["read_as_intended"] >= 0.9, (digit, r)
-    for digit in ("zero", "one", "two", "three"):
-        assert report[digit]["precision"] >= 0.5, (digit, report[digit])
-    assert report["four"]["precision"] >= 0.35, report["four"]  # what it reaches (0.47), with margin
-    for digit in ("one", "two"):
-        assert report[digit]["recall"] >= 0.3, (digit, report[digit])
-    assert min(r["recall"] for r in report.values()) >= 0.05  # what it reaches (0.09), with margin
+        assert r["n"] == 200, digit
+        assert r["read_as_intended"] >= 0.9, (digit, r)
+        assert r["precision"] >= 0.5, (digit, r)
+        assert r["recall"] >= 0.3, (digit, r)
 
 
 def test_newgan_unseen_digit_from_exemplars_stays_far_below_target(tmp_path):
@@ -243,7 +245,7 @@ def test_newgan_unseen_digit_from_exemplars_stays_far_below_target(tmp_path):
     200; as six 43%, eight 22%, five 13%, nine 12%), chance 10%, target 50% (500 steps: 3%): the open-set
     claim does not hold here, and README says so. This test pins that figure (<= 25%), so that a change
     that fixes it (or the README's statement going stale) is noticed."""
-    params = _opengan(tmp_path, range(10), None, ["four"])
+    params = _opengan(tmp_path, range(10), None, ["four"], OPENGAN)
     exemplars = tmp_path / "exemplars"
     exemplars.mkdir()
     images, labels = digits_8x8([4])
