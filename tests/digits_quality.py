@@ -49,6 +49,13 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="any other train_opengan key (VALUE read as YAML), e.g. --set lr_d=4e-4 --set projection=false",
     )
+    ap.add_argument(
+        "--embedder-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a train_embedder key, e.g. --embedder-set temperature=0.5 (its own embedder file)",
+    )
     args = ap.parse_args()
 
     out = args.out.resolve()
@@ -75,7 +82,9 @@ def main() -> None:
     excluded = [] if args.held_out is None else [DIGIT_NAMES[args.held_out]]
     tag = f"{args.generator}" + (f"_heldout{args.held_out}" if excluded else "") + args.tag
     start = time.perf_counter()
-    embedder = out / f"embedder{'_' + excluded[0] if excluded else ''}.pt"
+    embedder_overrides = {k: yaml.safe_load(v) for k, _, v in (i.partition("=") for i in args.embedder_set)}
+    suffix = "".join(f"_{k}{v}" for k, v in embedder_overrides.items())
+    embedder = out / f"embedder{'_' + excluded[0] if excluded else ''}{suffix}.pt"
     if not embedder.is_file():
         e = TrainEmbedderParams(
             epochs=args.embedder_epochs,
@@ -84,6 +93,7 @@ def main() -> None:
             embed_dim=64,
             precision="fp32",
             exclude_classes=excluded,
+            **embedder_overrides,
         )
         train_embedder(e, prepared, embedder, out / f"{tag}_e.json", out / f"ckpt_e_{tag}")
     t_embedder = time.perf_counter() - start
@@ -140,6 +150,7 @@ def main() -> None:
             "rare": args.rare,
             "rare_n": args.rare_n,
             "held_out": args.held_out,
+            "embedder": embedder_overrides,
         },
         "steps": result.steps,
         "gan_seconds": round(t_gan, 1),

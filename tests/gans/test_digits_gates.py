@@ -6,8 +6,9 @@ Targets (issue 14): every digit >= 90% read as intended, improved precision >= 0
 generator does not reach a target at a schedule that fits the gate, the test is named so and asserts
 what it does reach, with a margin (figures in README.md and docs/). slow, 1 thread: each BAGAN gate (one
 per replicate seed 0, 1, 2) ran in 141-287 s at load 3-5 (85-92 s CPU: ~1.5-2 min on a quiet core);
-the seen-digits NewGAN gate (embedder + 1500 residual steps) needs ~11 min of one core (51 min wall at
-load 7-9), the unseen-digit one more (ten digits: 41 min wall at load 3-9).
+the seen-digits NewGAN gate (embedder + 3000 batches at d_steps 2: 1500 residual G updates) ran in
+13 min 28 s at load 0.2-2.5 (741 s user CPU), the unseen-digit one (ten digits, d_steps 1) 41 min wall
+at load 3-9.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ OPENGAN = {
     "precision": "fp32",
     "device": "cpu",
 }
+# the seen-digits gate: two D updates per G update (BigGAN/SNGAN practice), each on its own batch:
+# 60 x 50 = 3000 batches, 1500 G updates as above (docs/opengan.md, "Digits gate")
+OPENGAN_GATE = OPENGAN | {"d_steps": 2, "epochs": 60}
 
 
 def cli(cwd: Path, *args: str | Path) -> None:
@@ -183,9 +187,9 @@ def test_bagan_digits_gate_every_digit_read_precise_and_varied(tmp_path, seed):
         assert r["recall"] >= 0.3, (digit, r)
 
 
-def _opengan(tmp: Path, digits, rare, excluded: list[str]) -> Path:
+def _opengan(tmp: Path, digits, rare, excluded: list[str], schedule: dict) -> Path:
     params = project(
-        tmp, digits, rare, train_embedder=EMBEDDER | {"exclude_classes": excluded}, train_opengan=OPENGAN
+        tmp, digits, rare, train_embedder=EMBEDDER | {"exclude_classes": excluded}, train_opengan=schedule
     )
     cli(
         tmp,
@@ -220,13 +224,18 @@ def _opengan(tmp: Path, digits, rare, excluded: list[str]) -> Path:
     return params
 
 
-def test_newgan_digits_gate_short_of_target_on_zero_three_four(tmp_path):
-    """NewGAN as published, digits 0-4 (four cut to 40), 1500 steps, unfiltered. Measured through this
-    test (51 min 40 s wall at load 7-9, 608 s user CPU: ~11 min on a quiet core): read as intended 1.00
-    every digit, P .76/.58/.73/.82/.47, R .09/.555/.395/.23/.166 (zero ... four). Reading meets the gate;
-    precision does except four's; recall of zero, three and four does not (collapse within the class:
-    docs/opengan.md, "Digits gate"). The bounds are those figures with a margin."""
-    params = _opengan(tmp_path, range(5), 4, [])
+def test_newgan_digits_gate_at_d_steps_2_short_of_target_on_zero_recall(tmp_path):
+    """NewGAN as published but for d_steps 2 (two D updates per G update), digits 0-4 (four cut to 40),
+    3000 batches = 1500 G updates, unfiltered, 200 per digit. Targets (issue 14): every digit >= 90%
+    read as intended, precision >= 0.5, recall >= 0.3. Measured through this test (21 min 26 s wall at
+    load 1-4, 731 s user + 50 s system CPU): read 1.00 every digit, P .715/.805/.835/.815/.545, R
+    .253/.478/.435/.344/.47 (zero ... four): every target but zero's recall. The script's run of the same
+    settings met all (zero's R .309), and five further draws of its model give zero's R .28 +- .03
+    (.23-.32): zero sits at the target, not above it. At d_steps 1 (the reference's schedule) this test
+    gave R .09/.56/.40/.23/.17, four's P .47 (docs/opengan.md, "Digits gate"). The bounds below are the
+    targets where both runs and the draws clear them, else the measured figures with a margin. Rerun
+    with these bounds: passed, the same figures, 13 min 28 s wall at load 0.2-2.5 (741 s user CPU)."""
+    params = _opengan(tmp_path, range(5), 4, [], OPENGAN_GATE)
     cli(
         tmp_path,
         "synthesize",
@@ -246,10 +255,11 @@ def test_newgan_digits_gate_short_of_target_on_zero_three_four(tmp_path):
         assert r["n"] == 200 and r["read_as_intended"] >= 0.9, (digit, r)
     for digit in ("zero", "one", "two", "three"):
         assert report[digit]["precision"] >= 0.5, (digit, report[digit])
-    assert report["four"]["precision"] >= 0.35, report["four"]  # what it reaches (0.47), with margin
-    for digit in ("one", "two"):
+    assert report["four"]["precision"] >= 0.45, report["four"]  # .545 here, .60 (.57-.69) by the script
+    for digit in ("one", "two", "four"):
         assert report[digit]["recall"] >= 0.3, (digit, report[digit])
-    assert min(r["recall"] for r in report.values()) >= 0.05  # what it reaches (0.09), with margin
+    assert report["three"]["recall"] >= 0.25, report["three"]  # .344 here, .46 (.33-.45 over draws)
+    assert report["zero"]["recall"] >= 0.18, report["zero"]  # .253 here, .309 (.23-.32 over draws)
 
 
 def test_newgan_unseen_digit_from_exemplars_stays_far_below_target(tmp_path):
@@ -258,7 +268,7 @@ def test_newgan_unseen_digit_from_exemplars_stays_far_below_target(tmp_path):
     200; as six 43%, eight 22%, five 13%, nine 12%), chance 10%, target 50% (500 steps: 3%): the open-set
     claim does not hold here, and README says so. This test pins that figure (<= 25%), so that a change
     that fixes it (or the README's statement going stale) is noticed."""
-    params = _opengan(tmp_path, range(10), None, ["four"])
+    params = _opengan(tmp_path, range(10), None, ["four"], OPENGAN)
     exemplars = tmp_path / "exemplars"
     exemplars.mkdir()
     images, labels = digits_8x8([4])

@@ -12,6 +12,7 @@ from cxraug.core.checkpoint import Checkpointer
 from cxraug.core.config import PrepareParams, TrainEmbedderParams, TrainOpenganParams, parse_params
 from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import safe_load
+from cxraug.core.stage import Hooks
 from cxraug.data.datasets import load_split
 from cxraug.data.prepare import prepare
 from cxraug.gans.opengan.conditioning import ExemplarConditioning, GaussianConditioning, prototype
@@ -203,14 +204,16 @@ def test_exemplar_proposer_draws_a_new_label_from_any_size_of_exemplar(trained):
             load_exemplar_proposer(trained["root"] / "opengan", bad, "x", torch.device("cpu"))
 
 
-@pytest.mark.parametrize("generator", ["residual", "dcgan"])
+@pytest.mark.parametrize(
+    "generator, schedule", [("residual", {}), ("dcgan", {}), ("residual", {"d_steps": 2, "ema_decay": 0.9})]
+)
 def test_interrupted_training_resumes_from_the_saved_step_and_ends_where_an_uninterrupted_run_does(
-    trained, prepared32, tmp_path, monkeypatch, generator
+    trained, prepared32, tmp_path, monkeypatch, generator, schedule
 ):
-    params = TrainOpenganParams(**TINY_GAN, generator=generator)
+    params = TrainOpenganParams(**TINY_GAN, generator=generator, **schedule)
     args = (params, prepared32, trained["root"] / "embedder.pt", tmp_path / "opengan", tmp_path / "m.json")
     reference = trained["root"] / "opengan"  # the fixture's run: the default, residual generator
-    if generator != "residual":
+    if generator != "residual" or schedule:
         reference = tmp_path / "reference"
         train_opengan(*args[:3], reference, tmp_path / "r.json", tmp_path / "ckpt_r")
     save = Checkpointer.save
@@ -224,6 +227,7 @@ def test_interrupted_training_resumes_from_the_saved_step_and_ends_where_an_unin
         train_opengan(*args, tmp_path / "ckpt")
     saved = safe_load(tmp_path / "ckpt" / "state.pt")
     assert saved["step"] == 2 and saved["optimizers"]["generator"]["state"]
+    assert ("generator_ema" in saved["modules"]) is bool(schedule)  # the sampling weights resume too
     monkeypatch.setattr(Checkpointer, "save", save)
 
     resumed = train_opengan(*args, tmp_path / "ckpt")
@@ -235,6 +239,44 @@ def test_interrupted_training_resumes_from_the_saved_step_and_ends_where_an_unin
     for net in ("generator", "discriminator"):
         for key, value in uninterrupted[net]["state_dict"].items():
             assert torch.allclose(value.float(), finished[net]["state_dict"][key].float(), atol=1e-6), key
+
+
+def test_d_steps_updates_g_every_other_batch_and_the_ema_of_those_updates_is_what_is_saved(
+    trained, prepared32, tmp_path
+):
+    """d_steps 2: G is unchanged by batches 1, 3, 5 (D alone learns) and changed by 2, 4, 6; ema_decay:
+    the saved generator is the warm-up EMA of G after each of its updates, recomputed here from G's
+    weights as the step hook sees them."""
+    decay = 0.8
+    params = TrainOpenganParams(**TINY_GAN, d_steps=2, ema_decay=decay)
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def record(phase, step, modules):
+        seen.append({k: v.detach().clone() for k, v in modules["generator"].state_dict().items()})
+
+    train_opengan(
+        params,
+        prepared32,
+        trained["root"] / "embedder.pt",
+        tmp_path / "opengan",
+        tmp_path / "m.json",
+        tmp_path / "ckpt",
+        Hooks(on_step=record),
+    )
+    key = "stem.parametrizations.weight.original"
+    assert len(seen) == 6
+    assert all(torch.equal(seen[i][key], seen[i + 1][key]) is (i % 2 == 1) for i in range(5))
+    ema = {k: v.clone() for k, v in seen[0].items()}  # G's init: batch 1 left it as it was
+    for t, after in enumerate(seen[1::2], start=1):
+        d = min(decay, (1 + t) / (10 + t))
+        for k, v in after.items():
+            ema[k] = ema[k] * d + v * (1 - d) if v.is_floating_point() else v
+    saved = safe_load(tmp_path / "opengan" / "opengan.pt")["generator"]["state_dict"]
+    weights = {k for k, v in ema.items() if not k.endswith(("._u", "._v", "running_mean", "running_var"))}
+    assert len(weights) > 20
+    for k in weights:  # buffers (BN statistics, power iteration) move in batch 1's G pass too
+        torch.testing.assert_close(saved[k], ema[k], msg=k)
+    assert not torch.equal(saved[key], seen[-1][key])  # not the live G
 
 
 def test_interrupted_embedder_training_resumes_to_the_same_embedder(
@@ -314,7 +356,10 @@ def test_verbs_explain_themselves_and_fail_in_one_line(tmp_path):
         cwd=tmp_path,
         env=project_env(),
     )
-    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "run `cxraug prepare`" in out.stderr
+    # one error line, no traceback (a first process on a machine may also log its CPU layout measurement)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(errors) == 1 and "run `cxraug prepare`" in errors[0]
 
 
 TINY_PARAMS = f"""

@@ -10,11 +10,13 @@ import yaml
 from torch.nn.utils import parametrize
 
 from cxraug.core.config import SynthesizeParams, TrainOpenganParams, load_params
+from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import pick_precision
 from cxraug.core.training import adam
 from cxraug.gans.opengan.architectures import build_nets, rebuild, saved_state
 from cxraug.gans.opengan.losses import consistency_loss, consistency_term
 from cxraug.gans.opengan.nets import ConditionalBatchNorm2d, Generator
+from cxraug.gans.opengan.proposer import MODEL_FILE, load_proposer, save_model
 from cxraug.gans.opengan.resnet import ConvDiscriminator, ResidualGenerator, SelfAttention
 from cxraug.gans.opengan.train import gan_step
 from cxraug.synthesis.draw import synthesize
@@ -189,3 +191,17 @@ def test_opengan_is_sampled_unfiltered_by_default_bagan_keeps_its_own_rule():
     assert all(d.accepted == 0 for d in synthesize(LowScores(), 5, 0.5, 2, 4, torch.Generator()))
     thresholded = SynthesizeParams(filter={"per_gan": {"opengan": {"mode": "threshold"}}}).filter
     assert filter_rule(thresholded, "opengan") == FilterRule("threshold", 0.5)
+
+
+def test_a_model_file_from_before_the_g_base_rename_is_a_one_line_error_naming_it(tmp_path):
+    """Files whose generator config says base_width (renamed g_base) once died in the constructor with
+    a raw TypeError; now: which file, and retrain."""
+    g, d = build_nets(TrainOpenganParams(latent_dim=8, g_base=4, d_base=4), 32, 6)
+    save_model(tmp_path, g, d, ("a", "b"), ["a", "b"], [unit(3, 6, 0), unit(3, 6, 1)], "exemplars", 0.1)
+    state = torch.load(tmp_path / MODEL_FILE, weights_only=False)
+    config = state["generator"]["config"]
+    config["base_width"] = config.pop("g_base")
+    torch.save(state, tmp_path / MODEL_FILE)
+    with pytest.raises(CxraugError, match=r"opengan\.pt: .*base_width.*retrain") as caught:
+        load_proposer(tmp_path, torch.device("cpu"))
+    assert "\n" not in str(caught.value)

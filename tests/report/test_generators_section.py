@@ -50,6 +50,13 @@ def test_provenance_names_generator_consistency_and_filter(tmp_path):
     write_provenance(out, model, mode="none", threshold=0.0)
     text = describe(read_provenance(out))
     assert text == "generator residual; consistency 0.01 x mse; unfiltered"
+    (model / "recipe.json").write_text(
+        json.dumps(opengan_recipe(TrainOpenganParams(d_steps=2, ema_decay=0.99)))
+    )
+    write_provenance(out, model, mode="none", threshold=0.0)
+    assert describe(read_provenance(out)) == (
+        "generator residual; consistency 0.01 x mse; 2 D steps per G step; EMA 0.99 of G; unfiltered"
+    )
     (model / "recipe.json").write_text(json.dumps(bagan_recipe(TrainBaganParams())))
     write_provenance(out, model, mode="threshold", threshold=0.5)
     assert describe(read_provenance(out)).endswith("filter: score >= 0.5")

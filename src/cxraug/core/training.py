@@ -8,6 +8,7 @@ they draw differently, and a run's batches must stay what its recipe gave, so th
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import BaseModel
+from torch import nn
 
 from cxraug.core.distributed import Context
 from cxraug.core.tracking import MetricBuffer, input_md5s, params_hash
@@ -168,3 +170,45 @@ class StepWindow:
 def fingerprint(params: BaseModel, inputs: Sequence[str | Path]) -> str:
     """The settings + data a checkpoint belongs to; one made under others is set aside, never resumed."""
     return params_hash(params) + ":" + ",".join(input_md5s(inputs).values())
+
+
+class EMA:
+    """Exponential moving average of a module's weights (buffers copied), with the usual warm-up
+    decay_t = min(decay, (1 + t) / (10 + t)) so that short runs are not dominated by the random init."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = _frozen_copy(model)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        if getattr(self, "_pairs", (None,))[0] is not model:  # tensors share storage with the modules
+            ema, live = self.model.state_dict(), model.state_dict()
+            floats = [k for k, v in ema.items() if v.is_floating_point()]
+            others = [k for k, v in ema.items() if not v.is_floating_point()]
+            self._pairs = (
+                model,
+                [ema[k] for k in floats],
+                [live[k] for k in floats],
+                [(ema[k], live[k]) for k in others],
+            )
+        _, ema_floats, live_floats, others = self._pairs
+        torch._foreach_lerp_(ema_floats, live_floats, 1 - decay)
+        for mine, theirs in others:
+            mine.copy_(theirs)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = state["updates"]
+
+
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    clone = copy.deepcopy(model).eval()
+    clone.requires_grad_(False)
+    return clone

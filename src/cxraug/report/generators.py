@@ -47,6 +47,10 @@ def describe(provenance: dict | None) -> str:
     if "consistency" in provenance:
         weight = provenance.get("consistency_weight")
         parts.append(f"consistency {weight:g} x {provenance['consistency']}")
+    if provenance.get("d_steps", 1) != 1:  # the schedule, where it is not the reference's
+        parts.append(f"{provenance['d_steps']} D steps per G step")
+    if provenance.get("ema_decay"):
+        parts.append(f"EMA {provenance['ema_decay']:g} of G")
     if "prediction_type" in provenance:
         parts.append(f"predicts {provenance['prediction_type']}")
     if "sampler" in provenance:

@@ -141,6 +141,12 @@ class TrainOpenganParams(Section):
         le=100,
         description="weight of the consistency term in G's loss (reference: 0.01); 0 = off",
     )
+    d_steps: int = Field(
+        1, ge=1, le=10, description="D updates per G update, each on its own batch (BigGAN/SNGAN: 2-5)"
+    )
+    ema_decay: float = Field(
+        0.0, ge=0, lt=1, description="EMA of G's weights samples (warm-up as diffusion's); 0 = G itself"
+    )
     balanced: bool = Field(True, description="class-balanced real batches (rare classes seen as often)")
     conditioning: Literal["exemplars", "gaussian"] = Field(
         "exemplars",

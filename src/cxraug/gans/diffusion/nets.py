@@ -9,13 +9,14 @@ w = 0 is the unconditional model, w = 1 the conditional one, w > 1 pushes sample
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from torch import nn
+
+from cxraug.core.training import EMA as EMA  # the denoiser's sampling weights (shared with NewGAN)
 
 SAMPLERS = ("ddim", "dpm_solver")
 
@@ -148,45 +149,3 @@ def sample(
                 eps = guided_noise(unet, model_input, batch_t, labels, arch.null_label, guidance)
         x = scheduler.step(eps.float(), t, x).prev_sample
     return to_image_size(x.clamp(-1, 1), arch.image_size)
-
-
-class EMA:
-    """Exponential moving average of a module's weights (buffers copied), with the usual warm-up
-    decay_t = min(decay, (1 + t) / (10 + t)) so that short runs are not dominated by the random init."""
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.model = _frozen_copy(model)
-        self.updates = 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        if getattr(self, "_pairs", (None,))[0] is not model:  # tensors share storage with the modules
-            ema, live = self.model.state_dict(), model.state_dict()
-            floats = [k for k, v in ema.items() if v.is_floating_point()]
-            others = [k for k, v in ema.items() if not v.is_floating_point()]
-            self._pairs = (
-                model,
-                [ema[k] for k in floats],
-                [live[k] for k in floats],
-                [(ema[k], live[k]) for k in others],
-            )
-        _, ema_floats, live_floats, others = self._pairs
-        torch._foreach_lerp_(ema_floats, live_floats, 1 - decay)
-        for mine, theirs in others:
-            mine.copy_(theirs)
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.updates = state["updates"]
-
-
-def _frozen_copy(model: nn.Module) -> nn.Module:
-    clone = copy.deepcopy(model).eval()
-    clone.requires_grad_(False)
-    return clone

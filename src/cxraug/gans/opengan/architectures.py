@@ -11,6 +11,9 @@ A saved net is {"arch": name, "config": constructor kwargs, "state_dict": ...}; 
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
+
 from torch import nn
 
 from cxraug.core.config import TrainOpenganParams
@@ -52,12 +55,23 @@ def saved_state(module: nn.Module) -> dict:
     }
 
 
-def rebuild(saved: dict, role: str) -> nn.Module:
-    """The net of a saved_state (role: "generator" | "discriminator"), weights loaded."""
+def rebuild(saved: dict, role: str, source: Path | str = "the model file") -> nn.Module:
+    """The net of a saved_state (role: "generator" | "discriminator"), weights loaded. `source` names the
+    file in errors: a file whose constructor kwargs this code no longer takes (e.g. `base_width`, since
+    renamed g_base / d_base) is a one-line CxraugError, not the constructor's TypeError."""
     table = GENERATORS if role == "generator" else DISCRIMINATORS
     arch = saved.get("arch", LEGACY[role])
     if arch not in table:
-        raise CxraugError(f"unknown OpenGAN {role} '{arch}' in the model file; rerun train_opengan")
+        raise CxraugError(
+            f"{source}: unknown OpenGAN {role} '{arch}'; retrain it with `cxraug train-opengan`"
+        )
+    accepted = inspect.signature(table[arch]).parameters
+    stale = sorted(set(saved["config"]) - set(accepted))
+    if stale:
+        raise CxraugError(
+            f"{source}: its {role} was saved by an older cxraug (settings {', '.join(stale)} no longer "
+            "exist); retrain with `cxraug train-opengan`"
+        )
     module = table[arch](**saved["config"])
     module.load_state_dict(saved["state_dict"])
     return module
@@ -69,4 +83,5 @@ RECIPE_FILE = "recipe.json"
 def recipe(params: TrainOpenganParams) -> dict:
     """The choices that make this NewGAN what it is (issue 14's ablation axes)."""
     keys = ("generator", "consistency", "consistency_weight", "loss", "projection", "lr_g", "lr_d", "beta1")
+    keys += ("d_steps", "ema_decay")
     return {"gan": "opengan", **params.model_dump(include=set(keys))}

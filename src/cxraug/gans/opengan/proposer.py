@@ -123,8 +123,8 @@ def _read(model_dir: Path, device: torch.device) -> tuple[dict, torch.nn.Module,
         raise CxraugError(
             f"{model_dir / MODEL_FILE}: not written by `cxraug train-opengan`; rerun that stage"
         )
-    generator = rebuild(state["generator"], "generator")
-    discriminator = rebuild(state["discriminator"], "discriminator")
+    generator = rebuild(state["generator"], "generator", model_dir / MODEL_FILE)
+    discriminator = rebuild(state["discriminator"], "discriminator", model_dir / MODEL_FILE)
     embedder = load_embedder(model_dir / EMBEDDER_FILE, device)
     return (
         state,

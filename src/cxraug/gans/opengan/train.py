@@ -35,7 +35,7 @@ from cxraug.core.runtime import (
 )
 from cxraug.core.stage import NO_HOOKS, EpochEnd, Hooks
 from cxraug.core.tracking import MetricBuffer, params_hash, stage_run
-from cxraug.core.training import StepLog, adam, epoch_batches, steps_per_epoch
+from cxraug.core.training import EMA, StepLog, adam, epoch_batches, steps_per_epoch
 from cxraug.data.datasets import Split, load_split, to_model_range
 from cxraug.gans.opengan.architectures import RECIPE_FILE, build_nets, recipe
 from cxraug.gans.opengan.conditioning import make_conditioning, prototype
@@ -72,20 +72,28 @@ def gan_step(
     precision: Precision,
     shard: Shard = WHOLE,
     batch: int | None = None,
+    update_g: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """One D update then one G update on real images [B, 1, S, S] with their embeddings e [B, D].
+    """One D update then (if `update_g`) one G update on real images [B, 1, S, S] with embeddings e [B, D].
+    A D-only step (train_opengan.d_steps > 1) logs G's loss and consistency as 0.
 
     Under torchrun `real`, `e` and `z` are this rank's rows of a global batch of `batch` images, G and D
     are DDP-wrapped, and every returned value is this rank's term of the global mean (Shard.scale).
     The D pass inside G's loss uses the plain D: it only carries gradients to the images."""
     n, batch = len(real), batch or len(real)
-    with precision.autocast():
+    with precision.autocast(), torch.set_grad_enabled(update_g):
         fake = generator(z, e)
+    with precision.autocast():
         d_real, d_fake = discriminator(real, e), discriminator(fake.detach(), e)
     loss_d = shard.scale(discriminator_loss(d_real, d_fake, params.loss), n, batch)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
+    if not update_g:
+        zero = torch.zeros(())
+        d_real, d_fake = shard.scale(d_real.mean(), n, batch), shard.scale(d_fake.mean(), n, batch)
+        values = (loss_d, zero, zero, d_real, d_fake)
+        return {k: v.detach().float() for k, v in zip(LOSS_KEYS, values, strict=True)}
 
     judge = distributed.unwrap(discriminator)
     judge.requires_grad_(False)  # G's step needs gradients w.r.t. the images only
@@ -235,6 +243,9 @@ def train_opengan(
     opt_g = adam(generator.parameters(), device, params.lr_g, betas)
     opt_d = adam(discriminator.parameters(), device, params.lr_d, betas)
     modules = {"generator": generator, "discriminator": discriminator}
+    ema = EMA(generator, params.ema_decay) if params.ema_decay else None
+    if ema is not None:  # checkpointed with the nets; it, not G, samples
+        modules["generator_ema"] = ema
     optimizers = {"generator": opt_g, "discriminator": opt_d}
 
     per_epoch = steps_per_epoch(len(labels), params.batch_size, params.steps_per_epoch)
@@ -254,7 +265,7 @@ def train_opengan(
     conditionings = [make_conditioning(params.conditioning, b) for b in banks]
     proposer = OpenganProposer(
         classes=classes,
-        generator=generator,
+        generator=generator if ema is None else ema.model,
         discriminator=discriminator,
         embedder=embedder,
         conditionings=conditionings,
@@ -311,7 +322,10 @@ def train_opengan(
                     precision,
                     ctx.shard,
                     params.batch_size,
+                    update_g=(step + 1) % params.d_steps == 0,
                 )
+                if ema is not None and (step + 1) % params.d_steps == 0:
+                    ema.update(generator)
                 step += 1
                 sums, count = {k: sums[k] + out[k] for k in LOSS_KEYS}, count + 1
                 steps.add({f"gan/{k}": v for k, v in out.items()}, step)
