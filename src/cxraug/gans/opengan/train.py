@@ -90,7 +90,7 @@ def gan_step(
     loss_d.backward()
     opt_d.step()
     if not update_g:
-        zero = torch.zeros(())
+        zero = torch.zeros((), device=loss_d.device)
         d_real, d_fake = shard.scale(d_real.mean(), n, batch), shard.scale(d_fake.mean(), n, batch)
         values = (loss_d, zero, zero, d_real, d_fake)
         return {k: v.detach().float() for k, v in zip(LOSS_KEYS, values, strict=True)}
