@@ -15,12 +15,17 @@ from cxraug.core.runtime import safe_load
 from cxraug.core.stage import Hooks
 from cxraug.data.datasets import load_split
 from cxraug.data.prepare import prepare
-from cxraug.gans.opengan.conditioning import ExemplarConditioning, GaussianConditioning, prototype
+from cxraug.gans.opengan.conditioning import (
+    ExemplarConditioning,
+    GaussianConditioning,
+    prototype,
+    standing_inputs,
+)
 from cxraug.gans.opengan.embedder import embed, load_embedder
 from cxraug.gans.opengan.nets import ConditionalBatchNorm2d, Generator, ProjectionDiscriminator
 from cxraug.gans.opengan.proposer import load_exemplar_proposer, load_proposer
 from cxraug.gans.opengan.resnet import ResidualGenerator
-from cxraug.gans.opengan.train import train_opengan
+from cxraug.gans.opengan.train import condition, train_opengan
 from cxraug.gans.opengan.train_embedder import train_embedder
 from tests.helpers import dvc, make_project, project_env
 
@@ -246,7 +251,8 @@ def test_d_steps_updates_g_every_other_batch_and_the_ema_of_those_updates_is_wha
 ):
     """d_steps 2: G is unchanged by batches 1, 3, 5 (D alone learns) and changed by 2, 4, 6; ema_decay:
     the saved generator is the warm-up EMA of G after each of its updates, recomputed here from G's
-    weights as the step hook sees them."""
+    weights as the step hook sees them, with batch-norm statistics of its own (standing statistics from
+    training-like draws), not the average of G's."""
     decay = 0.8
     params = TrainOpenganParams(**TINY_GAN, d_steps=2, ema_decay=decay)
     seen: list[dict[str, torch.Tensor]] = []
@@ -272,11 +278,31 @@ def test_d_steps_updates_g_every_other_batch_and_the_ema_of_those_updates_is_wha
         for k, v in after.items():
             ema[k] = ema[k] * d + v * (1 - d) if v.is_floating_point() else v
     saved = safe_load(tmp_path / "opengan" / "opengan.pt")["generator"]["state_dict"]
-    weights = {k for k, v in ema.items() if not k.endswith(("._u", "._v", "running_mean", "running_var"))}
+    buffers = ("._u", "._v", "running_mean", "running_var", "num_batches_tracked")
+    weights = {k for k in ema if not k.endswith(buffers)}
     assert len(weights) > 20
     for k in weights:  # buffers (BN statistics, power iteration) move in batch 1's G pass too
         torch.testing.assert_close(saved[k], ema[k], msg=k)
     assert not torch.equal(saved[key], seen[-1][key])  # not the live G
+
+    data = condition(prepared32, trained["root"] / "embedder.pt", torch.device("cpu"))
+    labels, embeddings = data.split.labels[data.trained], data.embeddings[data.trained]
+    own = load_proposer(tmp_path / "opengan", torch.device("cpu")).generator
+    hooked = [m for m in own.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    activations: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(hooked))}
+    for i, m in enumerate(hooked):
+        m.register_forward_pre_hook(lambda _, x, i=i: activations[i].append(x[0].detach()))
+    for m in hooked:  # batch statistics, the saved weights (power iteration off)
+        m.train()
+    with torch.no_grad():
+        for z, e in standing_inputs(labels, embeddings, params, params.epochs - 1, torch.device("cpu")):
+            own(z, e)
+    stats = [k for k in saved if k.endswith("running_mean")]
+    assert len(stats) == len(hooked) > 3
+    for i, k in enumerate(stats):  # modules() and state_dict() list the norms in the same order
+        mean = torch.stack([a.mean((0, 2, 3)) for a in activations[i]]).mean(0)
+        torch.testing.assert_close(saved[k], mean, msg=k)
+        assert (saved[k] - ema[k]).abs().max() > 1e-3, k  # what averaging G's statistics would give
 
 
 def test_interrupted_embedder_training_resumes_to_the_same_embedder(
@@ -389,8 +415,8 @@ def test_dvc_repro_train_opengan_builds_embedder_and_gan_then_stays_up_to_date(t
     again = dvc(project, "repro", "train_opengan")
     assert again.returncode == 0, again.stderr
     assert (
-        "Running stage 'train_opengan'" in again.stdout
-        and "Running stage 'train_embedder'" not in again.stdout
+        "Running stage 'train_opengan@0'" in again.stdout  # a stage per replicate seed
+        and "Running stage 'train_embedder" not in again.stdout
     )
 
 

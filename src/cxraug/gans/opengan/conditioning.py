@@ -1,4 +1,5 @@
-"""Where the generator's conditioning embeddings come from at sampling time.
+"""Where the generator's conditioning embeddings come from at sampling time (and, last, the training-like
+draws an EMA of G takes its batch-norm statistics from).
 
 A class is known only through embeddings of real images of it (a "bank": the training images of a
 trained class, or a handful of exemplars of a class the GAN never saw). Two ways to draw e from a bank:
@@ -10,13 +11,16 @@ Draws use an explicit torch.Generator on the CPU, so they are reproducible on an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cxraug.core.config import TrainOpenganParams
 from cxraug.core.errors import CxraugError
+from cxraug.core.training import epoch_batches
 
 
 class Conditioning(Protocol):
@@ -61,3 +65,19 @@ def make_conditioning(mode: str, bank: torch.Tensor) -> Conditioning:
 def prototype(bank: torch.Tensor) -> torch.Tensor:
     """The class's direction: the normalised mean of its embeddings."""
     return F.normalize(bank.float().mean(0), dim=0)
+
+
+STANDING_BATCHES = 16  # BigGAN's count of standing-statistics batches
+
+
+def standing_inputs(
+    labels: torch.Tensor, embeddings: torch.Tensor, params: TrainOpenganParams, epoch: int, device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(z, e) batches as training draws them (e: embeddings of class-balanced real images) for the EMA's
+    batch-norm statistics; from generators of their own, so that training's random stream is untouched."""
+    noise = torch.Generator().manual_seed(params.seed * 1_000_003 + epoch)
+    for idx in epoch_batches(
+        labels, params.batch_size, STANDING_BATCHES, params.balanced, params.seed + 1, epoch
+    ):
+        z = torch.randn(len(idx), params.latent_dim, generator=noise)
+        yield z.to(device), embeddings[idx.to(device)]

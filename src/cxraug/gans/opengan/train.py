@@ -35,10 +35,10 @@ from cxraug.core.runtime import (
 )
 from cxraug.core.stage import NO_HOOKS, EpochEnd, Hooks
 from cxraug.core.tracking import MetricBuffer, params_hash, stage_run
-from cxraug.core.training import EMA, StepLog, adam, epoch_batches, steps_per_epoch
+from cxraug.core.training import EMA, StepLog, adam, epoch_batches, standing_statistics, steps_per_epoch
 from cxraug.data.datasets import Split, load_split, to_model_range
 from cxraug.gans.opengan.architectures import RECIPE_FILE, build_nets, recipe
-from cxraug.gans.opengan.conditioning import make_conditioning, prototype
+from cxraug.gans.opengan.conditioning import make_conditioning, prototype, standing_inputs
 from cxraug.gans.opengan.embedder import Embedder, embed, load_embedder, read_embedder_file
 from cxraug.gans.opengan.losses import consistency_loss, discriminator_loss, generator_loss
 from cxraug.gans.opengan.proposer import EMBEDDER_FILE, OpenganProposer, save_model
@@ -351,6 +351,8 @@ def train_opengan(
             last_epoch = ctx.mean_dict({k: v / max(1, count) for k, v in sums.items()})
             generator.eval()
             discriminator.eval()
+            if ema is not None:  # every rank: under DDP its batch norms are synchronised
+                standing_statistics(ema.model, standing_inputs(labels, embeddings, params, epoch, device))
             if ctx.is_main:
                 samples = log_samples(
                     proposer, z_fixed, e_fixed, params.grid_per_class, epoch + 1, params.epochs
