@@ -5,9 +5,13 @@ or beside it, and no two modules may import each other, directly or through othe
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import project_env
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cxraug"
 
@@ -23,7 +27,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
 )
 LAYER = {package: i for i, packages in enumerate(LAYERS) for package in packages}
-# Function-level imports only where start-up time needs them: the CLI imports a verb's code when it runs.
+# Function-level imports only where start-up time needs them: the CLI imports a verb's code when it runs
+# (and gans/registry.py a generator's, by name, when a stage uses it).
 LAZY_IMPORTS_ALLOWED = ("cli",)
 # Subpackages of gans/ are generators: one may not import another (gans/registry.py names them all).
 GENERATORS = ("bagan", "opengan", "diffusion")
@@ -158,3 +163,19 @@ def test_a_planted_violation_is_found(tmp_path, module, planted, expected):
     path = copy / module
     path.write_text(path.read_text() + "\n" + planted)
     assert any(expected in problem for problem in violations(copy))
+
+
+def test_a_stage_imports_only_the_generator_it_runs():
+    """The registry names every generator but imports one only when it is used: importing diffusers
+    (for the diffusion model) and statsmodels (for multiplicity adjustment) added ~5 s to the start of
+    each of `make demo`'s ~30 stage processes."""
+    heavy = ("diffusers", "statsmodels", *(f"cxraug.gans.{g}" for g in GENERATORS))
+    code = (
+        "import sys, cxraug.stages.classify, cxraug.stages.synthesize, cxraug.stages.report\n"
+        "from cxraug.gans import registry\n"
+        f"print(sorted({{m for m in sys.modules if m.startswith({heavy!r})}}))\n"
+        "assert callable(registry.get('bagan').load_proposer)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=project_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

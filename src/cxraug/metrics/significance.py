@@ -10,7 +10,6 @@ exactly 50 at or below 0 gave p = 0.051 while the 95% interval excluded 0.)
 from __future__ import annotations
 
 import numpy as np
-from statsmodels.stats.multitest import multipletests
 
 ADJUST_METHODS = ("holm", "fdr_bh")
 
@@ -73,5 +72,7 @@ def adjust(p_values, method: str = "holm", floor: float = 0.0) -> np.ndarray:
         raise ValueError("p-values must lie in [0, 1] (or be NaN)")
     out = np.full(p.shape, np.nan)
     if defined.any():
+        from statsmodels.stats.multitest import multipletests  # ~1 s to import: only where adjusting
+
         out[defined] = multipletests(np.maximum(p[defined], floor), method=method)[1]
     return out
