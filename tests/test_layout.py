@@ -166,13 +166,15 @@ def test_a_planted_violation_is_found(tmp_path, module, planted, expected):
 
 
 def test_a_stage_imports_only_the_generator_it_runs():
-    """The registry names every generator but imports one only when it is used: importing diffusers
-    (for the diffusion model) and statsmodels (for multiplicity adjustment) added ~5 s to the start of
-    each of `make demo`'s ~30 stage processes."""
-    heavy = ("diffusers", "statsmodels", *(f"cxraug.gans.{g}" for g in GENERATORS))
+    """The registry names every generator but imports one only when it is used, and a grid is drawn
+    without torchvision: importing diffusers (for the diffusion model), statsmodels (for multiplicity
+    adjustment) and torchvision (for make_grid) cost seconds in each of `make demo`'s ~30 stages."""
+    heavy = ("diffusers", "statsmodels", "torchvision", *(f"cxraug.gans.{g}" for g in GENERATORS))
     code = (
-        "import sys, cxraug.stages.classify, cxraug.stages.synthesize, cxraug.stages.report\n"
+        "import sys, torch, cxraug.stages.classify, cxraug.stages.synthesize, cxraug.stages.report\n"
+        "from cxraug.core.cards import to_uint8_grid\n"
         "from cxraug.gans import registry\n"
+        "to_uint8_grid(torch.zeros(4, 8, 8, dtype=torch.uint8))\n"
         f"print(sorted({{m for m in sys.modules if m.startswith({heavy!r})}}))\n"
         "assert callable(registry.get('bagan').load_proposer)\n"
     )

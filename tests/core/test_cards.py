@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxraug.core.cards import CARD_SIDE, card_grid
+from cxraug.core.cards import CARD_SIDE, card_grid, to_uint8_grid
 
 CARD_PX = 131  # the card's width in MLflow 3.17 at 1440 px (tests/ui screenshots)
 CLASSES = ["no_finding", "infiltration", "atelectasis", "effusion", "nodule"]
@@ -57,3 +57,19 @@ def test_a_long_title_or_label_is_shrunk_to_fit_not_cut_off():
     image = card_grid(rows, labels, "autoencoder reconstructions before training, epoch 0 of 3 epochs")
     ink_columns = np.flatnonzero((image[..., 0] < 128).any(axis=0))
     assert ink_columns.min() > 0 and ink_columns.max() < CARD_SIDE - 1  # no text runs off either edge
+
+
+@pytest.mark.parametrize("n, nrow, padding", [(1, 8, 2), (3, 8, 2), (8, 8, 2), (13, 4, 1), (16, 8, 0)])
+def test_the_grid_is_torchvisions_make_grid_without_importing_torchvision(n, nrow, padding):
+    from torchvision.utils import make_grid
+
+    g = torch.Generator().manual_seed(n)
+    uint8 = torch.randint(0, 256, (n, 1, 5, 7), dtype=torch.uint8, generator=g)
+    floats = torch.rand(n, 5, 7, generator=g) * 2.4 - 1.2  # beyond [-1, 1]: clamped
+    for images in (uint8, uint8[:, 0].numpy(), floats):
+        x = torch.as_tensor(images).reshape(n, 1, 5, 7)
+        x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.clamp(-1, 1)
+        expected = ((make_grid(x, nrow=nrow, padding=padding, pad_value=1.0)[0] + 1) * 127.5).round()
+        np.testing.assert_array_equal(
+            to_uint8_grid(images, nrow=nrow, padding=padding), expected.byte().numpy()
+        )

@@ -19,15 +19,26 @@ TITLE_BAND, LABEL_BAND, MARGIN = 0.080, 0.072, 0.02  # heights as a share of the
 
 
 def to_uint8_grid(images: torch.Tensor | np.ndarray, nrow: int = 8, padding: int = 2) -> np.ndarray:
-    """A [H, W] uint8 grid from uint8 images [N, H, W] / [N, 1, H, W] or floats in [-1, 1]."""
-    from torchvision.utils import make_grid  # torchvision only where grids are drawn
-
+    """A [H, W] uint8 grid from uint8 images [N, H, W] / [N, 1, H, W] or floats in [-1, 1]: `nrow` a row,
+    `padding` white pixels around each, as torchvision's make_grid draws it (one image: unpadded). Not
+    make_grid itself: importing torchvision cost ~3 s of every stage that logs a grid."""
     x = torch.as_tensor(images).detach().cpu()
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float().clamp(-1, 1)
-    grid = make_grid(x, nrow=nrow, padding=padding, pad_value=1.0)[0]
-    return ((grid + 1) * 127.5).round().to(torch.uint8).numpy()
+    if x.ndim == 4:
+        x = x[:, 0]
+    if x.dtype != torch.uint8:
+        x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if len(x) == 1:
+        return x[0].numpy()
+    n, h, w = x.shape
+    cols = min(nrow, n)
+    rows = -(-n // cols)
+    grid = torch.full(
+        (rows * (h + padding) + padding, cols * (w + padding) + padding), 255, dtype=torch.uint8
+    )
+    for i in range(n):
+        top, left = (padding + k * (side + padding) for k, side in zip(divmod(i, cols), (h, w), strict=True))
+        grid[top : top + h, left : left + w] = x[i]
+    return grid.numpy()
 
 
 def _points(share: float, side: int, dpi: int) -> float:
