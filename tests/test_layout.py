@@ -165,10 +165,10 @@ def test_a_planted_violation_is_found(tmp_path, module, planted, expected):
     assert any(expected in problem for problem in violations(copy))
 
 
-def test_a_stage_imports_only_the_generator_it_runs():
-    """The registry names every generator but imports one only when it is used, and a grid is drawn
-    without torchvision: importing diffusers (for the diffusion model), statsmodels (for multiplicity
-    adjustment) and torchvision (for make_grid) cost seconds in each of `make demo`'s ~30 stages."""
+def test_a_stage_imports_no_generator_and_no_library_it_does_not_use():
+    """The registry names every generator but imports one only when a stage uses it (diffusers came with
+    the diffusion model into every stage), statsmodels waits for a multiplicity adjustment, and a grid is
+    drawn without torchvision (its import cost ~3 s of each stage that logs a grid, docs/speed.md)."""
     heavy = ("diffusers", "statsmodels", "torchvision", *(f"cxraug.gans.{g}" for g in GENERATORS))
     code = (
         "import sys, torch, cxraug.stages.classify, cxraug.stages.synthesize, cxraug.stages.report\n"

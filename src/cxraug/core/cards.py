@@ -36,7 +36,8 @@ def to_uint8_grid(images: torch.Tensor | np.ndarray, nrow: int = 8, padding: int
         (rows * (h + padding) + padding, cols * (w + padding) + padding), 255, dtype=torch.uint8
     )
     for i in range(n):
-        top, left = (padding + k * (side + padding) for k, side in zip(divmod(i, cols), (h, w), strict=True))
+        row, col = divmod(i, cols)
+        top, left = padding + row * (h + padding), padding + col * (w + padding)
         grid[top : top + h, left : left + w] = x[i]
     return grid.numpy()
 

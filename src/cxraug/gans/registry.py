@@ -68,7 +68,7 @@ class Generator:
 
 def _lazy(path: str) -> Callable[..., Any]:
     """The function at "module:name", imported when first called: a stage imports only the generator it
-    runs (the diffusion package, through diffusers, added ~4 s to the start of every stage)."""
+    runs (diffusers, for the diffusion model, was imported by every stage that read this table)."""
     module, _, name = path.partition(":")
 
     def call(*args: Any, **kwargs: Any) -> Any:
