@@ -64,7 +64,7 @@ def make_project(
     if "\nreplicates:" not in "\n" + text:  # ... and the replicated stages replicates.generator_seeds
         text += "\nreplicates:\n  generator_seeds: [0]\n"
     if "\nfilter_sensitivity:" not in "\n" + text:  # ... and synthesize_filter / classify_filter theirs
-        text += "\nfilter_sensitivity:\n  gan: bagan\n  n_per_class: 4\n  modes: [none, argmax, threshold]\n"
+        text += "\nfilter_sensitivity:\n  gan: bagan\n  n_per_class: 4\n  modes: [none, threshold]\n"
     (dest / "params.yaml").write_text(text)
     if scm:
         for args in (["init", "-q"], ["config", "user.name", "t"], ["config", "user.email", "t@localhost"]):

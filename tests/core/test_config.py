@@ -81,3 +81,33 @@ def test_config_defaults_are_exactly_params_yaml():
     """params.yaml spells out every setting, and says what the code would do without it."""
     written = yaml.safe_load((REPO / "params.yaml").read_text())
     assert _differences(Params().model_dump(mode="json"), written) == []
+
+
+def test_a_filter_mode_that_repeats_the_studys_own_column_is_refused_in_one_line():
+    """BAGAN's own rule is argmax: as a filter-sensitivity mode at an n the study draws it would be
+    bagan_<n> again (the same first n images, the same classifiers), so it is refused; at another n, or a
+    threshold rule at another cut-off, it is a draw of its own and allowed."""
+    from cxraug.core.config import own_filter_mode
+
+    def raw(modes, n=1000, bagan=None):
+        per_gan = {"bagan": bagan or {"mode": "argmax"}}
+        return {
+            "synthesize": {"n_per_class": [1000, 3000], "filter": {"threshold": 0.5, "per_gan": per_gan}},
+            "filter_sensitivity": {"gan": "bagan", "n_per_class": n, "modes": modes, "threshold": 0.5},
+        }
+
+    with pytest.raises(
+        CxraugError,
+        match=r"^params.yaml: filter_sensitivity.modes: argmax is bagan.s own filter .* from bagan_1000$",
+    ):
+        parse_params(raw(["none", "argmax"]))
+    assert own_filter_mode(parse_params(raw(["none", "threshold"]))) == "argmax"
+    assert own_filter_mode(parse_params(raw(["none", "argmax"], n=500))) is None  # bagan_500 is no column
+    threshold = {"mode": "threshold", "threshold": 0.8}
+    assert (
+        own_filter_mode(parse_params(raw(["none", "threshold"], bagan=threshold))) is None
+    )  # another cut-off
+    at_half = {"mode": "threshold", "threshold": None}  # null: synthesize.filter.threshold, 0.5
+    with pytest.raises(CxraugError, match="threshold is bagan's own filter"):
+        parse_params(raw(["none", "threshold"], bagan=at_half))
+    assert own_filter_mode(parse_params(raw(["none"]) | {"generators": ["opengan"]})) is None

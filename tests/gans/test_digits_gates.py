@@ -6,9 +6,9 @@ Targets (issue 14): every digit >= 90% read as intended, improved precision >= 0
 generator does not reach a target at a schedule that fits the gate, the test is named so and asserts
 what it does reach, with a margin (figures in README.md and docs/). slow, 1 thread: each BAGAN gate (one
 per replicate seed 0, 1, 2) ran in 141-287 s at load 3-5 (85-92 s CPU: ~1.5-2 min on a quiet core);
-the seen-digits NewGAN gate (embedder + 3000 batches at d_steps 2: 1500 residual G updates) ran in
-13 min 28 s at load 0.2-2.5 (741 s user CPU), the unseen-digit one (ten digits, d_steps 1) 41 min wall
-at load 3-9.
+each seen-digits NewGAN gate (embedder + 3000 batches at d_steps 2 with mode seeking: 1500 residual G
+updates; seeds 0, 1) in 21 min 21-24 s, two at once on the 2 cores, the unseen-digit one (ten digits,
+d_steps 1) 41 min wall at load 3-9.
 """
 
 from __future__ import annotations
@@ -66,9 +66,10 @@ OPENGAN = {
     "precision": "fp32",
     "device": "cpu",
 }
-# the seen-digits gate: two D updates per G update (BigGAN/SNGAN practice), each on its own batch:
-# 60 x 50 = 3000 batches, 1500 G updates as above (docs/opengan.md, "Digits gate")
-OPENGAN_GATE = OPENGAN | {"d_steps": 2, "epochs": 60}
+# the seen-digits gate: two D updates per G update (BigGAN/SNGAN practice), each on its own batch, 60 x 50
+# = 3000 batches, 1500 G updates as above, and MSGAN's mode-seeking term at weight 0.1 against the
+# within-class collapse (docs/opengan.md, "Digits gate" and "Mode seeking")
+OPENGAN_GATE = OPENGAN | {"d_steps": 2, "epochs": 60, "mode_seeking_weight": 0.1}
 
 
 def cli(cwd: Path, *args: str | Path) -> None:
@@ -187,7 +188,8 @@ def test_bagan_digits_gate_every_digit_read_precise_and_varied(tmp_path, seed):
         assert r["recall"] >= 0.3, (digit, r)
 
 
-def _opengan(tmp: Path, digits, rare, excluded: list[str], schedule: dict) -> Path:
+def _opengan(tmp: Path, digits, rare, excluded: list[str], schedule: dict, seed: int = 0) -> Path:
+    """Embedder and GAN trained through the CLI as the study's replicate `seed` (both `--seed seed`)."""
     params = project(
         tmp, digits, rare, train_embedder=EMBEDDER | {"exclude_classes": excluded}, train_opengan=schedule
     )
@@ -204,6 +206,8 @@ def _opengan(tmp: Path, digits, rare, excluded: list[str], schedule: dict) -> Pa
         tmp / "e.json",
         "--checkpoints",
         tmp / "ckpt_e",
+        "--seed",
+        seed,
     )
     cli(
         tmp,
@@ -220,25 +224,31 @@ def _opengan(tmp: Path, digits, rare, excluded: list[str], schedule: dict) -> Pa
         tmp / "g.json",
         "--checkpoints",
         tmp / "ckpt_g",
+        "--seed",
+        seed,
     )
     return params
 
 
-def test_newgan_digits_gate_at_d_steps_2_short_of_target_on_zero_recall(tmp_path):
-    """NewGAN as published but for d_steps 2 (two D updates per G update), digits 0-4 (four cut to 40),
-    3000 batches = 1500 G updates, unfiltered, 200 per digit. Targets (issue 14): every digit >= 90%
-    read as intended, precision >= 0.5, recall >= 0.3. Measured through this test (21 min 26 s wall at
-    load 1-4, 731 s user + 50 s system CPU): read 1.00 every digit, P .715/.805/.835/.815/.545, R
-    .253/.478/.435/.344/.47 (zero ... four): every target but zero's recall. The script's run of the same
-    settings met all (zero's R .309), and five further draws of its model give zero's R .28 +- .03
-    (.23-.32): zero sits at the target, not above it. At d_steps 1 (the reference's schedule) this test
-    gave R .09/.56/.40/.23/.17, four's P .47 (docs/opengan.md, "Digits gate"). The bounds below are the
-    targets where both runs and the draws clear them, else the measured figures with a margin. Rerun
-    with these bounds: passed, the same figures, 13 min 28 s wall at load 0.2-2.5 (741 s user CPU).
-    The training seed moves zero's recall more than any setting tried: at seed 1 (embedder and GAN) the
-    script gave .197 at d_steps 2 and .225 at d_steps 3 (seed 0: .31 and .43), so no schedule here
-    meets the target at every replicate seed (docs/opengan.md, "Training seeds")."""
-    params = _opengan(tmp_path, range(5), 4, [], OPENGAN_GATE)
+# the measured figure less ~.03 where a seed misses the target (below; one thread: deterministic)
+NEWGAN_PRECISION_BOUND = {"one": 0.41, "four": 0.37}  # targets 0.5: measured .50 / .44 and .40 / .555
+
+
+@pytest.mark.parametrize("seed", [0, 1])  # replicates; seed 1 is where d_steps 2 alone fell short
+def test_newgan_digits_gate_meets_recall_with_mode_seeking_and_falls_short_on_one_and_four_precision(
+    tmp_path, seed
+):
+    """NewGAN as published but for d_steps 2 (two D updates per G update) and mode seeking 0.1, digits 0-4
+    (four cut to 40), 3000 batches = 1500 G updates, embedder and GAN trained and sampled as replicate
+    `seed`, unfiltered, 200 per digit. Targets (issue 14): every digit >= 90% read as intended, precision
+    >= 0.5, recall >= 0.3. Measured through this test (21 min 21-24 s wall each, two at once on the 2
+    cores): recall met at both seeds (zero .354 / .303; d_steps 2 alone gave .253 here and .197 at seed 1
+    in tests/digits_quality.py) and read >= .97, but precision falls short on one (.50 / .44) and four
+    (.40 / .555): mode seeking trades the precision d_steps 2 had (one .805, four .545) for the recall it
+    lacked. In tests/digits_quality.py the same settings at seed 1 met every target (one .63, four .66):
+    the embedder and the draws move these cells by ~.1, so the targets sit on NewGAN's precision-recall
+    frontier at this schedule (weights 0.25 and 1 cost more precision; docs/opengan.md, "Mode seeking")."""
+    params = _opengan(tmp_path, range(5), 4, [], OPENGAN_GATE, seed)
     cli(
         tmp_path,
         "synthesize",
@@ -252,17 +262,14 @@ def test_newgan_digits_gate_at_d_steps_2_short_of_target_on_zero_recall(tmp_path
         tmp_path / "syn",
         "--metrics",
         tmp_path / "syn.json",
+        "--generator-seed",
+        seed,
     )
     report = judged(synthesized(tmp_path / "syn"), range(5))
     for digit, r in report.items():
         assert r["n"] == 200 and r["read_as_intended"] >= 0.9, (digit, r)
-    for digit in ("zero", "one", "two", "three"):
-        assert report[digit]["precision"] >= 0.5, (digit, report[digit])
-    assert report["four"]["precision"] >= 0.45, report["four"]  # .545 here, .60 (.57-.69) by the script
-    for digit in ("one", "two", "four"):
-        assert report[digit]["recall"] >= 0.3, (digit, report[digit])
-    assert report["three"]["recall"] >= 0.25, report["three"]  # .344 here, .46 (.33-.45 over draws)
-    assert report["zero"]["recall"] >= 0.18, report["zero"]  # .253 here, .309 (.23-.32 over draws)
+        assert r["recall"] >= 0.3, (digit, r)  # zero .354 / .303: at the line at seed 1
+        assert r["precision"] >= NEWGAN_PRECISION_BOUND.get(digit, 0.5), (digit, r)
 
 
 def test_newgan_unseen_digit_from_exemplars_stays_far_below_target(tmp_path):

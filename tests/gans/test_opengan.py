@@ -210,7 +210,12 @@ def test_exemplar_proposer_draws_a_new_label_from_any_size_of_exemplar(trained):
 
 
 @pytest.mark.parametrize(
-    "generator, schedule", [("residual", {}), ("dcgan", {}), ("residual", {"d_steps": 2, "ema_decay": 0.9})]
+    "generator, schedule",
+    [
+        ("residual", {}),
+        ("dcgan", {}),
+        ("residual", {"d_steps": 2, "ema_decay": 0.9, "augment": ["translation", "cutout"]}),
+    ],
 )
 def test_interrupted_training_resumes_from_the_saved_step_and_ends_where_an_uninterrupted_run_does(
     trained, prepared32, tmp_path, monkeypatch, generator, schedule

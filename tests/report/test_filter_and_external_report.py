@@ -18,7 +18,8 @@ from cxraug.metrics.inference import two_level_comparison
 from cxraug.stages.report import make_report
 from tests.report.test_report import CLASSES, N_TEST, make_inputs, metrics_from, table_rows
 
-ROW = FilterSensitivityParams(gan="bagan", n_per_class=1000)
+# argmax is BAGAN's own rule: as a mode, only valid where n is not one of synthesize.n_per_class
+ROW = FilterSensitivityParams(gan="bagan", n_per_class=1000, modes=["none", "argmax", "threshold"])
 STRENGTH = {"none": 1.0, "argmax": 0.4, "threshold": 1.6}
 GROUPS = np.array([0, 0, 1, 1])  # generator seed of each run: 2 generator replicates x 2 classifier seeds
 # what synthesize_filter kept per replicate: argmax falls short (no Nodule at all in seed 1)
@@ -49,6 +50,33 @@ def macro(scores: np.ndarray, labels: np.ndarray) -> float:
     )
 
 
+def plant(root, classify_metrics, variant, scores, labels, patients, accepted, tried, synthetic_set, wanted):
+    """What synthesize wrote for `synthetic_set` (per replicate) and, if `scores` is given, what classify
+    wrote for `variant`: its scores and metrics, with the images each class trained on."""
+    for g in (0, 1):
+        per_class = {
+            c: {"accepted": k[g], "tried": tried, "passed": k[g], "acceptance_rate": k[g] / tried}
+            for c, k in accepted.items()
+        }
+        path = root / "metrics/synthesize" / synthetic_set / f"seed{g}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"per_class": per_class, "wanted_per_class": wanted}))
+    if scores is None:
+        return
+    atomic_savez(
+        root / "data/scores" / f"{variant}.npz",
+        scores=scores,
+        labels=labels,
+        patient_ids=patients,
+        generator_seeds=GROUPS,
+        classes=np.array(CLASSES),
+        image_index=np.array([f"{i:05d}.png" for i in range(N_TEST)]),
+    )
+    used = {f"seed{g}": {c: min(k[g], 1000) for c, k in accepted.items()} for g in (0, 1)}
+    m = metrics_from(variant, scores, labels) | {"synthetic_images": used}
+    (classify_metrics / f"{variant}.json").write_text(json.dumps(m))
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, tracking_uri):
     root = tmp_path_factory.mktemp("project")
@@ -59,34 +87,9 @@ def report(tmp_path_factory, tracking_uri):
     for mode, strength in STRENGTH.items():
         variant = f"bagan_1000_{mode}"
         planted[variant] = scores = scores_of(strength, labels)
-        for g in (0, 1):
-            per_class = {
-                c: {
-                    "accepted": k[g],
-                    "tried": TRIED[mode],
-                    "passed": k[g],
-                    "acceptance_rate": k[g] / TRIED[mode],
-                }
-                for c, k in ACCEPTED[mode].items()
-            }
-            path = root / "metrics/synthesize" / f"bagan-filter-{mode}" / f"seed{g}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"per_class": per_class, "wanted_per_class": 1000}))
-        if mode == "threshold":  # drawn, but its classifiers have not been trained yet
-            continue
-        atomic_savez(
-            root / "data/scores" / f"{variant}.npz",
-            scores=scores,
-            labels=labels,
-            patient_ids=patients,
-            generator_seeds=GROUPS,
-            classes=np.array(CLASSES),
-            image_index=np.array([f"{i:05d}.png" for i in range(N_TEST)]),
-        )
-        m = metrics_from(variant, scores, labels) | {
-            "synthetic_images": {f"seed{g}": {c: k[g] for c, k in ACCEPTED[mode].items()} for g in (0, 1)}
-        }
-        (inputs.classify_metrics / f"{variant}.json").write_text(json.dumps(m))
+        trained = None if mode == "threshold" else scores  # threshold: drawn, its classifiers not trained yet
+        plant(root, inputs.classify_metrics, variant, trained, labels, patients, ACCEPTED[mode], TRIED[mode],
+              f"bagan-filter-{mode}", 1000)  # fmt: skip
     # an external set without patients: baseline, standard aug and BAGAN scored on it
     ext_labels = np.arange(200) % len(CLASSES)
     for variant, strength in {"baseline": 1.0, "standard_aug_1000": 1.1, "bagan_1000": 2.0}.items():
@@ -167,6 +170,46 @@ def test_each_mode_is_compared_with_none_paired_by_generator_seed(report):
     holm = multipletests([max(c["p_value"], 2 / params.n_bootstrap) for c in cells], method="holm")[1]
     np.testing.assert_allclose([c["p_adjusted"] for c in cells], holm, atol=1e-6)
     assert "`bagan_1000_argmax` − `bagan_1000_none`" in md
+
+
+def test_the_generators_own_filter_is_the_studys_column_not_a_mode_of_its_own(tmp_path, tracking_uri):
+    """filter_sensitivity.modes [none] with BAGAN's own rule argmax at an n the study draws: the table's
+    second row is the study's bagan_1000 column (its scores, and what its synthesize stage kept for
+    3000 per class), compared with none as any mode is."""
+    inputs = make_inputs(tmp_path)
+    labels = np.arange(N_TEST) % len(CLASSES)
+    patients = np.array([f"p{i // 2}" for i in range(N_TEST)])
+    none, own = scores_of(1.0, labels), scores_of(1.8, labels)
+    full = {c: [3000, 3000] for c in CLASSES}
+    where = (tmp_path, inputs.classify_metrics)
+    plant(
+        *where, "bagan_1000_none", none, labels, patients, ACCEPTED["none"], 1000, "bagan-filter-none", 1000
+    )
+    plant(*where, "bagan_1000", own, labels, patients, full, 9000, "bagan", 3000)
+    params = ReportParams(n_bootstrap=1000, grid_images=2)
+    make_report(
+        params,
+        [1000],
+        inputs,
+        tmp_path / "reports",
+        tmp_path / "compare.json",
+        sensitivity=ROW.model_copy(update={"modes": ["none"]}),
+        synthesize_metrics=tmp_path / "metrics/synthesize",
+        own_filter="argmax",
+    )
+    md = (tmp_path / "reports/results.md").read_text()
+    rows = table_rows(md, "## How BAGAN's result moves with its filter")[1:]  # below the header
+    assert [r[0] for r in rows] == ["`none`", "`argmax` (its own filter)"]
+    tried = 2 * len(CLASSES) * 9000
+    assert (
+        rows[1][1]
+        == f"30,000 of {tried:,} candidates (33.33% pass), drawn for 3,000 per class: `bagan_1000`'s images"
+    )
+    assert rows[1][2] == "1,000 each"  # what bagan_1000's classifiers trained on
+    assert rows[1][-1].startswith(f"{macro(own, labels):.3f}")
+    (pair,) = json.loads((tmp_path / "compare.json").read_text())["filter_sensitivity"].values()
+    assert (pair["a"], pair["b"]) == ("bagan_1000", "bagan_1000_none")
+    assert pair["macro"]["difference"] == pytest.approx(macro(own, labels) - macro(none, labels), abs=1e-6)
 
 
 def test_external_sets_get_the_internal_comparisons(report):

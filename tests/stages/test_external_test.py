@@ -138,7 +138,7 @@ PARAMS_YAML = {
     "prepare": {"image_size": 32},
     "synthesize": {"n_per_class": [4]},
     "classify": {"seeds": [0, 1], "epochs": 1, "batch_size": 32, "width": 0.0625, "bootstrap": 200},
-    "filter_sensitivity": {"gan": "bagan", "n_per_class": 4, "modes": ["none", "argmax", "threshold"]},
+    "filter_sensitivity": {"gan": "bagan", "n_per_class": 4, "modes": ["none", "threshold"]},
 }
 
 

@@ -55,7 +55,12 @@ def params(**synthesize) -> Params:
         {
             "synthesize": {"n_per_class": [5, 50], "batch_size": 8, "device": "cpu", "precision": "fp32"}
             | synthesize,
-            "filter_sensitivity": {"gan": "fake", "n_per_class": N, "threshold": THRESHOLD},
+            "filter_sensitivity": {
+                "gan": "fake",
+                "n_per_class": N,
+                "modes": ["none", "argmax", "threshold"],
+                "threshold": THRESHOLD,
+            },
         }
     )
 

@@ -48,7 +48,7 @@ class Variant:
 
 
 def filter_variants(sensitivity: FilterSensitivityParams) -> list[str]:
-    """The filter-sensitivity row's variants, one per mode: bagan_1000_none, bagan_1000_argmax, ..."""
+    """The filter-sensitivity row's variants, one per mode: bagan_1000_none, bagan_1000_threshold, ..."""
     return [f"{sensitivity.gan}_{sensitivity.n_per_class}_{mode}" for mode in sensitivity.modes]
 
 

@@ -48,11 +48,13 @@ class FilterRow:
     draws: FilterDraws | None = None
     metrics: VariantMetrics | None = None
     used: dict[str, list[int]] = field(default_factory=dict)  # class -> images trained on, per replicate
+    own: bool = False  # the generator's own rule: the study's <gan>_<n> column, not a classify_filter one
 
 
-def read_filter_draws(synthesize_metrics: Path, gan: str, mode: str) -> FilterDraws | None:
-    """metrics/synthesize/<gan>-filter-<mode>/seed<k>.json of every replicate, or None if none exists."""
-    paths = sorted((Path(synthesize_metrics) / layout.filter_set(gan, mode)).glob("seed*.json"))
+def read_filter_draws(directory: Path, mode: str) -> FilterDraws | None:
+    """<directory>/seed<k>.json of every replicate (metrics/synthesize/<gan>-filter-<mode>/, or the
+    study's own metrics/synthesize/<gan>/), or None if none exists."""
+    paths = sorted(Path(directory).glob("seed*.json"))
     if not paths:
         return None
     tried, passed, accepted, wanted = 0, 0, {}, 0
@@ -72,19 +74,29 @@ def read_filter_draws(synthesize_metrics: Path, gan: str, mode: str) -> FilterDr
 
 
 def filter_rows(
-    sensitivity: FilterSensitivityParams, classify_metrics: Path, synthesize_metrics: Path
+    sensitivity: FilterSensitivityParams,
+    classify_metrics: Path,
+    synthesize_metrics: Path,
+    own_mode: str | None = None,
 ) -> list[FilterRow]:
-    rows = []
-    for mode, variant in zip(sensitivity.modes, filter_variants(sensitivity), strict=True):
-        row = FilterRow(mode, variant, read_filter_draws(synthesize_metrics, sensitivity.gan, mode))
-        path = Path(classify_metrics) / f"{variant}.json"
+    """One row per filter_sensitivity mode; with `own_mode` (config.own_filter_mode: the study's
+    <gan>_<n> column already is that mode's draw), its row second, from that column's files."""
+    gan, root = sensitivity.gan, Path(synthesize_metrics)
+    rows = [
+        FilterRow(mode, variant, read_filter_draws(root / layout.filter_set(gan, mode), mode))
+        for mode, variant in zip(sensitivity.modes, filter_variants(sensitivity), strict=True)
+    ]
+    if own_mode is not None:
+        draws = read_filter_draws(root / gan, own_mode)
+        rows.insert(1, FilterRow(own_mode, f"{gan}_{sensitivity.n_per_class}", draws, own=True))
+    for row in rows:
+        path = Path(classify_metrics) / f"{row.variant}.json"
         if path.is_file():
             row.metrics = VariantMetrics.read(path)
             used = json.loads(path.read_text()).get("synthetic_images") or {}
             for counts in used.values():
                 for name, k in counts.items():
                     row.used.setdefault(name, []).append(k)
-        rows.append(row)
     return rows
 
 
@@ -110,7 +122,8 @@ def _kept(row: FilterRow) -> str:
         return "not drawn"
     kept = sum(sum(v) for v in d.accepted.values())
     rate = f"{d.acceptance_rate:.2%}" if d.tried else "—"
-    return f"{kept:,} of {d.tried:,} candidates ({rate} pass)"
+    text = f"{kept:,} of {d.tried:,} candidates ({rate} pass)"
+    return f"{text}, drawn for {d.wanted:,} per class: `{row.variant}`'s images" if row.own else text
 
 
 def _used(row: FilterRow, classes: tuple[str, ...], n: int) -> str:
@@ -137,7 +150,8 @@ def filter_table(
     head = ["filter", "kept", "synthetic images trained on, per class", *classes, VariantMetrics.MACRO]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [f"`{_mode_label(r.mode, sensitivity)}`", _kept(r)]
+        label = f"`{_mode_label(r.mode, sensitivity)}`" + (" (its own filter)" if r.own else "")
+        cells = [label, _kept(r)]
         cells.append(_used(r, classes, sensitivity.n_per_class))
         for row in (*classes, VariantMetrics.MACRO):
             cells.append(auc_cell(r.metrics, row, False, False) if r.metrics else "not trained")

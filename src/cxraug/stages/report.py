@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxraug.core import layout, tracking
-from cxraug.core.config import FilterSensitivityParams, Params, ReportParams
+from cxraug.core.config import FilterSensitivityParams, Params, ReportParams, own_filter_mode
 from cxraug.core.errors import CxraugError
 from cxraug.core.runtime import atomic_dir, atomic_write_json, atomic_write_text
 from cxraug.core.stage import NO_HOOKS, Hooks, StageResult
@@ -81,8 +81,10 @@ def make_report(
     synthesize_metrics: Path | None = None,
     external_scores: Path | None = None,
     generators: Sequence[str] | None = None,
+    own_filter: str | None = None,
 ) -> ReportResult:
-    """The report of the study: n_per_class x `generators` (params.yaml's; None = every registered one)."""
+    """The report of the study: n_per_class x `generators` (params.yaml's; None = every registered one).
+    `own_filter`: the filter-sensitivity mode the study's own column is (config.own_filter_mode)."""
 
     train = load_split(inputs.prepared, "train")
     classes = train.classes
@@ -97,7 +99,7 @@ def make_report(
     comparisons = {n: compare_table(n, scores, params, level, generators) for n in n_per_class}
     filter_parts, filter_compare = [], {}
     if sensitivity is not None and synthesize_metrics is not None:  # report/filters.py
-        rows = filter_rows(sensitivity, inputs.classify_metrics, synthesize_metrics)
+        rows = filter_rows(sensitivity, inputs.classify_metrics, synthesize_metrics, own_filter)
         row_scores = read_scores(inputs, [r.variant for r in rows])
         filter_compare = filter_comparisons(rows, row_scores, params, level)
         adjusted = {"holm": "Holm", "fdr_bh": "Benjamini–Hochberg"}[params.adjust]
@@ -241,6 +243,7 @@ def run(params: Params, paths: Paths = Paths(), hooks: Hooks = NO_HOOKS) -> Stag
         paths.synthesize_metrics,
         paths.external_scores,
         params.generators,
+        own_filter_mode(params),
     )
     summary = f"{len(result.present)} variants reported" + (
         f", missing: {', '.join(result.missing)}" if result.missing else ""

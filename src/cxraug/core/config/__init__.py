@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cxraug.core.config.data import DEFAULT_CLASSES, AugmentParams, PrepareParams
 from cxraug.core.config.evaluation import (
@@ -77,6 +77,7 @@ __all__ = [
     "dump_params",
     "load_params",
     "merge",
+    "own_filter_mode",
     "parse_params",
     "trial_params",
 ]
@@ -111,6 +112,33 @@ class Params(Section):
         if len(set(v)) != len(v):
             raise ValueError(f"generator names must be distinct (got {v})")
         return v
+
+    @model_validator(mode="after")
+    def _sensitivity_adds_modes(self) -> Params:
+        mode, s = own_filter_mode(self), self.filter_sensitivity
+        column = f"{s.gan}_{s.n_per_class}"
+        if mode in s.modes:
+            raise ValueError(
+                f"filter_sensitivity.modes: {mode} is {s.gan}'s own filter (synthesize.filter.per_gan) and "
+                f"{s.n_per_class} is in synthesize.n_per_class, so its row would redraw and retrain {column} "
+                f"exactly; leave it out: the report takes that row from {column}"
+            )
+        return self
+
+
+def own_filter_mode(params: Params) -> str | None:
+    """The filter-sensitivity mode that the study's own `<gan>_<n>` column already is, if any: the
+    generator's synthesize.filter rule (a threshold rule at filter_sensitivity.threshold only) when n is
+    one of synthesize.n_per_class. Its draw is the first n images per class of data/synthetic/<gan>/
+    (the same seeds and candidate stream; only the try budget, max_tries_factor x n, is larger there)."""
+    s = params.filter_sensitivity
+    if s.gan not in params.generators or s.n_per_class not in params.synthesize.n_per_class:
+        return None
+    rules = params.synthesize.filter
+    entry = rules.per_gan.get(s.gan)
+    mode = entry.mode if entry else "threshold"
+    threshold = rules.threshold if entry is None or entry.threshold is None else entry.threshold
+    return None if mode == "threshold" and threshold != s.threshold else mode
 
 
 def parse_params(raw: dict, source: str = "params.yaml") -> Params:

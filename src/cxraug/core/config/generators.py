@@ -147,6 +147,18 @@ class TrainOpenganParams(Section):
     ema_decay: float = Field(
         0.0, ge=0, lt=1, description="EMA of G's weights samples (warm-up as diffusion's); 0 = G itself"
     )
+    mode_seeking_weight: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="weight of MSGAN's mode-seeking term in G's loss (gans/opengan/losses.py); 0 = off "
+        "(the reference). Half of each G batch is drawn again with a second z",
+    )
+    augment: list[Literal["translation", "cutout"]] = Field(
+        default_factory=list,
+        description="differentiable augmentation of every image D sees, real and fake (gans/diffaugment.py); "
+        "[] = none (the reference)",
+    )
     balanced: bool = Field(True, description="class-balanced real batches (rare classes seen as often)")
     conditioning: Literal["exemplars", "gaussian"] = Field(
         "exemplars",

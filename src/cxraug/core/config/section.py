@@ -14,6 +14,8 @@ class Section(BaseModel):
 def describe_error(error: dict) -> str:
     """One pydantic error as `key.path: message (got value)`."""
     key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    if not error["loc"] and error["msg"].startswith("Value error, "):  # a cross-section rule names its keys
+        return error["msg"].removeprefix("Value error, ")
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key (check its spelling against the documented params)"

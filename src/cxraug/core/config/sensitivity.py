@@ -19,9 +19,11 @@ class FilterSensitivityParams(Section):
     gan: str = Field("bagan", min_length=1, description="the generator whose filter is varied")
     n_per_class: int = Field(1000, ge=1, description="synthetic images per class wanted under every mode")
     modes: list[FilterMode] = Field(
-        default_factory=lambda: ["none", "argmax", "threshold"],
+        default_factory=lambda: ["none", "threshold"],
         min_length=1,
-        description="the filter modes compared (synthesis/filters.py); the first is the reference",
+        description="the filter modes compared (synthesis/filters.py); the first is the reference. The "
+        "generator's own rule is not listed when n_per_class is one of synthesize.n_per_class: its row is "
+        "the study's <gan>_<n> column",
     )
     threshold: float = Field(0.5, ge=0, le=1, description="the cut-off of mode threshold")
 

@@ -83,5 +83,5 @@ RECIPE_FILE = "recipe.json"
 def recipe(params: TrainOpenganParams) -> dict:
     """The choices that make this NewGAN what it is (issue 14's ablation axes)."""
     keys = ("generator", "consistency", "consistency_weight", "loss", "projection", "lr_g", "lr_d", "beta1")
-    keys += ("d_steps", "ema_decay")
+    keys += ("d_steps", "ema_decay", "augment", "mode_seeking_weight")
     return {"gan": "opengan", **params.model_dump(include=set(keys))}

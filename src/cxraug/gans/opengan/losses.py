@@ -46,3 +46,13 @@ def consistency_loss(
 ) -> torch.Tensor:
     """consistency_term(f(images), e): the frozen embedder's weights get no gradient, the images do."""
     return consistency_term(embedder(images), e, kind)
+
+
+def mode_seeking_loss(
+    a: torch.Tensor, b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """MSGAN's term (Mao et al., "Mode Seeking GANs", CVPR 2019) for images a = G(z_a, e), b = G(z_b, e)
+    of the same e: 1 / (mean |a - b| / mean |z_a - z_b| + eps). G lowers it by moving apart what two
+    noise vectors draw for one conditioning, against the within-class collapse of a conditional G."""
+    ratio = (a.float() - b.float()).abs().mean() / (z_a.float() - z_b.float()).abs().mean()
+    return 1 / (ratio + eps)

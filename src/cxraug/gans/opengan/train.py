@@ -12,6 +12,7 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -37,10 +38,11 @@ from cxraug.core.stage import NO_HOOKS, EpochEnd, Hooks
 from cxraug.core.tracking import MetricBuffer, params_hash, stage_run
 from cxraug.core.training import EMA, StepLog, adam, epoch_batches, standing_statistics, steps_per_epoch
 from cxraug.data.datasets import Split, load_split, to_model_range
+from cxraug.gans.diffaugment import diffaugment
 from cxraug.gans.opengan.architectures import RECIPE_FILE, build_nets, recipe
 from cxraug.gans.opengan.conditioning import make_conditioning, prototype, standing_inputs
 from cxraug.gans.opengan.embedder import Embedder, embed, load_embedder, read_embedder_file
-from cxraug.gans.opengan.losses import consistency_loss, discriminator_loss, generator_loss
+from cxraug.gans.opengan.losses import consistency_loss, discriminator_loss, generator_loss, mode_seeking_loss
 from cxraug.gans.opengan.proposer import EMBEDDER_FILE, OpenganProposer, save_model
 from cxraug.gans.opengan.tracking import log_samples
 
@@ -81,10 +83,14 @@ def gan_step(
     are DDP-wrapped, and every returned value is this rank's term of the global mean (Shard.scale).
     The D pass inside G's loss uses the plain D: it only carries gradients to the images."""
     n, batch = len(real), batch or len(real)
+    half = n // 2 if update_g and params.mode_seeking_weight else 0  # rows drawn again with a second z
+    z_all, e_all = (torch.cat([z, torch.randn_like(z[:half])]), torch.cat([e, e[:half]])) if half else (z, e)
     with precision.autocast(), torch.set_grad_enabled(update_g):
-        fake = generator(z, e)
+        drawn = generator(z_all, e_all)  # the pairs in the same pass: DDP sees one forward per backward
+    fake = drawn[:n]
+    seen = partial(diffaugment, policies=params.augment)  # D's view of any image, in both updates
     with precision.autocast():
-        d_real, d_fake = discriminator(real, e), discriminator(fake.detach(), e)
+        d_real, d_fake = discriminator(seen(real), e), discriminator(seen(fake.detach()), e)
     loss_d = shard.scale(discriminator_loss(d_real, d_fake, params.loss), n, batch)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
@@ -98,15 +104,17 @@ def gan_step(
     judge = distributed.unwrap(discriminator)
     judge.requires_grad_(False)  # G's step needs gradients w.r.t. the images only
     with precision.autocast():
-        loss_g = generator_loss(judge(fake, e), params.loss)
+        loss_g = generator_loss(judge(seen(fake), e), params.loss)
         consistency = (
             consistency_loss(embedder, fake, e, params.consistency)
             if params.consistency_weight
             else torch.zeros(())
         )
+        seeking = mode_seeking_loss(drawn[:half], drawn[n:], z_all[:half], z_all[n:]) if half else 0 * loss_g
     loss_g, consistency = shard.scale(loss_g, n, batch), shard.scale(consistency, n, batch)
     opt_g.zero_grad(set_to_none=True)
-    (loss_g + params.consistency_weight * consistency).backward()
+    # objective: fool D, stay consistent with e and (MSGAN) keep two z's of one e apart
+    (loss_g + params.consistency_weight * consistency + params.mode_seeking_weight * seeking).backward()
     opt_g.step()
     judge.requires_grad_(True)
     d_real, d_fake = shard.scale(d_real.mean(), n, batch), shard.scale(d_fake.mean(), n, batch)
