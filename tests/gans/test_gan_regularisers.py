@@ -127,10 +127,13 @@ def test_mode_seeking_draws_half_the_batch_again_for_the_same_e_and_moves_the_pa
     opt_g, opt_d = torch.optim.SGD(g.parameters(), lr=0.01), torch.optim.SGD(d.parameters(), lr=0.0)
     e, z = torch.randn(8, 4), torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
     cpu = pick_precision(torch.device("cpu"), "fp32")
-    gan_step(g, d, None, opt_g, opt_d, _images(8), e, z, params, cpu)
+    logged = gan_step(g, d, None, opt_g, opt_d, _images(8), e, z, params, cpu)
     ((z_all, e_all),) = calls
     assert torch.equal(z_all[:8], z) and torch.equal(e_all[:8], e) and len(z_all) == 12
     assert torch.equal(e_all[8:], e[:4]) and not torch.equal(z_all[8:], z[:4])  # a second z for one e
     assert g.s.item() > 0.1  # apart: the slope grew
+    a, b = 0.1 * z_all[:4, 0] + e[:4, 0], 0.1 * z_all[8:, 0] + e[:4, 0]  # the pairs G drew, slope 0.1
+    expected = 1 / ((a - b).abs().mean() / (z_all[:4] - z_all[8:]).abs().mean() + 1e-5)
+    assert logged["mode_seeking"].item() == pytest.approx(expected.item(), rel=1e-5)  # gan/mode_seeking
     gan_step(g, d, None, opt_g, opt_d, _images(8), e, z, params, cpu, update_g=False)
     assert len(calls[-1][0]) == 8  # a D-only step draws no pairs

@@ -48,7 +48,7 @@ from cxraug.gans.opengan.tracking import log_samples
 
 log = logging.getLogger(__name__)
 STAGE = "train_opengan"
-LOSS_KEYS = ("d_loss", "g_loss", "consistency", "d_real", "d_fake")  # logged as gan/<key>, as BAGAN's
+LOSS_KEYS = ("d_loss", "g_loss", "consistency", "d_real", "d_fake", "mode_seeking")  # gan/<key>, as BAGAN's
 
 
 @dataclass
@@ -77,7 +77,7 @@ def gan_step(
     update_g: bool = True,
 ) -> dict[str, torch.Tensor]:
     """One D update then (if `update_g`) one G update on real images [B, 1, S, S] with embeddings e [B, D].
-    A D-only step (train_opengan.d_steps > 1) logs G's loss and consistency as 0.
+    A D-only step (train_opengan.d_steps > 1) logs G's loss, consistency and mode-seeking terms as 0.
 
     Under torchrun `real`, `e` and `z` are this rank's rows of a global batch of `batch` images, G and D
     are DDP-wrapped, and every returned value is this rank's term of the global mean (Shard.scale).
@@ -98,7 +98,7 @@ def gan_step(
     if not update_g:
         zero = torch.zeros((), device=loss_d.device)
         d_real, d_fake = shard.scale(d_real.mean(), n, batch), shard.scale(d_fake.mean(), n, batch)
-        values = (loss_d, zero, zero, d_real, d_fake)
+        values = (loss_d, zero, zero, d_real, d_fake, zero)
         return {k: v.detach().float() for k, v in zip(LOSS_KEYS, values, strict=True)}
 
     judge = distributed.unwrap(discriminator)
@@ -118,7 +118,7 @@ def gan_step(
     opt_g.step()
     judge.requires_grad_(True)
     d_real, d_fake = shard.scale(d_real.mean(), n, batch), shard.scale(d_fake.mean(), n, batch)
-    values = (loss_d, loss_g, consistency, d_real, d_fake)  # in LOSS_KEYS' order
+    values = (loss_d, loss_g, consistency, d_real, d_fake, shard.scale(seeking, n, batch))  # LOSS_KEYS' order
     return {k: v.detach().float() for k, v in zip(LOSS_KEYS, values, strict=True)}
 
 
